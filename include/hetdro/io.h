@@ -1,0 +1,58 @@
+// File formats: NPY, IDX (plain or gzipped), CSV and safetensors. Every reader throws
+// InputError naming the file and what was wrong (missing, bad magic, truncated payload,
+// unsupported dtype, malformed header).
+#pragma once
+
+#include <cstdint>
+#include <map>
+#include <string>
+#include <vector>
+
+namespace hetdro {
+
+// A dense row-major array. Readers of features convert to float32; uint8 scales to [0,1].
+template <typename T>
+struct Array {
+  std::vector<int64_t> shape;
+  std::vector<T> data;
+  int64_t rows() const { return shape.empty() ? 0 : shape[0]; }
+};
+
+// --- NPY (format 1.0–3.0, little-endian, C order) ------------------------------------------
+// Features: float32, float64 or uint8 (uint8 scaled by 1/255).
+Array<float> read_npy_features(const std::string& path);
+// Labels: int64, int32 or uint8, one dimension (or [n,1]).
+std::vector<int32_t> read_npy_labels(const std::string& path);
+void write_npy(const std::string& path, const float* data, const std::vector<int64_t>& shape);
+void write_npy(const std::string& path, const int32_t* data, const std::vector<int64_t>& shape);
+void write_npy(const std::string& path, const uint8_t* data, const std::vector<int64_t>& shape);
+
+// --- IDX (MNIST format), plain or gzipped (by content, not by name) ------------------------
+// Only the unsigned-byte type (0x08) is accepted.
+Array<uint8_t> read_idx(const std::string& path);
+
+// --- CSV: numeric, one header row naming the columns --------------------------------------
+struct CsvTable {
+  Array<float> x;                // [n, columns - 1]
+  std::vector<int32_t> y;        // [n]
+};
+CsvTable read_csv(const std::string& path, const std::string& label_column);
+
+// --- safetensors: float32 tensors and string metadata --------------------------------------
+struct NamedTensor {
+  std::string name;
+  std::vector<int64_t> shape;
+  std::vector<float> data;
+};
+// Writes to a temporary file beside `path` and renames it, so a failure leaves nothing
+// half-written.
+void write_safetensors(const std::string& path, const std::vector<NamedTensor>& tensors,
+                       const std::map<std::string, std::string>& metadata);
+struct SafetensorsFile {
+  std::vector<NamedTensor> tensors;  // in file order
+  std::map<std::string, std::string> metadata;
+  const NamedTensor* find(const std::string& name) const;
+};
+SafetensorsFile read_safetensors(const std::string& path);
+
+}  // namespace hetdro
