@@ -1,1 +1,203 @@
-int main() { return 0; }
+// The `hetdro` command line: info, prepare, train, eval, predict.
+#include <omp.h>
+
+#include <CLI/CLI.hpp>
+#include <fmt/ranges.h>
+#include <cstdio>
+#include <filesystem>
+
+#include "hetdro/check.h"
+#include "hetdro/config.h"
+#include "hetdro/data.h"
+#include "hetdro/device.h"
+#include "hetdro/io.h"
+#include "hetdro/prepare.h"
+#include "hetdro/trainer.h"
+
+namespace {
+
+using namespace hetdro;
+namespace fs = std::filesystem;
+
+void print_info() {
+  DeviceReport r = query_devices();
+  fmt::print("hetdro {}\n", HETDRO_VERSION);
+  fmt::print("build: C++17, CUDA {}, OpenMP threads {}\n", r.cuda_built ? "yes" : "no",
+             omp_get_max_threads());
+  if (r.cuda_built)
+    fmt::print("libraries: CUDA runtime {}, cuDNN {}, cuBLAS {}, cuSOLVER {}\n", r.cuda_runtime,
+               r.cudnn, r.cublas, r.cusolver);
+  if (r.gpus.empty()) fmt::print("GPUs: none ({})\n", r.status);
+  for (size_t i = 0; i < r.gpus.size(); ++i)
+    fmt::print("GPU {}: {}, {:.1f} GiB, compute capability {}.{}\n", i, r.gpus[i].name,
+               double(r.gpus[i].memory_bytes) / (1 << 30), r.gpus[i].major, r.gpus[i].minor);
+  fmt::print("training path: CPU (the CUDA training path is not built yet)\n");
+}
+
+// "auto" and "cpu" run on the CPU and say why; "cuda" cannot run yet and says so.
+void resolve_device(const Config& config) {
+  DeviceReport r = query_devices();
+  if (config.train.device == "cuda") {
+    if (r.gpus.empty())
+      input_error("{}: train.device = \"cuda\", but {}. Use \"auto\" or \"cpu\".", config.path,
+                  r.status);
+    input_error("{}: train.device = \"cuda\": the CUDA training path is not implemented yet; "
+                "use \"auto\" or \"cpu\"", config.path);
+  }
+  if (config.train.device == "cpu") {
+    fmt::print("device: cpu (train.device = \"cpu\"), {} thread(s)\n", omp_get_max_threads());
+  } else if (r.gpus.empty()) {
+    fmt::print("device: cpu ({}), {} thread(s)\n", r.status, omp_get_max_threads());
+  } else {
+    fmt::print("device: cpu: GPU {} found, but the CUDA training path is not implemented yet; "
+               "{} thread(s)\n", r.gpus[0].name, omp_get_max_threads());
+  }
+}
+
+// The run's config and data, from --run DIR or from --config (with --checkpoint).
+struct Loaded {
+  Config config;
+  std::string checkpoint;
+};
+
+Loaded load_run(const std::string& run, const std::string& config_path,
+                const std::string& checkpoint, const std::vector<std::string>& overrides) {
+  Loaded l;
+  if (!run.empty()) {
+    if (!fs::is_directory(run)) input_error("{}: run folder not found", run);
+    l.config = load_config(run + "/config.toml", overrides);
+    l.checkpoint = checkpoint.empty() ? run + "/checkpoint.safetensors" : checkpoint;
+  } else {
+    if (config_path.empty() || checkpoint.empty())
+      input_error("give --run DIR, or both --checkpoint FILE and --config FILE");
+    l.config = load_config(config_path, overrides);
+    l.checkpoint = checkpoint;
+  }
+  if (!fs::exists(l.checkpoint)) input_error("{}: checkpoint not found", l.checkpoint);
+  return l;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  CLI::App app{"hetdro: one classifier over groups whose features live in different spaces,\n"
+               "aligned by Gaussian class anchors (2-Wasserstein) with a GroupDRO option."};
+  app.require_subcommand(1);
+  app.set_version_flag("--version", std::string("hetdro ") + HETDRO_VERSION);
+
+  auto* info = app.add_subcommand("info", "Build flags, GPUs found, and CUDA library versions");
+
+  auto* prepare = app.add_subcommand("prepare", "Write a built-in dataset (NPY files + config.toml)");
+  prepare->require_subcommand(1);
+  std::string out, source;
+  uint64_t seed = 0;
+  auto* hf = prepare->add_subcommand(
+      "hetero-fashion", "Fashion-MNIST as three groups: full28 (28x28), low16 (16x16), proj64 "
+                        "(64-d random projection); DESIGN §5");
+  hf->add_option("--out", out, "Output folder")->required();
+  hf->add_option("--source", source,
+                 "Folder with Fashion-MNIST's four .gz IDX files (default: " +
+                     std::string(kFashionMnistDir) + ")");
+  hf->add_option("--seed", seed, "Seed of the 70/25/5 split")->capture_default_str();
+  auto* syn = prepare->add_subcommand(
+      "synthetic", "A small seeded dataset: 8x8 images and vectors of lengths 16 and 40, 5 classes");
+  syn->add_option("--out", out, "Output folder")->required();
+  syn->add_option("--seed", seed, "Seed")->capture_default_str();
+
+  std::string config_path, run, checkpoint, group, input;
+  std::vector<std::string> overrides;
+  bool overwrite = false;
+  int64_t max_steps = 0;
+  auto* train = app.add_subcommand("train", "Train on the CPU (the CUDA path comes later)");
+  train->add_option("--config", config_path, "Config TOML (DESIGN §4)")->required();
+  train->add_option("--out", out, "Run folder for config.toml, metrics.jsonl, "
+                                  "checkpoint.safetensors, report.json")->required();
+  train->add_option("--set", overrides, "Override a config key, e.g. --set train.epochs=3");
+  train->add_flag("--overwrite", overwrite, "Replace a run already in --out");
+  train->add_option("--max-steps", max_steps, "Stop after this many steps (for timing)");
+
+  auto* eval = app.add_subcommand("eval", "Per-group test accuracy and confusion matrices of a "
+                                          "checkpoint");
+  for (auto* cmd : {eval}) {
+    cmd->add_option("--run", run, "Run folder written by `hetdro train`");
+    cmd->add_option("--checkpoint", checkpoint, "Checkpoint (with --config)");
+    cmd->add_option("--config", config_path, "Config TOML (with --checkpoint)");
+    cmd->add_option("--set", overrides, "Override a config key");
+  }
+  auto* predict = app.add_subcommand("predict", "Predicted classes for new samples of one group");
+  predict->add_option("--run", run, "Run folder written by `hetdro train`");
+  predict->add_option("--checkpoint", checkpoint, "Checkpoint (with --config)");
+  predict->add_option("--config", config_path, "Config TOML (with --checkpoint)");
+  predict->add_option("--group", group, "Group whose encoder to use")->required();
+  predict->add_option("--input", input, "Features: NPY, IDX or CSV, shaped like the group's")
+      ->required();
+  predict->add_option("--out", out, "Where to write the predicted labels (NPY int32)")->required();
+
+  try {
+    app.parse(argc, argv);
+  } catch (const CLI::CallForHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::CallForAllHelp& e) {
+    return app.exit(e);
+  } catch (const CLI::CallForVersion& e) {
+    return app.exit(e);
+  } catch (const CLI::ParseError& e) {
+    app.exit(e);
+    return 2;
+  }
+
+  try {
+    if (info->parsed()) {
+      print_info();
+    } else if (hf->parsed()) {
+      prepare_hetero_fashion(out, source, seed);
+    } else if (syn->parsed()) {
+      prepare_synthetic(out, seed);
+    } else if (train->parsed()) {
+      Config config = load_config(config_path, overrides);
+      resolve_device(config);
+      Trainer trainer(config, load_groups(config));
+      trainer.train(out, overwrite, max_steps);
+    } else if (eval->parsed() || predict->parsed()) {
+      Loaded l = load_run(run, config_path, checkpoint, overrides);
+      std::vector<GroupData> groups = load_groups(l.config);
+      Trainer trainer(l.config, std::move(groups));
+      trainer.load(l.checkpoint);
+      if (eval->parsed()) {
+        Evaluation e = trainer.evaluate();
+        const int C = l.config.classes;
+        for (auto& g : e.groups) {
+          fmt::print("group {}: accuracy {:.4f} on {} test samples\nconfusion (rows: true class, "
+                     "columns: predicted):\n", g.name, g.accuracy, g.samples);
+          for (int i = 0; i < C; ++i) {
+            fmt::print("  {:>3}:", i);
+            for (int j = 0; j < C; ++j) fmt::print(" {:>6}", g.confusion[size_t(i) * C + j]);
+            fmt::print("\n");
+          }
+        }
+        fmt::print("worst group accuracy {:.4f}, mean {:.4f}\n", e.worst, e.mean);
+      } else {
+        int g = -1;
+        for (size_t i = 0; i < l.config.groups.size(); ++i)
+          if (l.config.groups[i].name == group) g = int(i);
+        if (g < 0) input_error("--group '{}': no such group in {}", group, l.config.path);
+        Array<float> x = load_features(input, l.config.groups[g]);
+        const auto shape = encoder_input_shape(l.config.groups[g], x, input);
+        const auto expected = trainer.sample_shape(g);
+        if (shape != expected)
+          input_error("{}: samples of shape {}, but group '{}' was trained on samples of shape {}",
+                      input, fmt::join(shape, "x"), group, fmt::join(expected, "x"));
+        std::vector<int32_t> labels = trainer.predict(g, x);
+        write_npy(out, labels.data(), {int64_t(labels.size())});
+        fmt::print("wrote {} predictions to {}\n", labels.size(), out);
+      }
+    }
+  } catch (const InputError& e) {
+    fmt::print(stderr, "error: {}\n", e.what());
+    return 2;
+  } catch (const std::exception& e) {
+    fmt::print(stderr, "hetdro failed: {}\n", e.what());
+    return 1;
+  }
+  return 0;
+}

@@ -1,0 +1,348 @@
+// TOML configuration (DESIGN §4): parse, apply --set overrides, validate, and write back.
+#include "hetdro/config.h"
+
+#include <filesystem>
+#include <set>
+#include <sstream>
+
+#include <toml++/toml.h>
+
+#include "hetdro/check.h"
+
+namespace hetdro {
+namespace {
+
+namespace fs = std::filesystem;
+
+std::string type_name(const toml::node& node) {
+  switch (node.type()) {
+    case toml::node_type::string: return "a string";
+    case toml::node_type::integer: return "an integer";
+    case toml::node_type::floating_point: return "a number";
+    case toml::node_type::boolean: return "a boolean";
+    case toml::node_type::array: return "an array";
+    case toml::node_type::table: return "a table";
+    default: return "a date or time";
+  }
+}
+
+// Reads the keys of one table, remembers which it used, and rejects the rest.
+class TableReader {
+ public:
+  TableReader(const toml::table* table, std::string file, std::string prefix)
+      : table_(table), file_(std::move(file)), prefix_(std::move(prefix)) {}
+
+  const toml::node* find(const std::string& key) {
+    used_.insert(key);
+    return table_ ? table_->get(key) : nullptr;
+  }
+
+  [[noreturn]] void wrong_type(const std::string& key, const toml::node& node,
+                               const char* expected) {
+    input_error("{}: key '{}{}': expected {}, found {}", file_, prefix_, key, expected,
+                type_name(node));
+  }
+
+  void get(const std::string& key, int& out) {
+    if (auto* node = find(key)) {
+      auto v = node->value_exact<int64_t>();
+      if (!v) wrong_type(key, *node, "an integer");
+      if (*v < INT32_MIN || *v > INT32_MAX)
+        input_error("{}: key '{}{}': {} is out of range", file_, prefix_, key, *v);
+      out = int(*v);
+    }
+  }
+  void get(const std::string& key, uint64_t& out) {
+    if (auto* node = find(key)) {
+      auto v = node->value_exact<int64_t>();
+      if (!v) wrong_type(key, *node, "an integer");
+      if (*v < 0) input_error("{}: key '{}{}': expected a non-negative integer, found {}", file_,
+                              prefix_, key, *v);
+      out = uint64_t(*v);
+    }
+  }
+  void get(const std::string& key, double& out) {
+    if (auto* node = find(key)) {
+      if (auto v = node->value<double>(); v && (node->is_number())) out = *v;
+      else wrong_type(key, *node, "a number");
+    }
+  }
+  void get(const std::string& key, std::string& out) {
+    if (auto* node = find(key)) {
+      auto v = node->value_exact<std::string>();
+      if (!v) wrong_type(key, *node, "a string");
+      out = *v;
+    }
+  }
+  void get(const std::string& key, std::vector<int>& out) {
+    if (auto* node = find(key)) {
+      auto* array = node->as_array();
+      if (!array) wrong_type(key, *node, "an array of integers");
+      out.clear();
+      for (auto& item : *array) {
+        auto v = item.value_exact<int64_t>();
+        if (!v) wrong_type(key, item, "an array of integers");
+        out.push_back(int(*v));
+      }
+    }
+  }
+  void require(const std::string& key, std::string& out) {
+    if (!find(key)) input_error("{}: missing key '{}{}'", file_, prefix_, key);
+    get(key, out);
+  }
+
+  // Every key present but never asked for is unknown.
+  void finish() {
+    if (!table_) return;
+    for (auto&& [key, node] : *table_) {
+      std::string name(key.str());
+      if (!used_.count(name)) {
+        std::string known;
+        for (auto& k : used_) known += (known.empty() ? "" : ", ") + k;
+        input_error("{}: unknown key '{}{}' (known keys here: {})", file_, prefix_, name, known);
+      }
+    }
+  }
+
+ private:
+  const toml::table* table_;
+  std::string file_, prefix_;
+  std::set<std::string> used_;
+};
+
+void check_choice(const std::string& file, const std::string& key, const std::string& value,
+                  std::initializer_list<const char*> choices) {
+  std::string list;
+  for (auto* c : choices) {
+    if (value == c) return;
+    list += (list.empty() ? "\"" : ", \"") + std::string(c) + "\"";
+  }
+  input_error("{}: key '{}': \"{}\" is not one of {}", file, key, value, list);
+}
+
+void check_positive(const std::string& file, const std::string& key, double value) {
+  if (!(value > 0)) input_error("{}: key '{}': expected a positive value, found {}", file, key, value);
+}
+
+const toml::table* subtable(const toml::table& root, const std::string& file, const char* key) {
+  auto* node = root.get(key);
+  if (!node) return nullptr;
+  if (!node->is_table()) input_error("{}: '{}' must be a table ([{}]), found {}", file, key, key,
+                                     type_name(*node));
+  return node->as_table();
+}
+
+// "train.epochs=3": walk the dotted path (array items by index) and set the TOML value.
+void apply_override(toml::table& root, const std::string& text) {
+  auto eq = text.find('=');
+  if (eq == std::string::npos || eq == 0)
+    input_error("--set '{}': expected KEY=VALUE, for example train.epochs=3", text);
+  std::string path = text.substr(0, eq), value = text.substr(eq + 1);
+  std::vector<std::string> parts;
+  for (std::stringstream ss(path); ss.good();) {
+    std::string part;
+    std::getline(ss, part, '.');
+    parts.push_back(part);
+  }
+  toml::table parsed;
+  try {
+    parsed = toml::parse("v = " + value);
+  } catch (const toml::parse_error&) {
+    parsed.insert_or_assign("v", value);  // a bare word: take it as a string
+  }
+  toml::node* node = &root;
+  for (size_t i = 0; i + 1 < parts.size(); ++i) {
+    if (auto* table = node->as_table()) {
+      if (!table->contains(parts[i])) table->insert(parts[i], toml::table{});
+      node = table->get(parts[i]);
+    } else if (auto* array = node->as_array()) {
+      size_t index = 0;
+      try {
+        index = std::stoul(parts[i]);
+      } catch (...) {
+        input_error("--set '{}': '{}' should be an index into the array", text, parts[i]);
+      }
+      if (index >= array->size())
+        input_error("--set '{}': index {} is past the end (there are {})", text, index,
+                    array->size());
+      node = array->get(index);
+    } else {
+      input_error("--set '{}': '{}' is not a table", text, parts[i]);
+    }
+  }
+  auto* table = node->as_table();
+  if (!table) input_error("--set '{}': the parent of '{}' is not a table", text, parts.back());
+  table->insert_or_assign(parts.back(), std::move(*parsed.get("v")));
+}
+
+std::string resolve(const fs::path& base, const std::string& p) {
+  fs::path path(p);
+  return (path.is_absolute() ? path : base / path).lexically_normal().string();
+}
+
+}  // namespace
+
+Config load_config(const std::string& path, const std::vector<std::string>& overrides) {
+  if (!fs::exists(path)) input_error("{}: config file not found", path);
+  toml::table root;
+  try {
+    root = toml::parse_file(path);
+  } catch (const toml::parse_error& e) {
+    input_error("{}:{}:{}: TOML syntax error: {}", path, e.source().begin.line,
+                e.source().begin.column, e.description());
+  }
+  for (auto& o : overrides) apply_override(root, o);
+
+  Config c;
+  c.path = path;
+  const fs::path base = fs::absolute(path).parent_path();
+  TableReader top(&root, path, "");
+  top.find("data");
+  top.find("model");
+  top.find("train");
+  top.finish();
+
+  const toml::table* data = subtable(root, path, "data");
+  if (!data) input_error("{}: missing table [data] with [[data.groups]]", path);
+  TableReader d(data, path, "data.");
+  d.get("classes", c.classes);
+  if (c.classes < 2) input_error("{}: key 'data.classes': expected at least 2, found {}", path,
+                                 c.classes);
+  auto* groups_node = d.find("groups");
+  d.finish();
+  if (!groups_node || !groups_node->is_array() || groups_node->as_array()->empty())
+    input_error("{}: expected at least one [[data.groups]] entry", path);
+
+  std::set<std::string> names;
+  int index = 0;
+  for (auto& node : *groups_node->as_array()) {
+    auto* table = node.as_table();
+    if (!table) input_error("{}: data.groups[{}] must be a table", path, index);
+    GroupConfig g;
+    TableReader r(table, path, fmt::format("data.groups[{}].", index));
+    r.require("name", g.name);
+    r.require("train_x", g.train_x);
+    r.require("train_y", g.train_y);
+    r.require("test_x", g.test_x);
+    r.require("test_y", g.test_y);
+    r.get("encoder", g.encoder);
+    r.get("channels", g.channels);
+    r.get("kernel", g.kernel);
+    r.get("hidden", g.hidden);
+    r.get("label_column", g.label_column);
+    r.finish();
+    const std::string prefix = fmt::format("data.groups[{}].", index);
+    if (g.name.empty()) input_error("{}: key '{}name' is empty", path, prefix);
+    if (!names.insert(g.name).second)
+      input_error("{}: duplicate group name '{}' ({}name): every group needs its own name", path,
+                  g.name, prefix);
+    check_choice(path, prefix + "encoder", g.encoder, {"cnn", "mlp"});
+    if (g.channels.size() != 2 || g.channels[0] < 1 || g.channels[1] < 1)
+      input_error("{}: key '{}channels': expected two positive integers [c1, c2]", path, prefix);
+    if (g.kernel < 1) input_error("{}: key '{}kernel': expected a positive integer", path, prefix);
+    for (int h : g.hidden)
+      if (h < 1) input_error("{}: key '{}hidden': sizes must be positive, found {}", path, prefix, h);
+    for (auto* p : {&g.train_x, &g.train_y, &g.test_x, &g.test_y}) *p = resolve(base, *p);
+    c.groups.push_back(g);
+    ++index;
+  }
+
+  TableReader m(subtable(root, path, "model"), path, "model.");
+  m.get("latent_dim", c.model.latent_dim);
+  m.get("classifier", c.model.classifier);
+  m.get("classifier_hidden", c.model.classifier_hidden);
+  m.get("latent_activation", c.model.latent_activation);
+  m.get("anchor_scale", c.model.anchor_scale);
+  m.get("anchor_mean_init", c.model.anchor_mean_init);
+  m.finish();
+  check_positive(path, "model.latent_dim", c.model.latent_dim);
+  check_positive(path, "model.classifier_hidden", c.model.classifier_hidden);
+  check_choice(path, "model.classifier", c.model.classifier, {"linear", "mlp2"});
+  check_choice(path, "model.latent_activation", c.model.latent_activation, {"none", "relu"});
+  check_choice(path, "model.anchor_mean_init", c.model.anchor_mean_init, {"zero", "random"});
+
+  TrainConfig& t = c.train;
+  TableReader r(subtable(root, path, "train"), path, "train.");
+  r.get("epochs", t.epochs);
+  r.get("batch_size", t.batch_size);
+  r.get("lr", t.lr);
+  r.get("lambda_fit", t.lambda_fit);
+  r.get("lambda_sep", t.lambda_sep);
+  r.get("samples_per_anchor", t.samples_per_anchor);
+  r.get("eps", t.eps);
+  r.get("fit", t.fit);
+  r.get("objective", t.objective);
+  r.get("groupdro_eta", t.groupdro_eta);
+  r.get("weight_decay", t.weight_decay);
+  r.get("seed", t.seed);
+  r.get("device", t.device);
+  r.get("eval_batch", t.eval_batch);
+  r.finish();
+  if (t.epochs < 0) input_error("{}: key 'train.epochs': expected ≥ 0, found {}", path, t.epochs);
+  check_positive(path, "train.batch_size", t.batch_size);
+  check_positive(path, "train.lr", t.lr);
+  check_positive(path, "train.samples_per_anchor", t.samples_per_anchor);
+  check_positive(path, "train.eps", t.eps);
+  check_positive(path, "train.eval_batch", t.eval_batch);
+  if (t.lambda_fit < 0 || t.lambda_sep < 0 || t.groupdro_eta < 0 || t.weight_decay < 0)
+    input_error("{}: keys 'train.lambda_fit', 'lambda_sep', 'groupdro_eta', 'weight_decay' "
+                "must be ≥ 0", path);
+  check_choice(path, "train.fit", t.fit, {"pooled", "per_group", "none"});
+  check_choice(path, "train.objective", t.objective, {"erm", "groupdro"});
+  check_choice(path, "train.device", t.device, {"auto", "cuda", "cpu"});
+  if (t.batch_size < int(c.groups.size()))
+    input_error("{}: key 'train.batch_size': {} is smaller than the number of groups ({}); "
+                "every batch holds at least one sample of each group",
+                path, t.batch_size, c.groups.size());
+  return c;
+}
+
+std::string to_toml(const Config& c) {
+  auto ints = [](const std::vector<int>& v) {
+    toml::array a;
+    for (int x : v) a.push_back(x);
+    return a;
+  };
+  toml::array groups;
+  for (auto& g : c.groups) {
+    toml::table t{{"name", g.name},         {"train_x", g.train_x}, {"train_y", g.train_y},
+                  {"test_x", g.test_x},     {"test_y", g.test_y},   {"encoder", g.encoder}};
+    if (g.encoder == "cnn") {
+      t.insert("channels", ints(g.channels));
+      t.insert("kernel", g.kernel);
+    } else {
+      t.insert("hidden", ints(g.hidden));
+    }
+    if (g.label_column != "label") t.insert("label_column", g.label_column);
+    groups.push_back(std::move(t));
+  }
+  const ModelConfig& m = c.model;
+  const TrainConfig& t = c.train;
+  toml::table root{
+      {"data", toml::table{{"classes", c.classes}, {"groups", std::move(groups)}}},
+      {"model", toml::table{{"latent_dim", m.latent_dim},
+                            {"classifier", m.classifier},
+                            {"classifier_hidden", m.classifier_hidden},
+                            {"latent_activation", m.latent_activation},
+                            {"anchor_scale", m.anchor_scale},
+                            {"anchor_mean_init", m.anchor_mean_init}}},
+      {"train", toml::table{{"epochs", t.epochs},
+                            {"batch_size", t.batch_size},
+                            {"lr", t.lr},
+                            {"lambda_fit", t.lambda_fit},
+                            {"lambda_sep", t.lambda_sep},
+                            {"samples_per_anchor", t.samples_per_anchor},
+                            {"eps", t.eps},
+                            {"fit", t.fit},
+                            {"objective", t.objective},
+                            {"groupdro_eta", t.groupdro_eta},
+                            {"weight_decay", t.weight_decay},
+                            {"seed", int64_t(t.seed)},
+                            {"device", t.device},
+                            {"eval_batch", t.eval_batch}}}};
+  std::ostringstream out;
+  out << root << "\n";
+  return out.str();
+}
+
+}  // namespace hetdro

@@ -1,0 +1,165 @@
+// Loading and validating each group's data, and the stratified sampler (DESIGN §1).
+#include "hetdro/data.h"
+
+#include <algorithm>
+#include <cmath>
+#include <filesystem>
+#include <numeric>
+
+#include "hetdro/check.h"
+#include "hetdro/rng.h"
+
+namespace hetdro {
+namespace {
+
+bool ends_with(const std::string& s, const std::string& suffix) {
+  return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
+}
+
+std::string shape_str(const std::vector<int64_t>& shape) {
+  std::string s = "[";
+  for (size_t i = 0; i < shape.size(); ++i) s += (i ? "," : "") + std::to_string(shape[i]);
+  return s + "]";
+}
+
+Array<float> read_features(const std::string& path, const GroupConfig& group) {
+  if (!std::filesystem::exists(path)) input_error("{}: file not found (group '{}')", path, group.name);
+  if (ends_with(path, ".npy")) return read_npy_features(path);
+  if (ends_with(path, ".csv")) return read_csv(path, group.label_column).x;
+  Array<uint8_t> raw = read_idx(path);
+  Array<float> x{raw.shape, std::vector<float>(raw.data.size())};
+  for (size_t i = 0; i < raw.data.size(); ++i) x.data[i] = raw.data[i] * (1.0f / 255.0f);
+  return x;
+}
+
+std::vector<int32_t> read_labels(const std::string& path, const GroupConfig& group) {
+  if (!std::filesystem::exists(path)) input_error("{}: file not found (group '{}')", path, group.name);
+  if (ends_with(path, ".npy")) return read_npy_labels(path);
+  if (ends_with(path, ".csv")) return read_csv(path, group.label_column).y;
+  Array<uint8_t> raw = read_idx(path);
+  if (raw.shape.size() != 1)
+    input_error("{}: labels must be one-dimensional, found shape {}", path, shape_str(raw.shape));
+  return std::vector<int32_t>(raw.data.begin(), raw.data.end());
+}
+
+Split load_split(const std::string& x_path, const std::string& y_path, const GroupConfig& group,
+                 int classes) {
+  Split s;
+  s.x = load_features(x_path, group);
+  s.y = read_labels(y_path, group);
+  if (s.x.rows() != int64_t(s.y.size()))
+    input_error("{}: {} samples, but {} holds {} labels: x and y must have the same length", x_path,
+                s.x.rows(), y_path, s.y.size());
+  if (s.y.empty()) input_error("{}: group '{}' is empty (0 samples)", x_path, group.name);
+  for (size_t i = 0; i < s.y.size(); ++i)
+    if (s.y[i] < 0 || s.y[i] >= classes)
+      input_error("{}: label {} at index {} is outside [0, {}) (data.classes = {})", y_path, s.y[i],
+                  i, classes, classes);
+  return s;
+}
+
+}  // namespace
+
+int64_t Split::row_size() const {
+  int64_t r = 1;
+  for (size_t i = 1; i < x.shape.size(); ++i) r *= x.shape[i];
+  return r;
+}
+
+std::vector<int64_t> encoder_input_shape(const GroupConfig& group, const Array<float>& x,
+                                         const std::string& path) {
+  const auto& s = x.shape;
+  if (group.encoder == "mlp") {
+    if (s.size() != 2 || s[1] < 1)
+      input_error("{}: group '{}' has encoder \"mlp\", which takes vectors [n,d]; found shape {}",
+                  path, group.name, shape_str(s));
+    return {s[1]};
+  }
+  // cnn: two valid k×k convolutions, then a 2×2 max-pool that needs at least 2×2 left.
+  const int64_t min_side = 2 * (group.kernel - 1) + 2;
+  bool image = s.size() == 3 || (s.size() == 4 && s[1] == 1);
+  int64_t h = image ? s[s.size() - 2] : 0, w = image ? s[s.size() - 1] : 0;
+  if (!image || h < min_side || w < min_side)
+    input_error("{}: group '{}' has encoder \"cnn\" (kernel {}), which takes one-channel images "
+                "[n,H,W] or [n,1,H,W] with H, W ≥ {}; found shape {}",
+                path, group.name, group.kernel, min_side, shape_str(s));
+  return {1, h, w};
+}
+
+Array<float> load_features(const std::string& path, const GroupConfig& group) {
+  Array<float> x = read_features(path, group);
+  encoder_input_shape(group, x, path);
+  for (size_t i = 0; i < x.data.size(); ++i)
+    if (!std::isfinite(x.data[i])) {
+      int64_t row_size = x.rows() ? int64_t(x.data.size()) / x.rows() : 1;
+      input_error("{}: feature {} of sample {} is {}: features must be finite", path,
+                  int64_t(i) % row_size, int64_t(i) / row_size, x.data[i]);
+    }
+  return x;
+}
+
+std::vector<GroupData> load_groups(const Config& config) {
+  std::vector<GroupData> groups;
+  for (const auto& g : config.groups) {
+    GroupData d{g.name, load_split(g.train_x, g.train_y, g, config.classes),
+                load_split(g.test_x, g.test_y, g, config.classes)};
+    if (encoder_input_shape(g, d.train.x, g.train_x) != encoder_input_shape(g, d.test.x, g.test_x))
+      input_error("{}: test features have shape {} per sample, but the training features ({}) "
+                  "have {}", g.test_x, shape_str(d.test.x.shape), g.train_x,
+                  shape_str(d.train.x.shape));
+    groups.push_back(std::move(d));
+  }
+  return groups;
+}
+
+std::vector<int> stratified_counts(const std::vector<int64_t>& sizes, int batch_size) {
+  const int G = int(sizes.size());
+  if (batch_size < G)
+    input_error("batch size {} is smaller than the number of groups ({})", batch_size, G);
+  const double total = double(std::accumulate(sizes.begin(), sizes.end(), int64_t(0)));
+  std::vector<int> counts(G);
+  std::vector<double> remainder(G);
+  int assigned = 0;
+  for (int g = 0; g < G; ++g) {
+    double exact = batch_size * double(sizes[g]) / total;
+    counts[g] = int(std::floor(exact));
+    remainder[g] = exact - counts[g];
+    assigned += counts[g];
+  }
+  std::vector<int> order(G);
+  std::iota(order.begin(), order.end(), 0);
+  std::stable_sort(order.begin(), order.end(),
+                   [&](int a, int b) { return remainder[a] > remainder[b]; });
+  for (int i = 0; assigned < batch_size; i = (i + 1) % G, ++assigned) ++counts[order[i]];
+  // Every group appears in every batch: take the extra sample from the largest count.
+  for (int g = 0; g < G; ++g)
+    if (counts[g] == 0) {
+      ++counts[g];
+      --*std::max_element(counts.begin(), counts.end());
+    }
+  return counts;
+}
+
+StratifiedSampler::StratifiedSampler(const std::vector<int64_t>& group_sizes, int batch_size,
+                                     uint64_t seed)
+    : sizes_(group_sizes), per_batch_(stratified_counts(group_sizes, batch_size)), seed_(seed) {
+  steps_ = INT64_MAX;
+  for (size_t g = 0; g < sizes_.size(); ++g) steps_ = std::min(steps_, sizes_[g] / per_batch_[g]);
+  order_.resize(sizes_.size());
+}
+
+void StratifiedSampler::start_epoch(int epoch) {
+  for (size_t g = 0; g < sizes_.size(); ++g) {
+    auto& o = order_[g];
+    o.resize(sizes_[g]);
+    std::iota(o.begin(), o.end(), int64_t(0));
+    // Fisher–Yates with the counter RNG: the same on every platform and standard library.
+    const uint64_t stream = splitmix64(seed_ ^ splitmix64(uint64_t(epoch) * 1000003 + g));
+    for (int64_t i = int64_t(o.size()) - 1; i > 0; --i) {
+      int64_t j = int64_t(uniform01(stream, uint64_t(i)) * double(i + 1));
+      std::swap(o[i], o[std::min(j, i)]);
+    }
+  }
+}
+
+}  // namespace hetdro

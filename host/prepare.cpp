@@ -1,0 +1,276 @@
+// The built-in datasets: hetero-fashion (DESIGN §5) and a small synthetic one for tests.
+#include "hetdro/prepare.h"
+
+#include <algorithm>
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+#include <numeric>
+
+#include "hetdro/check.h"
+#include "hetdro/io.h"
+#include "hetdro/rng.h"
+
+namespace hetdro {
+namespace {
+
+namespace fs = std::filesystem;
+
+void make_dir(const std::string& dir) {
+  std::error_code ec;
+  fs::create_directories(dir, ec);
+  if (ec) input_error("{}: cannot create the output folder: {}", dir, ec.message());
+}
+
+void write_text(const std::string& path, const std::string& text) {
+  const std::string tmp = path + ".tmp";
+  {
+    std::ofstream f(tmp);
+    f << text;
+    if (!f) input_error("{}: cannot write", tmp);
+  }
+  fs::rename(tmp, path);
+}
+
+// Seeded permutation of [0, n) (Fisher–Yates on the counter RNG).
+std::vector<int64_t> permutation(int64_t n, uint64_t seed) {
+  std::vector<int64_t> p(n);
+  std::iota(p.begin(), p.end(), int64_t(0));
+  for (int64_t i = n - 1; i > 0; --i) {
+    int64_t j = std::min(i, int64_t(uniform01(seed, uint64_t(i)) * double(i + 1)));
+    std::swap(p[i], p[j]);
+  }
+  return p;
+}
+
+std::vector<int32_t> labels_of(const Array<uint8_t>& y, const std::vector<int64_t>& rows) {
+  std::vector<int32_t> out(rows.size());
+  for (size_t i = 0; i < rows.size(); ++i) out[i] = y.data[rows[i]];
+  return out;
+}
+
+// The three representations of the images `rows` of `x` [n,28,28].
+void write_group_files(const std::string& dir, const std::string& split, const Array<uint8_t>& x,
+                       const Array<uint8_t>& y, const std::vector<int64_t>& rows, int which,
+                       const std::vector<float>& projection) {
+  const int64_t n = int64_t(rows.size());
+  const char* names[] = {"full28", "low16", "proj64"};
+  const std::string stem = dir + "/" + names[which] + "_" + split;
+  std::vector<int32_t> labels = labels_of(y, rows);
+  write_npy(stem + "_y.npy", labels.data(), {n});
+  if (which == 0) {
+    std::vector<uint8_t> out(n * 784);
+    for (int64_t i = 0; i < n; ++i)
+      std::copy_n(x.data.data() + rows[i] * 784, 784, out.data() + i * 784);
+    write_npy(stem + "_x.npy", out.data(), {n, 28, 28});
+    return;
+  }
+  const int d = which == 1 ? 256 : 64;
+  std::vector<float> out(n * d);
+#pragma omp parallel for
+  for (int64_t i = 0; i < n; ++i) {
+    float image[784];
+    for (int p = 0; p < 784; ++p) image[p] = x.data[rows[i] * 784 + p] * (1.0f / 255.0f);
+    if (which == 1) {
+      resize_bilinear(image, 28, 28, out.data() + i * d, 16, 16);
+    } else {
+      for (int j = 0; j < d; ++j) {
+        double s = 0;
+        for (int p = 0; p < 784; ++p) s += double(image[p]) * projection[p * d + j];
+        out[i * d + j] = float(s);
+      }
+    }
+  }
+  if (which == 1) write_npy(stem + "_x.npy", out.data(), {n, 16, 16});
+  else write_npy(stem + "_x.npy", out.data(), {n, 64});
+}
+
+Array<uint8_t> read_checked(const std::string& path, std::vector<int64_t> expected_tail) {
+  if (!fs::exists(path))
+    input_error("{}: file not found. hetero-fashion needs Fashion-MNIST's four gzipped IDX files "
+                "(Debian package dataset-fashion-mnist, or --source DIR)", path);
+  Array<uint8_t> a = read_idx(path);
+  std::vector<int64_t> tail(a.shape.begin() + (a.shape.empty() ? 0 : 1), a.shape.end());
+  if (a.shape.empty() || tail != expected_tail)
+    input_error("{}: unexpected shape for Fashion-MNIST (expected [n{}])", path,
+                expected_tail.empty() ? "" : ",28,28");
+  return a;
+}
+
+const char* kHeteroFashionConfig = R"(# hetero-fashion (DESIGN §5), written by `hetdro prepare hetero-fashion`.
+# Paths are relative to this file's folder. Every key not set here has its default.
+[data]
+classes = 10
+
+[[data.groups]]
+name = "full28"
+train_x = "full28_train_x.npy"
+train_y = "full28_train_y.npy"
+test_x = "full28_test_x.npy"
+test_y = "full28_test_y.npy"
+encoder = "cnn"
+channels = [32, 64]
+kernel = 3
+
+[[data.groups]]
+name = "low16"
+train_x = "low16_train_x.npy"
+train_y = "low16_train_y.npy"
+test_x = "low16_test_x.npy"
+test_y = "low16_test_y.npy"
+encoder = "cnn"
+channels = [32, 64]
+kernel = 3
+
+[[data.groups]]
+name = "proj64"
+train_x = "proj64_train_x.npy"
+train_y = "proj64_train_y.npy"
+test_x = "proj64_test_x.npy"
+test_y = "proj64_test_y.npy"
+encoder = "mlp"
+hidden = [128]
+
+[model]
+latent_dim = 64
+classifier = "linear"
+latent_activation = "none"
+
+[train]
+epochs = 2
+batch_size = 100
+lr = 1e-3
+lambda_fit = 1e-3
+lambda_sep = 1e-3
+samples_per_anchor = 16
+eps = 1e-5
+fit = "pooled"
+objective = "erm"
+groupdro_eta = 0.01
+seed = 0
+device = "auto"
+)";
+
+}  // namespace
+
+void resize_bilinear(const float* in, int h, int w, float* out, int out_h, int out_w) {
+  const double sy = double(h) / out_h, sx = double(w) / out_w;
+  for (int oy = 0; oy < out_h; ++oy) {
+    double y = std::max(0.0, (oy + 0.5) * sy - 0.5);
+    int y0 = std::min(int(y), h - 1), y1 = std::min(y0 + 1, h - 1);
+    double fy = y - y0;
+    for (int ox = 0; ox < out_w; ++ox) {
+      double x = std::max(0.0, (ox + 0.5) * sx - 0.5);
+      int x0 = std::min(int(x), w - 1), x1 = std::min(x0 + 1, w - 1);
+      double fx = x - x0;
+      double top = in[y0 * w + x0] * (1 - fx) + in[y0 * w + x1] * fx;
+      double bottom = in[y1 * w + x0] * (1 - fx) + in[y1 * w + x1] * fx;
+      out[oy * out_w + ox] = float(top * (1 - fy) + bottom * fy);
+    }
+  }
+}
+
+std::vector<float> projection_matrix(int in_dim, int out_dim, uint64_t seed) {
+  std::vector<float> p(size_t(in_dim) * out_dim);
+  const double scale = 1.0 / std::sqrt(double(in_dim));
+  for (size_t i = 0; i < p.size(); ++i) p[i] = float(normal01(seed, i) * scale);
+  return p;
+}
+
+void prepare_hetero_fashion(const std::string& out_dir, const std::string& source_dir,
+                            uint64_t seed) {
+  const std::string src = source_dir.empty() ? kFashionMnistDir : source_dir;
+  fmt::print("prepare hetero-fashion: reading Fashion-MNIST from {}\n", src);
+  Array<uint8_t> train_x = read_checked(src + "/train-images-idx3-ubyte.gz", {28, 28});
+  Array<uint8_t> train_y = read_checked(src + "/train-labels-idx1-ubyte.gz", {});
+  Array<uint8_t> test_x = read_checked(src + "/t10k-images-idx3-ubyte.gz", {28, 28});
+  Array<uint8_t> test_y = read_checked(src + "/t10k-labels-idx1-ubyte.gz", {});
+  if (train_x.rows() != train_y.rows() || test_x.rows() != test_y.rows())
+    input_error("{}: image and label files hold different numbers of samples ({} vs {}, {} vs {})",
+                src, train_x.rows(), train_y.rows(), test_x.rows(), test_y.rows());
+  for (auto* y : {&train_y, &test_y})
+    for (uint8_t label : y->data)
+      if (label >= 10) input_error("{}: label {} is outside [0, 10)", src, int(label));
+
+  make_dir(out_dir);
+  // 70% / 25% / 5% of the training images, by a seeded permutation (DESIGN §5).
+  const int64_t n = train_x.rows();
+  std::vector<int64_t> perm = permutation(n, splitmix64(seed ^ 0x5EED5EEDull));
+  const int64_t n0 = (n * 70 + 50) / 100, n1 = (n * 25 + 50) / 100;
+  const std::vector<int64_t> cuts = {0, n0, n0 + n1, n};
+  std::vector<int64_t> test_rows(test_x.rows());
+  std::iota(test_rows.begin(), test_rows.end(), int64_t(0));
+  const std::vector<float> projection = projection_matrix(784, 64, 784064);
+  const char* names[] = {"full28", "low16", "proj64"};
+  for (int g = 0; g < 3; ++g) {
+    std::vector<int64_t> rows(perm.begin() + cuts[g], perm.begin() + cuts[g + 1]);
+    fmt::print("  {:<7} train {:>6}  test {:>6}\n", names[g], rows.size(), test_rows.size());
+    std::fflush(stdout);
+    write_group_files(out_dir, "train", train_x, train_y, rows, g, projection);
+    write_group_files(out_dir, "test", test_x, test_y, test_rows, g, projection);
+  }
+  write_text(out_dir + "/config.toml", kHeteroFashionConfig);
+  fmt::print("wrote {}/config.toml\n", out_dir);
+}
+
+void prepare_synthetic(const std::string& out_dir, uint64_t seed) {
+  // Classes are Gaussian clusters in an 8-d space; each group sees them through its own fixed
+  // random linear map, into 8x8 images or vectors of length 16 and 40.
+  const int classes = 5, latent = 8;
+  struct Spec { const char* name; int dim; int64_t train, test; };
+  const Spec specs[] = {{"img8", 64, 1000, 300}, {"vec16", 16, 600, 300}, {"vec40", 40, 200, 300}};
+  uint64_t stream = splitmix64(seed + 0xA11CE);
+  uint64_t counter = 0;
+  auto normal = [&] { return normal01(stream, counter++); };
+  std::vector<double> centers(classes * latent);
+  for (auto& c : centers) c = 2.0 * normal();
+  make_dir(out_dir);
+  for (const Spec& s : specs) {
+    std::vector<double> map(size_t(s.dim) * latent);
+    for (auto& a : map) a = normal() / std::sqrt(double(latent));
+    for (const char* split : {"train", "test"}) {
+      const int64_t n = std::string(split) == "train" ? s.train : s.test;
+      std::vector<float> x(n * s.dim);
+      std::vector<int32_t> y(n);
+      for (int64_t i = 0; i < n; ++i) {
+        y[i] = int32_t(i % classes);
+        double h[latent];
+        for (int j = 0; j < latent; ++j) h[j] = centers[y[i] * latent + j] + 0.7 * normal();
+        for (int d = 0; d < s.dim; ++d) {
+          double v = 0.1 * normal();
+          for (int j = 0; j < latent; ++j) v += map[d * latent + j] * h[j];
+          x[i * s.dim + d] = float(v);
+        }
+      }
+      const std::string stem = out_dir + "/" + s.name + "_" + split;
+      if (s.dim == 64) write_npy(stem + "_x.npy", x.data(), {n, 8, 8});
+      else write_npy(stem + "_x.npy", x.data(), {n, int64_t(s.dim)});
+      write_npy(stem + "_y.npy", y.data(), {n});
+    }
+  }
+  std::string config = R"(# synthetic, written by `hetdro prepare synthetic`: three groups, five classes.
+[data]
+classes = 5
+)";
+  for (const Spec& s : specs) {
+    config += fmt::format(
+        "\n[[data.groups]]\nname = \"{0}\"\ntrain_x = \"{0}_train_x.npy\"\ntrain_y = "
+        "\"{0}_train_y.npy\"\ntest_x = \"{0}_test_x.npy\"\ntest_y = \"{0}_test_y.npy\"\n{1}\n",
+        s.name,
+        s.dim == 64 ? "encoder = \"cnn\"\nchannels = [8, 16]" : "encoder = \"mlp\"\nhidden = [32]");
+  }
+  config += R"(
+[model]
+latent_dim = 32
+
+[train]
+epochs = 8
+batch_size = 60
+lr = 3e-3
+seed = 0
+)";
+  write_text(out_dir + "/config.toml", config);
+  fmt::print("wrote synthetic data and {}/config.toml\n", out_dir);
+}
+
+}  // namespace hetdro

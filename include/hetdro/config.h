@@ -1,0 +1,62 @@
+// The run configuration: TOML exactly as in DESIGN §4. Unknown keys are errors that name the
+// key; every key has a default except the data paths.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+namespace hetdro {
+
+struct GroupConfig {
+  std::string name;
+  std::string train_x, train_y, test_x, test_y;  // resolved against the config file's folder
+  std::string encoder = "cnn";                   // "cnn" | "mlp"
+  std::vector<int> channels = {32, 64};          // cnn
+  int kernel = 3;                                // cnn
+  std::vector<int> hidden = {128};               // mlp
+  std::string label_column = "label";            // CSV inputs: the column holding y
+};
+
+struct ModelConfig {
+  int latent_dim = 64;
+  std::string classifier = "linear";       // "linear" | "mlp2"
+  int classifier_hidden = 128;             // mlp2
+  std::string latent_activation = "none";  // "none" | "relu"
+  double anchor_scale = 1.0;               // L_c = scale·I at init
+  std::string anchor_mean_init = "zero";   // "zero" | "random" (N(0, 1))
+};
+
+struct TrainConfig {
+  int epochs = 10;
+  int batch_size = 100;
+  double lr = 1e-3;
+  double lambda_fit = 1e-3;
+  double lambda_sep = 1e-3;
+  int samples_per_anchor = 16;  // J
+  double eps = 1e-5;
+  std::string fit = "pooled";       // "pooled" | "per_group" | "none"
+  std::string objective = "erm";    // "erm" | "groupdro"
+  double groupdro_eta = 0.01;
+  double weight_decay = 0.0;        // decoupled (AdamW) when > 0
+  uint64_t seed = 0;
+  std::string device = "auto";      // "auto" | "cuda" | "cpu"
+  int eval_batch = 1000;            // test-set evaluation chunk
+};
+
+struct Config {
+  std::string path;  // the file it came from ("" when built in code)
+  int classes = 10;
+  std::vector<GroupConfig> groups;
+  ModelConfig model;
+  TrainConfig train;
+};
+
+// Loads and validates `path`, then applies overrides of the form "train.epochs=3" or
+// "data.groups.0.encoder=\"mlp\"" (the value is TOML; a bare word is taken as a string).
+Config load_config(const std::string& path, const std::vector<std::string>& overrides = {});
+
+// The resolved configuration as TOML, with absolute data paths (the run folder's config.toml).
+std::string to_toml(const Config& config);
+
+}  // namespace hetdro

@@ -1,0 +1,66 @@
+// Datasets: each group's train and test split, loaded from NPY, IDX or CSV and validated
+// against the configuration (labels in range, finite features, shapes the encoder can take).
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "hetdro/config.h"
+#include "hetdro/io.h"
+
+namespace hetdro {
+
+struct Split {
+  Array<float> x;  // [n, feature dims...] as stored; cnn groups are [n,H,W] or [n,1,H,W]
+  std::vector<int32_t> y;
+  int64_t size() const { return int64_t(y.size()); }
+  int64_t row_size() const;  // product of the feature dims
+};
+
+struct GroupData {
+  std::string name;
+  Split train, test;
+};
+
+// Loads every group of `config` and validates it: x and y of equal length, labels in
+// [0, classes), finite features, non-empty groups, and feature shapes the group's encoder
+// can take. Errors are InputErrors naming the file.
+std::vector<GroupData> load_groups(const Config& config);
+
+// One file pair, validated the same way (also used by `predict`, which has no labels).
+Array<float> load_features(const std::string& path, const GroupConfig& group);
+
+// The shape of one sample the encoder sees: {1,H,W} for cnn, {d} for mlp. Throws an
+// InputError naming `path` when the encoder cannot take it.
+std::vector<int64_t> encoder_input_shape(const GroupConfig& group, const Array<float>& x,
+                                         const std::string& path);
+
+// --- the stratified sampler (DESIGN §1) --------------------------------------------------
+// Every batch holds exactly per_batch()[g] samples of group g; these are round(B·N_g/N) by
+// largest remainder with at least one each, and sum to B. Within an epoch no sample repeats;
+// an epoch has min_g floor(N_g / n_g) steps. The same seed gives the same batches.
+class StratifiedSampler {
+ public:
+  StratifiedSampler(const std::vector<int64_t>& group_sizes, int batch_size, uint64_t seed);
+  const std::vector<int>& per_batch() const { return per_batch_; }
+  int64_t steps_per_epoch() const { return steps_; }
+  // Shuffles each group for `epoch` (0-based).
+  void start_epoch(int epoch);
+  // Indices into group g's training split for `step` of the current epoch.
+  const int64_t* batch(int g, int64_t step) const {
+    return order_[g].data() + step * per_batch_[g];
+  }
+
+ private:
+  std::vector<int64_t> sizes_;
+  std::vector<int> per_batch_;
+  int64_t steps_ = 0;
+  uint64_t seed_;
+  std::vector<std::vector<int64_t>> order_;
+};
+
+// round(B·N_g/N) by largest remainder, at least one per group, summing to B.
+std::vector<int> stratified_counts(const std::vector<int64_t>& group_sizes, int batch_size);
+
+}  // namespace hetdro
