@@ -1,0 +1,205 @@
+// The `hetdro` binary end to end on bad input: every case exits with code 2, names the file or
+// key, and leaves no run folder behind. Also --help, --set and the subcommand stubs.
+#include <gtest/gtest.h>
+#include <sys/wait.h>
+
+#include <array>
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <regex>
+
+#include "hetdro/io.h"
+#include "hetdro/prepare.h"
+
+namespace hetdro {
+namespace {
+
+namespace fs = std::filesystem;
+
+struct Result {
+  int code;
+  std::string output;  // stdout and stderr together
+};
+
+Result run(const std::string& args) {
+  std::string command = std::string(HETDRO_BIN) + " " + args + " 2>&1";
+  FILE* pipe = popen(command.c_str(), "r");
+  std::string out;
+  std::array<char, 4096> buf;
+  while (size_t n = fread(buf.data(), 1, buf.size(), pipe)) out.append(buf.data(), n);
+  int status = pclose(pipe);
+  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, out};
+}
+
+std::string read_text(const std::string& path) {
+  std::ifstream f(path);
+  return std::string(std::istreambuf_iterator<char>(f), {});
+}
+
+void write_text(const std::string& path, const std::string& text) { std::ofstream(path) << text; }
+
+// Each test gets a fresh copy of the synthetic dataset to break.
+class Cli : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() {
+    source_ = fs::path(::testing::TempDir()) / "hetdro_cli_synthetic";
+    fs::remove_all(source_);
+    prepare_synthetic(source_.string());
+  }
+  void SetUp() override {
+    dir_ = fs::path(::testing::TempDir()) /
+           (std::string("hetdro_cli_") + ::testing::UnitTest::GetInstance()->current_test_info()->name());
+    fs::remove_all(dir_);
+    fs::copy(source_, dir_ / "data");
+    config_ = (dir_ / "data" / "config.toml").string();
+    out_ = (dir_ / "run").string();
+  }
+  std::string data(const std::string& file) const { return (dir_ / "data" / file).string(); }
+  void edit_config(const std::string& from, const std::string& to) {
+    std::string text = read_text(config_);
+    size_t at = text.find(from);
+    ASSERT_NE(at, std::string::npos) << from;
+    text.replace(at, from.size(), to);
+    write_text(config_, text);
+  }
+  // Runs `train`, expects exit code 2, every word in the message, and no run folder.
+  void expect_bad_input(const std::vector<std::string>& words, const std::string& extra = "") {
+    Result r = run("train --config " + config_ + " --out " + out_ + " " + extra);
+    EXPECT_EQ(r.code, 2) << r.output;
+    for (auto& w : words) EXPECT_NE(r.output.find(w), std::string::npos) << "missing '" << w << "' in:\n" << r.output;
+    EXPECT_FALSE(fs::exists(out_)) << "a run folder was left behind";
+  }
+  static fs::path source_;
+  fs::path dir_;
+  std::string config_, out_;
+};
+fs::path Cli::source_;
+
+TEST_F(Cli, MissingFile) {
+  fs::remove(data("vec16_train_x.npy"));
+  expect_bad_input({"vec16_train_x.npy", "not found"});
+}
+
+TEST_F(Cli, BadMagic) {
+  write_text(data("vec16_train_x.npy"), "this is not an npy file at all, it is text");
+  expect_bad_input({"vec16_train_x.npy", "bad magic"});
+}
+
+TEST_F(Cli, TruncatedPayload) {
+  const std::string path = data("vec40_test_x.npy");
+  fs::resize_file(path, fs::file_size(path) - 100);
+  expect_bad_input({"vec40_test_x.npy", "truncated"});
+}
+
+TEST_F(Cli, UnsupportedDtype) {
+  // A valid NPY 1.0 header for complex64 features.
+  std::string header = "{'descr': '<c8', 'fortran_order': False, 'shape': (4, 2), }";
+  header.append(64 - (10 + header.size() + 1) % 64, ' ');
+  header += '\n';
+  std::string file = std::string("\x93NUMPY\x01\x00", 8);
+  file += char(header.size() & 0xff);
+  file += char(header.size() >> 8);
+  file += header + std::string(4 * 2 * 8, '\0');
+  write_text(data("vec16_train_x.npy"), file);
+  expect_bad_input({"vec16_train_x.npy", "unsupported dtype", "<c8"});
+}
+
+TEST_F(Cli, FeaturesAndLabelsOfDifferentLengths) {
+  std::vector<int32_t> y(599, 0);
+  write_npy(data("vec16_train_y.npy"), y.data(), {599});
+  expect_bad_input({"vec16_train_x.npy", "vec16_train_y.npy", "600", "599", "same length"});
+}
+
+TEST_F(Cli, LabelOutsideTheClasses) {
+  std::vector<int32_t> y(300, 1);
+  y[17] = 5;
+  write_npy(data("vec40_test_y.npy"), y.data(), {300});
+  expect_bad_input({"vec40_test_y.npy", "label 5", "index 17", "[0, 5)"});
+}
+
+TEST_F(Cli, NonFiniteFeature) {
+  Array<float> x = read_npy_features(data("img8_train_x.npy"));
+  x.data[3 * 64 + 10] = std::nanf("");
+  write_npy(data("img8_train_x.npy"), x.data.data(), x.shape);
+  expect_bad_input({"img8_train_x.npy", "sample 3", "nan", "finite"});
+  x.data[3 * 64 + 10] = INFINITY;
+  write_npy(data("img8_train_x.npy"), x.data.data(), x.shape);
+  expect_bad_input({"img8_train_x.npy", "inf", "finite"});
+}
+
+TEST_F(Cli, EmptyGroup) {
+  std::vector<float> x;
+  std::vector<int32_t> y;
+  write_npy(data("vec40_train_x.npy"), x.data(), {0, 40});
+  write_npy(data("vec40_train_y.npy"), y.data(), {0});
+  expect_bad_input({"vec40_train_x.npy", "vec40", "empty"});
+}
+
+TEST_F(Cli, DuplicateGroupName) {
+  edit_config("name = \"vec40\"", "name = \"vec16\"");
+  expect_bad_input({"config.toml", "duplicate group name", "vec16"});
+}
+
+TEST_F(Cli, FeatureShapeTheEncoderCannotTake) {
+  edit_config("name = \"vec16\"\ntrain_x = \"vec16_train_x.npy\"\ntrain_y = \"vec16_train_y.npy\"\n"
+              "test_x = \"vec16_test_x.npy\"\ntest_y = \"vec16_test_y.npy\"\nencoder = \"mlp\"",
+              "name = \"vec16\"\ntrain_x = \"vec16_train_x.npy\"\ntrain_y = \"vec16_train_y.npy\"\n"
+              "test_x = \"vec16_test_x.npy\"\ntest_y = \"vec16_test_y.npy\"\nencoder = \"cnn\"");
+  expect_bad_input({"vec16_train_x.npy", "cnn", "[600,16]"});
+}
+
+TEST_F(Cli, BatchSmallerThanTheNumberOfGroups) {
+  expect_bad_input({"train.batch_size", "smaller than the number of groups"},
+                   "--set train.batch_size=2");
+}
+
+TEST_F(Cli, UnknownConfigKeyIsNamed) {
+  edit_config("[train]\n", "[train]\nepoch = 3\n");
+  expect_bad_input({"config.toml", "unknown key 'train.epoch'", "epochs"});
+}
+
+TEST_F(Cli, WrongTypeAndBadChoiceAreNamed) {
+  expect_bad_input({"train.epochs", "integer", "string"}, "--set train.epochs='three'");
+  expect_bad_input({"train.fit", "\"pooled\""}, "--set train.fit=joint");
+}
+
+TEST_F(Cli, MissingConfig) {
+  Result r = run("train --config " + (dir_ / "nope.toml").string() + " --out " + out_);
+  EXPECT_EQ(r.code, 2);
+  EXPECT_NE(r.output.find("nope.toml: config file not found"), std::string::npos) << r.output;
+}
+
+TEST_F(Cli, OverridesReachTheResolvedConfig) {
+  Result r = run("train --config " + config_ + " --out " + out_ + " --set train.epochs=0 --set model.latent_dim=8");
+  ASSERT_EQ(r.code, 0) << r.output;
+  std::string resolved = read_text(out_ + "/config.toml");
+  EXPECT_NE(resolved.find("epochs = 0"), std::string::npos) << resolved;
+  EXPECT_NE(resolved.find("latent_dim = 8"), std::string::npos) << resolved;
+  // A second run into the same folder is refused unless --overwrite.
+  r = run("train --config " + config_ + " --out " + out_ + " --set train.epochs=0");
+  EXPECT_EQ(r.code, 2);
+  EXPECT_NE(r.output.find("already holds a run"), std::string::npos) << r.output;
+}
+
+TEST(CliHelp, EverySubcommandHasHelp) {
+  for (const char* cmd : {"", "info", "prepare", "prepare hetero-fashion", "prepare synthetic",
+                          "train", "eval", "predict"}) {
+    Result r = run(std::string(cmd) + " --help");
+    EXPECT_EQ(r.code, 0) << cmd << "\n" << r.output;
+    EXPECT_NE(r.output.find("--help"), std::string::npos) << cmd;
+  }
+  Result r = run("frobnicate");
+  EXPECT_EQ(r.code, 2) << r.output;
+}
+
+TEST(CliInfo, SaysWhetherCudaIsBuiltAndWhatGpusAreFound) {
+  Result r = run("info");
+  EXPECT_EQ(r.code, 0) << r.output;
+  EXPECT_TRUE(std::regex_search(r.output, std::regex("CUDA (yes|no)"))) << r.output;
+  EXPECT_TRUE(std::regex_search(r.output, std::regex("GPU(s: none| 0:)"))) << r.output;
+}
+
+}  // namespace
+}  // namespace hetdro

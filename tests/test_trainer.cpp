@@ -1,0 +1,246 @@
+// The whole method: the loss gradient of every parameter tensor against finite differences in
+// double, training on synthetic data, checkpoints, dead-latent detection.
+#include <gtest/gtest.h>
+
+#include <chrono>
+#include <cmath>
+#include <filesystem>
+#include <fstream>
+
+#include <nlohmann/json.hpp>
+
+#include "hetdro/checkpoint.h"
+#include "hetdro/io.h"
+#include "hetdro/loss.h"
+#include "hetdro/prepare.h"
+#include "hetdro/trainer.h"
+#include "testing.h"
+
+namespace hetdro {
+namespace {
+
+namespace fs = std::filesystem;
+
+// A tiny two-group model: a cnn on 6x6 images and an mlp on 5-d vectors, latent 3, 2 classes.
+Config tiny_config(const std::string& fit, const std::string& objective, const std::string& classifier,
+                   const std::string& activation) {
+  Config c;
+  c.classes = 2;
+  GroupConfig img;
+  img.name = "img";
+  img.encoder = "cnn";
+  img.channels = {2, 3};
+  img.kernel = 2;
+  GroupConfig vec;
+  vec.name = "vec";
+  vec.encoder = "mlp";
+  vec.hidden = {4};
+  c.groups = {img, vec};
+  c.model.latent_dim = 3;
+  c.model.classifier = classifier;
+  c.model.classifier_hidden = 4;
+  c.model.latent_activation = activation;
+  c.train.fit = fit;
+  c.train.objective = objective;
+  c.train.samples_per_anchor = 3;
+  c.train.lambda_fit = 0.3;  // large, so that every term weighs in the check
+  c.train.lambda_sep = 0.5;
+  c.train.eps = 1e-3;
+  return c;
+}
+
+struct GradCase {
+  std::string fit, objective, classifier, activation;
+};
+
+class WholeLoss : public ::testing::TestWithParam<GradCase> {};
+
+TEST_P(WholeLoss, GradientOfEveryTensorMatchesCentralDifferences) {
+  const GradCase& gc = GetParam();
+  Config c = tiny_config(gc.fit, gc.objective, gc.classifier, gc.activation);
+  Model model(c, {{1, 6, 6}, {5}});
+  LossSettings s = LossSettings::from(c);
+  s.groupdro_eta = 0;  // q is a constant of the loss, not differentiated (DESIGN §1)
+  // 8 samples per group, 4 per class: every (group, class) slot has n = 4 > k, so each Ŝ is
+  // full rank and the loss is smooth.
+  std::vector<double> x_img = testing::random_vector<double>(8 * 36, 1, 0.0, 1.0);
+  std::vector<double> x_vec = testing::random_vector<double>(8 * 5, 2);
+  Batch<double> batch;
+  batch.x = {x_img.data(), x_vec.data()};
+  batch.n = {8, 8};
+  for (int i = 0; i < 16; ++i) {
+    batch.y.push_back(i % 2);
+    batch.group.push_back(i / 8);
+  }
+  std::vector<double> params(model.size());
+  model.init(params.data(), 5);
+  // Move the anchors off their symmetric init so every gradient is generic.
+  auto noise = testing::random_vector<double>(model.size(), 9, -0.2, 0.2);
+  for (int64_t i = model.anchor_mean(); i < model.size(); ++i) params[i] += noise[i];
+  if (gc.activation == "relu")  // keep pre-activations away from the kink at 0
+    for (const ParamInfo& p : model.params())
+      if (p.name == "encoders.img.fc.bias" || p.name == "encoders.vec.layers.1.bias")
+        for (int64_t i = 0; i < p.size; ++i) params[p.offset + i] += 2.0;
+  std::vector<double> q = {0.3, 0.7};
+  LossWorkspace<double> ws;
+  std::vector<double> grads(model.size(), 0.0);
+  LossTerms terms = loss_and_grad(model, s, params.data(), grads.data(), batch, q, 11, ws);
+  EXPECT_TRUE(std::isfinite(terms.total));
+  EXPECT_GT(terms.fit, 0);
+  EXPECT_GT(terms.sep, 0);
+  EXPECT_EQ(terms.fit_pairs, gc.fit == "none" ? 0 : gc.fit == "pooled" ? 2 : 4);
+
+  auto loss = [&](const std::vector<double>& p) {
+    std::vector<double> qq = q;
+    return loss_and_grad<double>(model, s, p.data(), nullptr, batch, qq, 11, ws).total;
+  };
+  std::vector<double> numeric = testing::numeric_gradient(loss, params, 1e-6);
+  for (const ParamInfo& p : model.params()) {
+    std::vector<double> a(grads.begin() + p.offset, grads.begin() + p.offset + p.size);
+    std::vector<double> b(numeric.begin() + p.offset, numeric.begin() + p.offset + p.size);
+    EXPECT_LE(testing::rel_error(a, b), 1e-6) << p.name;
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Options, WholeLoss,
+    ::testing::Values(GradCase{"pooled", "erm", "linear", "none"},
+                      GradCase{"per_group", "erm", "linear", "none"},
+                      GradCase{"pooled", "groupdro", "linear", "none"},
+                      GradCase{"per_group", "groupdro", "linear", "none"},
+                      GradCase{"none", "erm", "linear", "none"},
+                      GradCase{"pooled", "erm", "mlp2", "relu"}),
+    [](const auto& info) {
+      return info.param.fit + "_" + info.param.objective + "_" + info.param.classifier + "_" +
+             info.param.activation;
+    });
+
+TEST(GroupDro, WeightsMoveTowardTheWorseGroup) {
+  Config c = tiny_config("none", "groupdro", "linear", "none");
+  Model model(c, {{1, 6, 6}, {5}});
+  LossSettings s = LossSettings::from(c);
+  s.groupdro_eta = 0.5;
+  std::vector<double> x_img = testing::random_vector<double>(8 * 36, 1, 0.0, 1.0);
+  std::vector<double> x_vec = testing::random_vector<double>(8 * 5, 2);
+  Batch<double> batch{{x_img.data(), x_vec.data()}, {8, 8}, {}, {}};
+  for (int i = 0; i < 16; ++i) {
+    batch.y.push_back(i % 2);
+    batch.group.push_back(i / 8);
+  }
+  std::vector<double> params(model.size()), grads(model.size());
+  model.init(params.data(), 5);
+  std::vector<double> q = {0.5, 0.5};
+  LossWorkspace<double> ws;
+  LossTerms t = loss_and_grad(model, s, params.data(), grads.data(), batch, q, 0, ws);
+  // q_g ∝ 0.5·exp(η ℓ_g), and L_clf = Σ q_g ℓ_g with the new q.
+  const double a = 0.5 * std::exp(0.5 * t.group_loss[0]), b = 0.5 * std::exp(0.5 * t.group_loss[1]);
+  EXPECT_NEAR(q[0], a / (a + b), 1e-12);
+  EXPECT_NEAR(q[1], b / (a + b), 1e-12);
+  EXPECT_NEAR(t.clf, q[0] * t.group_loss[0] + q[1] * t.group_loss[1], 1e-12);
+  EXPECT_EQ(q[0] > q[1], t.group_loss[0] > t.group_loss[1]);
+}
+
+TEST(DeadLatents, AGroupWhoseReluLatentIsAllZeroIsReported) {
+  Config c = tiny_config("pooled", "erm", "linear", "relu");
+  Model model(c, {{1, 6, 6}, {5}});
+  LossSettings s = LossSettings::from(c);
+  std::vector<float> x_img = testing::random_vector<float>(8 * 36, 1, 0.0f, 1.0f);
+  std::vector<float> x_vec = testing::random_vector<float>(8 * 5, 2);
+  Batch<float> batch{{x_img.data(), x_vec.data()}, {8, 8}, {}, {}};
+  for (int i = 0; i < 16; ++i) {
+    batch.y.push_back(i % 2);
+    batch.group.push_back(i / 8);
+  }
+  std::vector<float> params(model.size()), grads(model.size());
+  model.init(params.data(), 5);
+  for (const ParamInfo& p : model.params())
+    if (p.name == "encoders.img.fc.bias")
+      for (int64_t i = 0; i < p.size; ++i) params[p.offset + i] = -100.0f;
+  std::vector<double> q = {0.5, 0.5};
+  LossWorkspace<float> ws;
+  LossTerms t = loss_and_grad(model, s, params.data(), grads.data(), batch, q, 0, ws);
+  EXPECT_EQ(t.dead_groups, std::vector<int>{0});
+  for (float g : grads) EXPECT_TRUE(std::isfinite(g));
+  // The dead encoder gets no gradient through its latent; its Ŝ is exactly εI: still finite.
+  EXPECT_TRUE(std::isfinite(t.fit));
+}
+
+TEST(Checkpoint, NamesAndShapesFollowTheContractAndRoundTrip) {
+  Config c = tiny_config("pooled", "erm", "mlp2", "none");
+  Model model(c, {{1, 6, 6}, {5}});
+  std::map<std::string, std::vector<int64_t>> expected = {
+      {"encoders.img.conv1.weight", {2, 1, 2, 2}}, {"encoders.img.conv1.bias", {2}},
+      {"encoders.img.conv2.weight", {3, 2, 2, 2}}, {"encoders.img.conv2.bias", {3}},
+      {"encoders.img.fc.weight", {3, 3 * 2 * 2}},  {"encoders.img.fc.bias", {3}},
+      {"encoders.vec.layers.0.weight", {4, 5}},    {"encoders.vec.layers.0.bias", {4}},
+      {"encoders.vec.layers.1.weight", {3, 4}},    {"encoders.vec.layers.1.bias", {3}},
+      {"classifier.layers.0.weight", {4, 3}},      {"classifier.layers.0.bias", {4}},
+      {"classifier.layers.1.weight", {2, 4}},      {"classifier.layers.1.bias", {2}},
+      {"anchors.mean", {2, 3}},                    {"anchors.chol", {2, 3, 3}}};
+  ASSERT_EQ(model.params().size(), expected.size());
+  for (const ParamInfo& p : model.params()) EXPECT_EQ(expected.at(p.name), p.shape) << p.name;
+
+  TrainState state;
+  state.params = testing::random_vector<float>(model.size(), 3);
+  state.adam_m = testing::random_vector<float>(model.size(), 4);
+  state.adam_v = testing::random_vector<float>(model.size(), 5, 0.0f, 1.0f);
+  state.q = {0.25, 0.75};
+  state.step = 1234;
+  state.epoch = 3;
+  const std::string path = (fs::path(::testing::TempDir()) / "hetdro_ckpt.safetensors").string();
+  save_checkpoint(path, model, state);
+  SafetensorsFile file = read_safetensors(path);
+  ASSERT_NE(file.find("optim.exp_avg.anchors.chol"), nullptr);
+  ASSERT_NE(file.find("groupdro.q"), nullptr);
+  EXPECT_EQ(file.metadata.at("step"), "1234");
+  TrainState back = load_checkpoint(path, model);
+  EXPECT_EQ(back.params, state.params);
+  EXPECT_EQ(back.adam_m, state.adam_m);
+  EXPECT_EQ(back.adam_v, state.adam_v);
+  EXPECT_EQ(back.q, state.q);
+  EXPECT_EQ(back.step, 1234);
+  EXPECT_EQ(back.epoch, 3);
+  // A model of another shape is refused, naming the tensor.
+  Config other = c;
+  other.model.latent_dim = 4;
+  Model bigger(other, {{1, 6, 6}, {5}});
+  try {
+    load_checkpoint(path, bigger);
+    FAIL() << "a checkpoint of another shape was accepted";
+  } catch (const InputError& e) {
+    EXPECT_NE(std::string(e.what()).find("encoders.img.fc.weight"), std::string::npos) << e.what();
+  }
+}
+
+// The bar: synthetic data to ≥ 95% test accuracy in every group within 60 s on 2 cores.
+TEST(Train, SyntheticReaches95PercentInEveryGroupWithin60Seconds) {
+  const fs::path dir = fs::path(::testing::TempDir()) / "hetdro_train_synthetic";
+  fs::remove_all(dir);
+  prepare_synthetic((dir / "data").string());
+  Config c = load_config((dir / "data" / "config.toml").string());
+  const auto start = std::chrono::steady_clock::now();
+  Trainer trainer(c, load_groups(c));
+  trainer.train((dir / "run").string());
+  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  EXPECT_LT(seconds, 60.0);
+  nlohmann::json report = nlohmann::json::parse(std::ifstream(dir / "run" / "report.json"));
+  for (auto& [name, acc] : report["test_acc"].items()) EXPECT_GE(acc.get<double>(), 0.95) << name;
+  // One metrics line per epoch with the contract's keys.
+  std::ifstream metrics(dir / "run" / "metrics.jsonl");
+  int lines = 0;
+  for (std::string line; std::getline(metrics, line); ++lines) {
+    auto m = nlohmann::json::parse(line);
+    for (auto key : {"epoch", "step", "loss", "loss_clf", "loss_fit", "loss_sep", "test_acc",
+                     "worst_group_acc", "mean_group_acc", "group_weights", "step_ms", "samples_per_s"})
+      EXPECT_TRUE(m.contains(key)) << key;
+  }
+  EXPECT_EQ(lines, c.train.epochs);
+  // Evaluating the saved checkpoint gives the same accuracies.
+  Trainer again(c, load_groups(c));
+  again.load((dir / "run" / "checkpoint.safetensors").string());
+  Evaluation e = again.evaluate();
+  for (auto& g : e.groups) EXPECT_DOUBLE_EQ(g.accuracy, report["test_acc"][g.name].get<double>());
+}
+
+}  // namespace
+}  // namespace hetdro
