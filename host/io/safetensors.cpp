@@ -1,0 +1,184 @@
+// safetensors: https://github.com/huggingface/safetensors#format
+// An 8-byte little-endian header length, a JSON header {name: {dtype, shape, data_offsets}, ...,
+// "__metadata__": {string: string}}, then the tensors' bytes; offsets count from the end of the
+// header.
+#include <algorithm>
+#include <limits>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "file.h"          // InputFile, write_atomically, shape_string, element_count
+#include "hetdro/check.h"  // input_error, HETDRO_ASSERT
+#include "hetdro/io.h"
+
+namespace hetdro {
+
+namespace {
+
+constexpr const char* kMetadataKey = "__metadata__";
+// The reference implementation refuses larger headers; so do we, before allocating one.
+constexpr uint64_t kMaxHeaderBytes = 100'000'000;
+
+}  // namespace
+
+void write_safetensors(const std::string& path, const std::vector<NamedTensor>& tensors,
+                       const std::map<std::string, std::string>& metadata) {
+  // ordered_json keeps the header in the caller's order, which is also the order of the data.
+  nlohmann::ordered_json header = nlohmann::ordered_json::object();
+  if (!metadata.empty()) header[kMetadataKey] = metadata;
+  std::vector<io::Bytes> pieces(2);
+  uint64_t offset = 0;
+  for (const NamedTensor& t : tensors) {
+    HETDRO_ASSERT(t.name != kMetadataKey && !header.contains(t.name));
+    int64_t count = 1;
+    for (int64_t d : t.shape) count *= d;
+    HETDRO_ASSERT(count >= 0 && size_t(count) == t.data.size());
+    const uint64_t bytes = t.data.size() * sizeof(float);
+    header[t.name] = {
+        {"dtype", "F32"}, {"shape", t.shape}, {"data_offsets", {offset, offset + bytes}}};
+    pieces.push_back({t.data.data(), bytes});
+    offset += bytes;
+  }
+  std::string text = header.dump();
+  // The format pads the header with spaces so the data starts 8-byte aligned.
+  text.append((8 - text.size() % 8) % 8, ' ');
+  unsigned char length[8];
+  for (int i = 0; i < 8; ++i) length[i] = (uint64_t(text.size()) >> (8 * i)) & 0xff;
+  pieces[0] = {length, 8};
+  pieces[1] = {text.data(), text.size()};
+  io::write_atomically(path, pieces);
+}
+
+SafetensorsFile read_safetensors(const std::string& path) {
+  io::InputFile file(path, "a safetensors file of float32 tensors");
+  unsigned char length_le[8] = {};
+  const size_t got = file.read(length_le, 8);
+  if (got < 8)
+    input_error(
+        "{}: truncated header: the file holds {} bytes, fewer than the 8-byte header "
+        "length",
+        path, got);
+  uint64_t length = 0;
+  for (int i = 7; i >= 0; --i) length = length << 8 | length_le[i];
+  if (length > kMaxHeaderBytes && length > file.size() - 8)
+    input_error(
+        "{}: bad magic: the first 8 bytes give a header length of {} bytes: expected a "
+        "safetensors file (little-endian length, then a JSON header)",
+        path, length);
+  if (length > file.size() - 8)
+    input_error(
+        "{}: truncated header: its length is {} bytes but the file holds {} after the "
+        "length",
+        path, length, file.size() - 8);
+  std::string text(length, '\0');
+  file.read(text.data(), text.size());
+  if (text.empty() || text.front() != '{')
+    input_error(
+        "{}: bad magic: expected the JSON header to start with '{{' after the 8-byte "
+        "length, found {}",
+        path, io::escape_bytes(text.data(), std::min<size_t>(text.size(), 16)));
+
+  nlohmann::ordered_json header;
+  try {
+    header = nlohmann::ordered_json::parse(text);
+  } catch (const nlohmann::json::exception& e) {
+    input_error("{}: malformed header: not valid JSON: {}", path, e.what());
+  }
+  if (!header.is_object()) input_error("{}: malformed header: expected a JSON object", path);
+
+  const uint64_t buffer_size = file.size() - 8 - length;
+  SafetensorsFile out;
+  struct Span {
+    uint64_t begin, end;
+    size_t index;
+  };
+  std::vector<Span> spans;
+  for (const auto& [name, entry] : header.items()) {
+    if (name == kMetadataKey) {
+      if (!entry.is_object())
+        input_error("{}: malformed header: '{}' should map strings to strings", path, name);
+      for (const auto& [key, value] : entry.items()) {
+        if (!value.is_string())
+          input_error("{}: malformed header: metadata '{}' is {}: expected a string", path, key,
+                      value.dump());
+        out.metadata[key] = value.get<std::string>();
+      }
+      continue;
+    }
+    auto malformed = [&](const char* expected) {
+      input_error("{}: malformed header: tensor '{}' is {}: expected {}", path, name, entry.dump(),
+                  expected);
+    };
+    if (!entry.is_object() || !entry.contains("dtype") || !entry.contains("shape") ||
+        !entry.contains("data_offsets"))
+      malformed("an object with dtype, shape and data_offsets");
+    const auto& dtype = entry["dtype"];
+    if (!dtype.is_string()) malformed("a string dtype");
+    if (dtype != "F32")
+      input_error("{}: unsupported dtype '{}' for tensor '{}': expected F32 (float32)", path,
+                  dtype.get<std::string>(), name);
+    NamedTensor t;
+    t.name = name;
+    const auto& shape = entry["shape"];
+    if (!shape.is_array()) malformed("a shape that lists non-negative integers");
+    for (const auto& d : shape) {
+      if (!d.is_number_unsigned() ||
+          d.get<uint64_t>() > uint64_t(std::numeric_limits<int64_t>::max()))
+        malformed("a shape that lists non-negative integers");
+      t.shape.push_back(d.get<int64_t>());
+    }
+    const auto& offsets = entry["data_offsets"];
+    if (!offsets.is_array() || offsets.size() != 2 || !offsets[0].is_number_unsigned() ||
+        !offsets[1].is_number_unsigned() || offsets[0].get<uint64_t>() > offsets[1].get<uint64_t>())
+      malformed("data_offsets [begin, end] with begin <= end");
+    const uint64_t begin = offsets[0].get<uint64_t>(), end = offsets[1].get<uint64_t>();
+    const int64_t count = io::element_count(t.shape, path, sizeof(float));
+    if (end - begin != uint64_t(count) * sizeof(float))
+      input_error(
+          "{}: malformed header: tensor '{}' has shape {} F32 ({} bytes) but data_offsets "
+          "[{}, {}] span {} bytes",
+          path, name, io::shape_string(t.shape), count * 4, begin, end, end - begin);
+    if (end > buffer_size)
+      input_error(
+          "{}: truncated: tensor '{}' ends at byte {} of the data but the file holds {} "
+          "bytes of data",
+          path, name, end, buffer_size);
+    spans.push_back({begin, end, out.tensors.size()});
+    out.tensors.push_back(std::move(t));
+  }
+
+  // "In file order" means the order of the data; an overlap means two tensors share bytes.
+  // Stable, so that empty tensors sharing an offset keep the header's order.
+  std::stable_sort(spans.begin(), spans.end(), [](const Span& a, const Span& b) {
+    return a.begin != b.begin ? a.begin < b.begin : a.end < b.end;
+  });
+  for (size_t i = 1; i < spans.size(); ++i)
+    if (spans[i].begin < spans[i - 1].end)
+      input_error(
+          "{}: malformed header: tensor '{}' (bytes {}..{}) overlaps tensor '{}' (bytes "
+          "{}..{})",
+          path, out.tensors[spans[i].index].name, spans[i].begin, spans[i].end,
+          out.tensors[spans[i - 1].index].name, spans[i - 1].begin, spans[i - 1].end);
+  std::vector<NamedTensor> ordered;
+  ordered.reserve(spans.size());
+  for (size_t i = 0; i < spans.size(); ++i) {
+    NamedTensor& t = out.tensors[spans[i].index];
+    t.data.resize((spans[i].end - spans[i].begin) / sizeof(float));
+    file.seek(8 + length + spans[i].begin);
+    const size_t bytes = t.data.size() * sizeof(float);
+    if (file.read(t.data.data(), bytes) != bytes)
+      input_error("{}: truncated: tensor '{}' could not be read in full", path, t.name);
+    ordered.push_back(std::move(t));
+  }
+  out.tensors = std::move(ordered);
+  return out;
+}
+
+const NamedTensor* SafetensorsFile::find(const std::string& name) const {
+  for (const NamedTensor& t : tensors)
+    if (t.name == name) return &t;
+  return nullptr;
+}
+
+}  // namespace hetdro

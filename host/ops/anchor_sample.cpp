@@ -1,0 +1,70 @@
+// Class anchors (DESIGN §1, §2): covariance S_c = L_c L_cᵀ + εI and samples Z_cj = m_c + L_c ξ_cj.
+// C ≈ 10 classes of k×k with k ≈ 64: a loop over classes with one small product each.
+#include <cstdint>
+
+#include "eigen_maps.h"  // MapMat, CMapMat, CMapVec
+#include "hetdro/ops.h"
+#include "hetdro/rng.h"  // normal01
+
+namespace hetdro::cpu {
+
+template <typename T>
+void anchor_cov_forward(T* cov, const T* chol, int classes, int k, T eps) {
+  const int64_t kk = int64_t(k) * k;
+  for (int c = 0; c < classes; ++c) {
+    const CMapMat<T> L(chol + c * kk, k, k);
+    MapMat<T> S(cov + c * kk, k, k);
+    S.noalias() = L * L.transpose();
+    S.diagonal().array() += eps;
+  }
+}
+
+template <typename T>
+void anchor_cov_backward(T* dchol, const T* dcov, const T* chol, int classes, int k) {
+  const int64_t kk = int64_t(k) * k;
+  for (int c = 0; c < classes; ++c) {
+    const CMapMat<T> G(dcov + c * kk, k, k);
+    MapMat<T>(dchol + c * kk, k, k).noalias() +=
+        (G + G.transpose()) * CMapMat<T>(chol + c * kk, k, k);
+  }
+}
+
+template <typename T>
+void anchor_sample_forward(T* z, T* xi, const T* mean, const T* chol, int classes, int J, int k,
+                           uint64_t seed, uint64_t counter) {
+  const int64_t kk = int64_t(k) * k, draws = int64_t(J) * k;
+  for (int c = 0; c < classes; ++c) {
+    // ξ index (c·J + j)·k + d, the one the CUDA kernel uses, so both draw the same numbers.
+    const int64_t first = c * draws;
+    for (int64_t i = 0; i < draws; ++i)
+      xi[first + i] = T(normal01(seed, counter + uint64_t(first + i)));
+    // Rows of Z are samples: Z = Ξ Lᵀ + 1 mᵀ.
+    MapMat<T> Z(z + first, J, k);
+    Z.noalias() = CMapMat<T>(xi + first, J, k) * CMapMat<T>(chol + c * kk, k, k).transpose();
+    Z.rowwise() += CMapVec<T>(mean + int64_t(c) * k, k).transpose();
+  }
+}
+
+template <typename T>
+void anchor_sample_backward(T* dmean, T* dchol, const T* dz, const T* xi, int classes, int J,
+                            int k) {
+  const int64_t kk = int64_t(k) * k, draws = int64_t(J) * k;
+  for (int c = 0; c < classes; ++c) {
+    const CMapMat<T> D(dz + c * draws, J, k);
+    if (dmean) MapMat<T>(dmean + int64_t(c) * k, 1, k) += D.colwise().sum();
+    if (dchol)
+      MapMat<T>(dchol + c * kk, k, k).noalias() += D.transpose() * CMapMat<T>(xi + c * draws, J, k);
+  }
+}
+
+#define HETDRO_INSTANTIATE(T)                                                                 \
+  template void anchor_cov_forward<T>(T*, const T*, int, int, T);                             \
+  template void anchor_cov_backward<T>(T*, const T*, const T*, int, int);                     \
+  template void anchor_sample_forward<T>(T*, T*, const T*, const T*, int, int, int, uint64_t, \
+                                         uint64_t);                                           \
+  template void anchor_sample_backward<T>(T*, T*, const T*, const T*, int, int, int);
+HETDRO_INSTANTIATE(float)
+HETDRO_INSTANTIATE(double)
+#undef HETDRO_INSTANTIATE
+
+}  // namespace hetdro::cpu

@@ -1,0 +1,459 @@
+// File readers and writers: round trips through files the tests write, the real Fashion-MNIST
+// headers, and one test per kind of bad input, each checking the message names the file and
+// says what was wrong.
+#include <gtest/gtest.h>
+#include <unistd.h>  // getpid
+#include <zlib.h>    // gzopen, gzwrite: the tests write their own gzipped IDX files
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <filesystem>
+#include <fstream>
+#include <functional>
+#include <initializer_list>
+#include <string>
+#include <vector>
+
+#include "hetdro/check.h"  // InputError
+#include "hetdro/io.h"
+
+namespace hetdro {
+namespace {
+
+namespace fs = std::filesystem;
+
+// Values that survive no accidental conversion: distinct, signed, not round numbers.
+std::vector<float> some_floats(size_t n, float seed) {
+  std::vector<float> v(n);
+  for (size_t i = 0; i < n; ++i) v[i] = std::sin(seed + 1.7f * float(i)) * 3.0f;
+  return v;
+}
+
+class Io : public ::testing::Test {
+ protected:
+  void SetUp() override {
+    const auto* info = ::testing::UnitTest::GetInstance()->current_test_info();
+    dir_ = fs::path(::testing::TempDir()) /
+           ("hetdro_io_" + std::string(info->name()) + "_" + std::to_string(::getpid()));
+    fs::remove_all(dir_);
+    fs::create_directories(dir_);
+  }
+  void TearDown() override { fs::remove_all(dir_); }
+
+  std::string path(const std::string& name) const { return (dir_ / name).string(); }
+
+  void write_bytes(const std::string& file, const std::string& bytes) const {
+    std::ofstream(file, std::ios::binary).write(bytes.data(), std::streamsize(bytes.size()));
+  }
+  std::string read_bytes(const std::string& file) const {
+    std::ifstream in(file, std::ios::binary);
+    return std::string(std::istreambuf_iterator<char>(in), {});
+  }
+  // Keeps the first `keep` bytes of the file.
+  void cut(const std::string& file, size_t keep) const {
+    write_bytes(file, read_bytes(file).substr(0, keep));
+  }
+
+  fs::path dir_;
+};
+
+// `run` must throw InputError whose message names `file` and holds every one of `words`.
+void expect_input_error(const std::function<void()>& run, const std::string& file,
+                        std::initializer_list<const char*> words) {
+  try {
+    run();
+    ADD_FAILURE() << "expected an InputError about " << file;
+  } catch (const InputError& e) {
+    const std::string message = e.what();
+    EXPECT_NE(message.find(file), std::string::npos) << message;
+    for (const char* word : words) EXPECT_NE(message.find(word), std::string::npos) << message;
+  }
+}
+
+// An NPY file written by hand, to reach the dtypes and versions hetdro does not write.
+std::string npy_bytes(int major, const std::string& dict, const std::string& payload) {
+  std::string header = dict;
+  const size_t prefix = major == 1 ? 10 : 12;
+  header.append(63 - (prefix + header.size()) % 64, ' ');
+  header += '\n';
+  std::string bytes = std::string("\x93NUMPY", 6) + char(major) + '\0';
+  for (size_t i = 0; i < prefix - 8; ++i) bytes += char(header.size() >> (8 * i) & 0xff);
+  return bytes + header + payload;
+}
+
+template <typename T>
+std::string raw(const std::vector<T>& v) {
+  return std::string(reinterpret_cast<const char*>(v.data()), v.size() * sizeof(T));
+}
+
+// IDX header: two zero bytes, the type, the rank, then big-endian dimensions.
+std::string idx_bytes(int type, const std::vector<uint32_t>& dims, const std::string& payload) {
+  std::string bytes = {'\0', '\0', char(type), char(dims.size())};
+  for (uint32_t d : dims)
+    for (int shift = 24; shift >= 0; shift -= 8) bytes += char(d >> shift & 0xff);
+  return bytes + payload;
+}
+
+void write_gzip(const std::string& file, const std::string& bytes) {
+  gzFile gz = gzopen(file.c_str(), "wb");
+  ASSERT_NE(gz, nullptr);
+  ASSERT_EQ(gzwrite(gz, bytes.data(), unsigned(bytes.size())), int(bytes.size()));
+  ASSERT_EQ(gzclose(gz), Z_OK);
+}
+
+// --- NPY ------------------------------------------------------------------------------------
+
+TEST_F(Io, NpyFloat32RoundTrip) {
+  const std::vector<int64_t> shape = {3, 4, 5};
+  const auto x = some_floats(60, 1);
+  write_npy(path("x.npy"), x.data(), shape);
+  Array<float> back = read_npy_features(path("x.npy"));
+  EXPECT_EQ(back.shape, shape);
+  EXPECT_EQ(back.rows(), 3);
+  EXPECT_EQ(back.data, x);
+
+  // The spec: version 1.0, header padded so the payload starts at a multiple of 64.
+  const std::string bytes = read_bytes(path("x.npy"));
+  ASSERT_GE(bytes.size(), 10u);
+  EXPECT_EQ(bytes.substr(0, 8), std::string("\x93NUMPY\x01\x00", 8));
+  const size_t header_length = uint8_t(bytes[8]) | uint8_t(bytes[9]) << 8;
+  EXPECT_EQ((10 + header_length) % 64, 0u);
+  EXPECT_EQ(bytes.size(), 10 + header_length + 60 * sizeof(float));
+  const std::string header = bytes.substr(10, header_length);
+  EXPECT_EQ(header.back(), '\n');
+  EXPECT_NE(header.find("'descr': '<f4'"), std::string::npos) << header;
+  EXPECT_NE(header.find("'shape': (3, 4, 5)"), std::string::npos) << header;
+}
+
+TEST_F(Io, NpyInt32LabelsRoundTrip) {
+  const std::vector<int32_t> y = {0, 9, -3, 2147483647, 5};
+  write_npy(path("y.npy"), y.data(), {5});
+  EXPECT_EQ(read_npy_labels(path("y.npy")), y);
+  EXPECT_NE(read_bytes(path("y.npy")).find("'shape': (5,)"), std::string::npos);
+  // A column vector [n, 1] is labels too.
+  write_npy(path("y1.npy"), y.data(), {5, 1});
+  EXPECT_EQ(read_npy_labels(path("y1.npy")), y);
+}
+
+TEST_F(Io, NpyUint8FeaturesScaleToUnitInterval) {
+  const std::vector<uint8_t> x = {0, 1, 128, 255, 51, 17};
+  write_npy(path("x.npy"), x.data(), {2, 3});
+  Array<float> back = read_npy_features(path("x.npy"));
+  EXPECT_EQ(back.shape, (std::vector<int64_t>{2, 3}));
+  ASSERT_EQ(back.data.size(), 6u);
+  EXPECT_EQ(back.data[0], 0.0f);
+  EXPECT_FLOAT_EQ(back.data[1], 1.0f / 255);
+  EXPECT_FLOAT_EQ(back.data[2], 128.0f / 255);
+  EXPECT_EQ(back.data[3], 1.0f);  // exactly, not 0.99999994
+  EXPECT_FLOAT_EQ(back.data[4], 0.2f);
+  // Read as labels, uint8 stays integral.
+  write_npy(path("y.npy"), x.data(), {6});
+  EXPECT_EQ(read_npy_labels(path("y.npy")), (std::vector<int32_t>{0, 1, 128, 255, 51, 17}));
+}
+
+TEST_F(Io, NpyReadsFloat64Int64AndVersions2And3) {
+  const std::vector<double> x = {1.5, -2.25, 1e-3, 3.0};
+  write_bytes(path("x8.npy"), npy_bytes(2,
+                                        "{'descr': '<f8', 'fortran_order': False, "
+                                        "'shape': (2L, 2L), }",
+                                        raw(x)));
+  Array<float> back = read_npy_features(path("x8.npy"));
+  EXPECT_EQ(back.shape, (std::vector<int64_t>{2, 2}));
+  EXPECT_EQ(back.data, (std::vector<float>{1.5f, -2.25f, 1e-3f, 3.0f}));
+
+  const std::vector<int64_t> y = {3, 0, 7};
+  write_bytes(
+      path("y8.npy"),
+      npy_bytes(3, "{\"descr\": \"<i8\", \"shape\": (3,), \"fortran_order\": False}", raw(y)));
+  EXPECT_EQ(read_npy_labels(path("y8.npy")), (std::vector<int32_t>{3, 0, 7}));
+
+  const std::vector<int8_t> y1 = {-1, 4};
+  write_bytes(path("yi1.npy"),
+              npy_bytes(1, "{'descr': '|i1', 'fortran_order': False, 'shape': (2,), }", raw(y1)));
+  EXPECT_EQ(read_npy_labels(path("yi1.npy")), (std::vector<int32_t>{-1, 4}));
+}
+
+TEST_F(Io, NpyRejectsLabelsOutsideInt32) {
+  const std::vector<int64_t> y = {1, int64_t(1) << 40};
+  const std::string file = path("big.npy");
+  write_bytes(file,
+              npy_bytes(1, "{'descr': '<i8', 'fortran_order': False, 'shape': (2,), }", raw(y)));
+  expect_input_error([&] { read_npy_labels(file); }, file, {"1099511627776", "index 1", "int32"});
+}
+
+TEST_F(Io, NpyRejectsFortranOrderAndMatrixLabels) {
+  const std::vector<float> x = {1, 2, 3, 4};
+  const std::string file = path("f.npy");
+  write_bytes(file,
+              npy_bytes(1, "{'descr': '<f4', 'fortran_order': True, 'shape': (2, 2), }", raw(x)));
+  expect_input_error([&] { read_npy_features(file); }, file, {"fortran_order", "C-ordered"});
+
+  write_npy(path("y.npy"), x.data(), {2, 2});
+  expect_input_error([&] { read_npy_labels(path("y.npy")); }, path("y.npy"), {"2x2", "[n]"});
+}
+
+TEST_F(Io, NpyMalformedHeader) {
+  const std::string file = path("m.npy");
+  write_bytes(file, npy_bytes(1, "{'descr': '<f4', 'shape': (2, 2), }", std::string(16, '\0')));
+  expect_input_error([&] { read_npy_features(file); }, file, {"malformed", "fortran_order"});
+  write_bytes(file, npy_bytes(1, "{'descr': '<f4', 'fortran_order': False, 'shape': (2, 2}",
+                              std::string(16, '\0')));
+  expect_input_error([&] { read_npy_features(file); }, file, {"malformed", "expected"});
+}
+
+// --- IDX ------------------------------------------------------------------------------------
+
+TEST_F(Io, IdxPlainAndGzipped) {
+  std::vector<uint8_t> pixels(2 * 3 * 4);
+  for (size_t i = 0; i < pixels.size(); ++i) pixels[i] = uint8_t(i * 11);
+  const std::string bytes = idx_bytes(0x08, {2, 3, 4}, raw(pixels));
+  write_bytes(path("plain-idx3-ubyte"), bytes);
+  // The name says nothing: gzip is recognised by content.
+  write_gzip(path("gzipped-idx3-ubyte"), bytes);
+  ASSERT_EQ(read_bytes(path("gzipped-idx3-ubyte")).substr(0, 2), "\x1f\x8b");
+  for (const char* name : {"plain-idx3-ubyte", "gzipped-idx3-ubyte"}) {
+    SCOPED_TRACE(name);
+    Array<uint8_t> a = read_idx(path(name));
+    EXPECT_EQ(a.shape, (std::vector<int64_t>{2, 3, 4}));
+    EXPECT_EQ(a.data, pixels);
+  }
+}
+
+TEST_F(Io, FashionMnistHeaders) {
+  const std::string dir = "/usr/share/datasets/fashion-mnist/";
+  const std::string images = dir + "train-images-idx3-ubyte.gz";
+  const std::string labels = dir + "train-labels-idx1-ubyte.gz";
+  if (!fs::exists(images) || !fs::exists(labels)) GTEST_SKIP() << "no Fashion-MNIST in " << dir;
+  Array<uint8_t> x = read_idx(images);
+  EXPECT_EQ(x.shape, (std::vector<int64_t>{60000, 28, 28}));
+  EXPECT_EQ(x.data.size(), 60000u * 28 * 28);
+  Array<uint8_t> y = read_idx(labels);
+  EXPECT_EQ(y.shape, (std::vector<int64_t>{60000}));
+  ASSERT_FALSE(y.data.empty());
+  EXPECT_EQ(y.data[0], 9);  // the first training image is an ankle boot
+  EXPECT_EQ(*std::max_element(y.data.begin(), y.data.end()), 9);
+}
+
+// --- CSV ------------------------------------------------------------------------------------
+
+TEST_F(Io, CsvReadsFeaturesAndNamedLabel) {
+  const std::string file = path("t.csv");
+  // A byte-order mark, a quoted name, the label in the middle, CRLF, spaces and a blank line.
+  write_bytes(file,
+              "\xEF\xBB\xBF"
+              "a,\"label\",b\r\n"
+              "1.5, 3, -2\r\n"
+              "\r\n"
+              "0,0,1e-3\n"
+              "+4,9,\"7\"\n");
+  CsvTable t = read_csv(file, "label");
+  EXPECT_EQ(t.x.shape, (std::vector<int64_t>{3, 2}));
+  EXPECT_EQ(t.x.data, (std::vector<float>{1.5f, -2.0f, 0.0f, 1e-3f, 4.0f, 7.0f}));
+  EXPECT_EQ(t.y, (std::vector<int32_t>{3, 0, 9}));
+}
+
+TEST_F(Io, CsvNonNumericCellNamesRowAndColumn) {
+  const std::string file = path("bad.csv");
+  write_bytes(file, "x,y,label\n1,2,0\n3,abc,1\n");
+  expect_input_error([&] { read_csv(file, "label"); }, file,
+                     {"row 2", "line 3", "column 2", "'y'", "'abc'", "number"});
+  write_bytes(file, "x,y,label\n1,2,0\n3,,1\n");
+  expect_input_error([&] { read_csv(file, "label"); }, file, {"row 2", "column 2", "empty"});
+  write_bytes(file, "x,y,label\n1,2,0.5\n");
+  expect_input_error([&] { read_csv(file, "label"); }, file, {"row 1", "'label'", "integer"});
+  write_bytes(file, "x,y,label\n1,nan,0\n");
+  expect_input_error([&] { read_csv(file, "label"); }, file, {"row 1", "'y'", "finite"});
+}
+
+TEST_F(Io, CsvRaggedRow) {
+  const std::string file = path("ragged.csv");
+  write_bytes(file, "x,y,label\n1,2,0\n3,1\n");
+  expect_input_error([&] { read_csv(file, "label"); }, file,
+                     {"row 2", "line 3", "2 fields", "expected 3"});
+}
+
+TEST_F(Io, CsvMissingLabelColumn) {
+  const std::string file = path("nolabel.csv");
+  write_bytes(file, "x,y,target\n1,2,0\n");
+  expect_input_error([&] { read_csv(file, "label"); }, file,
+                     {"missing", "'label'", "'x', 'y', 'target'"});
+  write_bytes(file, "");
+  expect_input_error([&] { read_csv(file, "label"); }, file, {"empty", "header"});
+}
+
+// --- safetensors ----------------------------------------------------------------------------
+
+TEST_F(Io, SafetensorsRoundTripWithMetadata) {
+  const std::vector<NamedTensor> tensors = {
+      {"encoders.full28.fc.weight", {2, 3}, some_floats(6, 2)},
+      {"classifier.bias", {3}, {0.5f, -1.0f, 2.0f}},
+      {"empty", {0, 4}, {}},
+      {"anchors.mean", {1}, {42.0f}},
+  };
+  const std::map<std::string, std::string> metadata = {{"step", "600"}, {"epoch", "1"}};
+  const std::string file = path("c.safetensors");
+  write_safetensors(file, tensors, metadata);
+
+  SafetensorsFile back = read_safetensors(file);
+  EXPECT_EQ(back.metadata, metadata);
+  ASSERT_EQ(back.tensors.size(), tensors.size());
+  for (size_t i = 0; i < tensors.size(); ++i) {
+    EXPECT_EQ(back.tensors[i].name, tensors[i].name);  // in the order written
+    EXPECT_EQ(back.tensors[i].shape, tensors[i].shape);
+    EXPECT_EQ(back.tensors[i].data, tensors[i].data);
+  }
+  const NamedTensor* bias = back.find("classifier.bias");
+  ASSERT_NE(bias, nullptr);
+  EXPECT_EQ(bias->data[2], 2.0f);
+  EXPECT_EQ(back.find("classifier.weight"), nullptr);
+
+  // The data starts 8-byte aligned, and the header says what the format says.
+  const std::string bytes = read_bytes(file);
+  uint64_t length = 0;
+  for (int i = 7; i >= 0; --i) length = length << 8 | uint8_t(bytes[size_t(i)]);
+  EXPECT_EQ(length % 8, 0u);
+  EXPECT_EQ(bytes.size(), 8 + length + (6 + 3 + 0 + 1) * sizeof(float));
+  const std::string header = bytes.substr(8, length);
+  EXPECT_NE(header.find("\"classifier.bias\":{\"dtype\":\"F32\",\"shape\":[3],\"data_offsets\":"
+                        "[24,36]}"),
+            std::string::npos)
+      << header;
+  EXPECT_NE(header.find("\"__metadata__\":{\"epoch\":\"1\",\"step\":\"600\"}"), std::string::npos)
+      << header;
+}
+
+TEST_F(Io, SafetensorsWithoutMetadataOrTensors) {
+  write_safetensors(path("e.safetensors"), {}, {});
+  SafetensorsFile back = read_safetensors(path("e.safetensors"));
+  EXPECT_TRUE(back.tensors.empty());
+  EXPECT_TRUE(back.metadata.empty());
+}
+
+// --- writers leave nothing half-written -----------------------------------------------------
+
+TEST_F(Io, WritersReplaceFilesAndLeaveNoTemporaries) {
+  const std::vector<float> a = {1, 2}, b = {3, 4, 5};
+  write_npy(path("x.npy"), a.data(), {2});
+  write_npy(path("x.npy"), b.data(), {3});
+  EXPECT_EQ(read_npy_features(path("x.npy")).data, b);
+  write_safetensors(path("c.safetensors"), {{"w", {2}, a}}, {});
+  size_t files = 0;
+  for (const auto& entry : fs::directory_iterator(dir_)) {
+    ++files;
+    EXPECT_EQ(entry.path().string().find(".tmp"), std::string::npos) << entry.path();
+  }
+  EXPECT_EQ(files, 2u);
+
+  // A folder that does not exist: an error naming the path, and nothing created.
+  const std::string nowhere = path("missing/x.npy");
+  expect_input_error([&] { write_npy(nowhere, a.data(), {2}); }, nowhere, {"cannot create"});
+  expect_input_error(
+      [&] {
+        write_safetensors(nowhere, {{"w", {2}, a}}, {});
+      },
+      nowhere, {"cannot create"});
+  EXPECT_FALSE(fs::exists(path("missing")));
+}
+
+// --- bad input: one test per kind, each reader ----------------------------------------------
+
+TEST_F(Io, MissingFile) {
+  const std::string file = path("absent.bin");
+  expect_input_error([&] { read_npy_features(file); }, file, {"not found", "NPY"});
+  expect_input_error([&] { read_npy_labels(file); }, file, {"not found", "NPY"});
+  expect_input_error([&] { read_idx(file); }, file, {"not found", "IDX"});
+  expect_input_error([&] { read_csv(file, "label"); }, file, {"not found", "CSV"});
+  expect_input_error([&] { read_safetensors(file); }, file, {"not found", "safetensors"});
+  // A folder is not a file either.
+  expect_input_error([&] { read_npy_features(dir_.string()); }, dir_.string(), {"folder"});
+}
+
+TEST_F(Io, BadMagic) {
+  const std::string file = path("not-data.bin");
+  write_bytes(file, "PK\x03\x04 this is a zip file, not a data file at all");
+  expect_input_error([&] { read_npy_features(file); }, file, {"bad magic", "\\x93NUMPY", "PK"});
+  expect_input_error([&] { read_npy_labels(file); }, file, {"bad magic"});
+  expect_input_error([&] { read_idx(file); }, file, {"bad magic", "00 00"});
+  expect_input_error([&] { read_safetensors(file); }, file, {"bad magic"});
+  // An NPY file is not IDX or safetensors, and a gzipped NPY file is not IDX after gunzip.
+  const std::vector<float> x = {1, 2};
+  write_npy(path("x.npy"), x.data(), {2});
+  expect_input_error([&] { read_idx(path("x.npy")); }, path("x.npy"), {"bad magic"});
+  expect_input_error([&] { read_safetensors(path("x.npy")); }, path("x.npy"), {"bad magic"});
+  write_gzip(path("x.npy.gz"), read_bytes(path("x.npy")));
+  expect_input_error([&] { read_idx(path("x.npy.gz")); }, path("x.npy.gz"),
+                     {"bad magic", "gunzip"});
+  // Too short to hold a magic at all.
+  write_bytes(file, "");
+  expect_input_error([&] { read_npy_features(file); }, file, {"bad magic"});
+  expect_input_error([&] { read_idx(file); }, file, {"bad magic"});
+}
+
+TEST_F(Io, TruncatedPayload) {
+  const std::vector<float> x = some_floats(12, 3);
+  const std::string npy = path("x.npy");
+  write_npy(npy, x.data(), {3, 4});
+  cut(npy, read_bytes(npy).size() - 5);
+  expect_input_error([&] { read_npy_features(npy); }, npy,
+                     {"truncated payload", "3x4 float32 (48 bytes)", "43 bytes"});
+  cut(npy, 20);
+  expect_input_error([&] { read_npy_features(npy); }, npy, {"truncated header"});
+
+  std::vector<uint8_t> pixels(6 * 28 * 28);
+  // Varied bytes, so that half of the gzipped file still holds some of the payload.
+  for (size_t i = 0; i < pixels.size(); ++i) pixels[i] = uint8_t((i * i * 2654435761u) >> 13);
+  const std::string bytes = idx_bytes(0x08, {6, 28, 28}, raw(pixels));
+  const std::string idx = path("x-idx3-ubyte");
+  write_bytes(idx, bytes.substr(0, 1000));
+  expect_input_error([&] { read_idx(idx); }, idx,
+                     {"truncated payload", "6x28x28 uint8 (4704 bytes)", "984 bytes"});
+  // A gzip stream cut short.
+  const std::string gz = path("x-idx3-ubyte.gz");
+  write_gzip(gz, bytes);
+  cut(gz, read_bytes(gz).size() / 2);
+  expect_input_error([&] { read_idx(gz); }, gz, {"truncated payload", "6x28x28", "cut short"});
+  cut(gz, 12);
+  expect_input_error([&] { read_idx(gz); }, gz, {"truncated gzip stream"});
+
+  const std::string st = path("c.safetensors");
+  write_safetensors(st, {{"w", {3, 4}, x}}, {{"step", "1"}});
+  cut(st, read_bytes(st).size() - 4);
+  expect_input_error([&] { read_safetensors(st); }, st, {"truncated", "'w'"});
+  cut(st, 20);
+  expect_input_error([&] { read_safetensors(st); }, st, {"truncated"});
+}
+
+TEST_F(Io, UnsupportedDtype) {
+  const std::string npy = path("c.npy");
+  write_bytes(npy, npy_bytes(1, "{'descr': '<c8', 'fortran_order': False, 'shape': (2,), }",
+                             std::string(16, '\0')));
+  expect_input_error([&] { read_npy_features(npy); }, npy,
+                     {"unsupported dtype", "'<c8'", "float32", "float64", "uint8"});
+  expect_input_error([&] { read_npy_labels(npy); }, npy,
+                     {"unsupported dtype", "'<c8'", "int64", "int32"});
+  // Big-endian is a dtype we do not read either.
+  write_bytes(npy, npy_bytes(1, "{'descr': '>f4', 'fortran_order': False, 'shape': (2,), }",
+                             std::string(8, '\0')));
+  expect_input_error([&] { read_npy_features(npy); }, npy, {"unsupported dtype", "'>f4'"});
+  // Structured arrays have a list for descr.
+  write_bytes(npy, npy_bytes(1,
+                             "{'descr': [('a', '<f4'), ('b', '<i4')], 'fortran_order': False, "
+                             "'shape': (2,), }",
+                             std::string(16, '\0')));
+  expect_input_error([&] { read_npy_features(npy); }, npy, {"unsupported dtype", "structured"});
+
+  const std::string idx = path("f-idx2-float");
+  write_bytes(idx, idx_bytes(0x0D, {2, 2}, std::string(16, '\0')));
+  expect_input_error([&] { read_idx(idx); }, idx, {"unsupported dtype", "0x0D", "0x08"});
+
+  const std::string st = path("h.safetensors");
+  const std::string header = R"({"w":{"dtype":"F16","shape":[2],"data_offsets":[0,4]}})";
+  std::string bytes(8, '\0');
+  bytes[0] = char(header.size());
+  write_bytes(st, bytes + header + std::string(4, '\0'));
+  expect_input_error([&] { read_safetensors(st); }, st, {"unsupported dtype", "'F16'", "F32"});
+}
+
+}  // namespace
+}  // namespace hetdro

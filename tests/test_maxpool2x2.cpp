@@ -1,0 +1,115 @@
+// maxpool2x2 against naive loops, its tie rule, odd sizes, and its backward against central
+// differences.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <numeric>
+#include <random>
+#include <type_traits>
+#include <vector>
+
+#include "hetdro/ops.h"
+#include "testing.h"  // random_vector, rel_error, numeric_gradient
+
+namespace hetdro {
+namespace {
+
+using testing::numeric_gradient;
+using testing::rel_error;
+
+// Distinct values at least 1/count apart (a shuffled ramp), so no window has a near-tie and
+// central differences with a small step never cross a kink.
+template <typename T>
+std::vector<T> distinct_values(size_t count, uint32_t seed) {
+  std::vector<T> v(count);
+  std::iota(v.begin(), v.end(), T(0));
+  std::shuffle(v.begin(), v.end(), std::mt19937(seed));
+  for (auto& x : v) x = x / T(count) - T(0.5);
+  return v;
+}
+
+// Reference: scans the window in row-major order and keeps the first maximum.
+template <typename T>
+void naive_pool(std::vector<T>& out, std::vector<T>* din, const std::vector<T>& dout,
+                const std::vector<T>& in, int n, int c, int h, int w) {
+  const int oh = h / 2, ow = w / 2;
+  out.assign(size_t(n) * c * oh * ow, T(0));
+  for (int p = 0; p < n * c; ++p)
+    for (int y = 0; y < oh; ++y)
+      for (int x = 0; x < ow; ++x) {
+        size_t best = size_t(p) * h * w + 2 * y * w + 2 * x;
+        for (int u = 0; u < 2; ++u)
+          for (int v = 0; v < 2; ++v) {
+            const size_t i = size_t(p) * h * w + (2 * y + u) * w + 2 * x + v;
+            if (in[i] > in[best]) best = i;
+          }
+        const size_t o = (size_t(p) * oh + y) * ow + x;
+        out[o] = in[best];
+        if (din) (*din)[best] += dout[o];
+      }
+}
+
+template <typename T>
+class Maxpool2x2Typed : public ::testing::Test {};
+using Types = ::testing::Types<float, double>;
+TYPED_TEST_SUITE(Maxpool2x2Typed, Types);
+
+TYPED_TEST(Maxpool2x2Typed, MatchesNaiveLoopsOnOddAndEvenSizes) {
+  using T = TypeParam;
+  struct Size {
+    int n, c, h, w;
+  };
+  // The last is the encoder's 24x24 -> 12x12 at a batch big enough to run in parallel.
+  for (Size s : {Size{2, 3, 7, 9}, Size{3, 2, 6, 5}, Size{4, 16, 24, 24}}) {
+    const size_t count = size_t(s.n) * s.c * s.h * s.w;
+    const auto in = testing::random_vector<T>(count, 1);
+    const auto dout = testing::random_vector<T>(size_t(s.n) * s.c * (s.h / 2) * (s.w / 2), 2);
+    std::vector<T> out(dout.size()), ref, din(count, T(0)), ref_din(count, T(0));
+    cpu::maxpool2x2_forward(out.data(), in.data(), s.n, s.c, s.h, s.w);
+    cpu::maxpool2x2_backward(din.data(), dout.data(), in.data(), s.n, s.c, s.h, s.w);
+    naive_pool(ref, &ref_din, dout, in, s.n, s.c, s.h, s.w);
+    EXPECT_EQ(out, ref);  // a max selects, it does not round
+    EXPECT_EQ(din, ref_din);
+  }
+}
+
+TEST(Maxpool2x2, TiesGoToTheFirstElementInRowMajorOrder) {
+  // One 2x2 window per case; the gradient must land on exactly one element.
+  const std::vector<std::vector<double>> windows = {
+      {1, 1, 1, 1}, {0, 2, 2, 2}, {0, 0, 3, 3}, {-1, -1, -1, -1}};
+  const std::vector<int> first = {0, 1, 2, 0};
+  for (size_t t = 0; t < windows.size(); ++t) {
+    double out = 0;
+    std::vector<double> din(4, 0.0);
+    const double dout = 5;
+    cpu::maxpool2x2_forward(&out, windows[t].data(), 1, 1, 2, 2);
+    cpu::maxpool2x2_backward(din.data(), &dout, windows[t].data(), 1, 1, 2, 2);
+    std::vector<double> want(4, 0.0);
+    want[first[t]] = 5;
+    EXPECT_EQ(out, windows[t][first[t]]);
+    EXPECT_EQ(din, want) << "window " << t;
+  }
+}
+
+// L = Σ r ⊙ pool(in); the odd size leaves a row and a column that get no gradient.
+TEST(Maxpool2x2, BackwardMatchesCentralDifferencesAndAccumulates) {
+  const int n = 2, c = 3, h = 7, w = 6;
+  const auto in = distinct_values<double>(size_t(n) * c * h * w, 3);
+  const auto r = testing::random_vector<double>(size_t(n) * c * (h / 2) * (w / 2), 4);
+  auto loss = [&](const std::vector<double>& x) {
+    std::vector<double> out(r.size());
+    cpu::maxpool2x2_forward(out.data(), x.data(), n, c, h, w);
+    return std::inner_product(out.begin(), out.end(), r.begin(), 0.0);
+  };
+  std::vector<double> din(in.size(), 0.0);
+  cpu::maxpool2x2_backward(din.data(), r.data(), in.data(), n, c, h, w);
+  EXPECT_LT(rel_error(din, numeric_gradient(loss, in, 1e-6)), 1e-6);
+
+  auto twice = din;
+  for (auto& x : twice) x *= 2;
+  cpu::maxpool2x2_backward(din.data(), r.data(), in.data(), n, c, h, w);
+  EXPECT_EQ(din, twice);
+}
+
+}  // namespace
+}  // namespace hetdro
