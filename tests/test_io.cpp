@@ -257,13 +257,13 @@ TEST_F(Io, CsvNonNumericCellNamesRowAndColumn) {
   const std::string file = path("bad.csv");
   write_bytes(file, "x,y,label\n1,2,0\n3,abc,1\n");
   expect_input_error([&] { read_csv(file, "label"); }, file,
-                     {"row 2", "line 3", "column 2", "'y'", "'abc'", "number"});
+                     {"row 2", "line 3", "column 2", "\"y\"", "\"abc\"", "number"});
   write_bytes(file, "x,y,label\n1,2,0\n3,,1\n");
   expect_input_error([&] { read_csv(file, "label"); }, file, {"row 2", "column 2", "empty"});
   write_bytes(file, "x,y,label\n1,2,0.5\n");
-  expect_input_error([&] { read_csv(file, "label"); }, file, {"row 1", "'label'", "integer"});
+  expect_input_error([&] { read_csv(file, "label"); }, file, {"row 1", "\"label\"", "integer"});
   write_bytes(file, "x,y,label\n1,nan,0\n");
-  expect_input_error([&] { read_csv(file, "label"); }, file, {"row 1", "'y'", "finite"});
+  expect_input_error([&] { read_csv(file, "label"); }, file, {"row 1", "\"y\"", "finite"});
 }
 
 TEST_F(Io, CsvRaggedRow) {
@@ -277,7 +277,7 @@ TEST_F(Io, CsvMissingLabelColumn) {
   const std::string file = path("nolabel.csv");
   write_bytes(file, "x,y,target\n1,2,0\n");
   expect_input_error([&] { read_csv(file, "label"); }, file,
-                     {"missing", "'label'", "'x', 'y', 'target'"});
+                     {"missing", "'label'", "\"x\", \"y\", \"target\""});
   write_bytes(file, "");
   expect_input_error([&] { read_csv(file, "label"); }, file, {"empty", "header"});
 }
@@ -384,6 +384,11 @@ TEST_F(Io, BadMagic) {
   write_gzip(path("x.npy.gz"), read_bytes(path("x.npy")));
   expect_input_error([&] { read_idx(path("x.npy.gz")); }, path("x.npy.gz"),
                      {"bad magic", "gunzip"});
+  // Gzipped NPY is not NPY, and binary data is not CSV.
+  expect_input_error([&] { read_npy_features(path("x.npy.gz")); }, path("x.npy.gz"),
+                     {"bad magic", "gzip"});
+  expect_input_error([&] { read_csv(path("x.npy"), "label"); }, path("x.npy"),
+                     {"bad magic", "binary", "CSV"});
   // Too short to hold a magic at all.
   write_bytes(file, "");
   expect_input_error([&] { read_npy_features(file); }, file, {"bad magic"});
@@ -415,6 +420,12 @@ TEST_F(Io, TruncatedPayload) {
   expect_input_error([&] { read_idx(gz); }, gz, {"truncated payload", "6x28x28", "cut short"});
   cut(gz, 12);
   expect_input_error([&] { read_idx(gz); }, gz, {"truncated gzip stream"});
+  // Damage inside the deflate data is corruption, not truncation.
+  write_gzip(gz, bytes);
+  std::string damaged = read_bytes(gz);
+  for (size_t i = 20; i < 60; ++i) damaged[i] = char(~damaged[i]);
+  write_bytes(gz, damaged);
+  expect_input_error([&] { read_idx(gz); }, gz, {"corrupt gzip stream"});
 
   const std::string st = path("c.safetensors");
   write_safetensors(st, {{"w", {3, 4}, x}}, {{"step", "1"}});

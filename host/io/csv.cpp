@@ -8,7 +8,7 @@
 #include <string_view>
 #include <vector>
 
-#include "file.h"          // InputFile
+#include "file.h"          // InputFile, escape_bytes
 #include "hetdro/check.h"  // input_error
 #include "hetdro/io.h"
 
@@ -79,8 +79,10 @@ size_t split(std::string_view line, std::vector<std::string>& fields, const Plac
   }
 }
 
+// A cell or column name as messages show it: quoted, escaped and at most 40 bytes.
 std::string shown(const std::string& cell) {
-  return cell.size() <= 40 ? cell : cell.substr(0, 37) + "...";
+  return io::escape_bytes(cell.data(), std::min<size_t>(cell.size(), 40)) +
+         (cell.size() > 40 ? "..." : "");
 }
 
 enum class Parsed { kOk, kNotANumber, kOutOfRange };
@@ -101,6 +103,10 @@ CsvTable read_csv(const std::string& path, const std::string& label_column) {
   const std::string text = file.read_rest();
   std::string_view rest = text;
   if (rest.substr(0, 3) == "\xEF\xBB\xBF") rest.remove_prefix(3);  // a UTF-8 byte-order mark
+  // Text never holds NUL, and binary data (a gzip or NPY file) almost always does early on.
+  if (rest.substr(0, 4096).find('\0') != std::string_view::npos)
+    input_error("{}: bad magic: found binary data {}...: expected a text CSV file", path,
+                io::escape_bytes(rest.data(), std::min<size_t>(rest.size(), 8)));
 
   std::vector<std::string> header, fields;
   size_t columns = 0, label = 0;
@@ -124,7 +130,7 @@ CsvTable read_csv(const std::string& path, const std::string& label_column) {
       if (matches == 0) {
         std::string names;
         for (size_t c = 0; c < std::min<size_t>(columns, 10); ++c)
-          names += (c ? ", " : "") + ("'" + header[c] + "'");
+          names += (c ? ", " : "") + shown(header[c]);
         if (columns > 10) names += fmt::format(", ... ({} in all)", columns);
         input_error("{}: label column '{}' missing: the header (line {}) names {}", path,
                     label_column, line_no, names);
@@ -149,8 +155,8 @@ CsvTable read_csv(const std::string& path, const std::string& label_column) {
     for (size_t c = 0; c < columns; ++c) {
       const std::string& cell = fields[c];
       auto bad = [&](const char* expected) {
-        input_error("{}, column {} ('{}'): found '{}': expected {}", place.where(), c + 1,
-                    header[c], shown(cell), expected);
+        input_error("{}, column {} ({}): found {}: expected {}", place.where(), c + 1,
+                    shown(header[c]), shown(cell), expected);
       };
       if (cell.empty()) bad("a number, not an empty cell");
       if (c == label) {

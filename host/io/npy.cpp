@@ -158,8 +158,11 @@ NpyHeader read_header(io::InputFile& file) {
   unsigned char prefix[8] = {};
   size_t got = file.read(prefix, sizeof prefix);
   if (got < kMagicSize || std::memcmp(prefix, kMagic, kMagicSize) != 0)
-    input_error("{}: bad magic: expected \"\\x93NUMPY\" (an NPY file), found {}", path,
-                io::escape_bytes(prefix, std::min(got, kMagicSize)));
+    input_error("{}: bad magic: expected \"\\x93NUMPY\" (an NPY file), found {}{}", path,
+                io::escape_bytes(prefix, std::min(got, kMagicSize)),
+                got >= 2 && prefix[0] == 0x1f && prefix[1] == 0x8b
+                    ? " (a gzip file: gunzip it, or save with np.save)"
+                    : "");
   if (got < 8) input_error("{}: truncated header: the file holds only {} bytes", path, got);
   const int major = prefix[6], minor = prefix[7];
   if (major < 1 || major > 3 || minor != 0)
@@ -218,6 +221,9 @@ NpyHeader read_header(io::InputFile& file) {
   return header;
 }
 
+// Marks a payload already in the output type, read straight into place.
+struct Identity {};
+
 // Reads the payload as `count` items of Src, converting each with `convert` (which may throw),
 // a block at a time so that a float64 file needs no second full-size buffer.
 template <typename Src, typename Dst, typename Convert>
@@ -239,15 +245,20 @@ void read_payload(io::InputFile& file, const NpyHeader& header, std::vector<Dst>
         path, held - expected, io::shape_string(header.shape), dtype_name(header.descr), expected);
   file.seek(header.payload_offset);
   out.resize(size_t(count));
-  if constexpr (std::is_same_v<Src, Dst>) {
-    file.read(out.data(), expected);
-    for (int64_t i = 0; i < count; ++i) out[size_t(i)] = convert(out[size_t(i)], i);
+  auto read_exactly = [&](void* dst, size_t bytes) {
+    // The size was checked above; falling short now means the file shrank while being read.
+    if (file.read(dst, bytes) != bytes)
+      input_error("{}: truncated payload: the file shrank while being read", path);
+  };
+  if constexpr (std::is_same_v<Convert, Identity>) {
+    static_assert(std::is_same_v<Src, Dst>);
+    read_exactly(out.data(), expected);
   } else {
     constexpr int64_t kBlock = 1 << 16;
     std::vector<Src> block(size_t(std::min(count, kBlock)));
     for (int64_t start = 0; start < count; start += kBlock) {
       const int64_t n = std::min(kBlock, count - start);
-      file.read(block.data(), size_t(n) * sizeof(Src));
+      read_exactly(block.data(), size_t(n) * sizeof(Src));
       for (int64_t i = 0; i < n; ++i) out[size_t(start + i)] = convert(block[size_t(i)], start + i);
     }
   }
@@ -265,20 +276,14 @@ void write_npy_impl(const std::string& path, const char* descr, const T* data,
   if (shape.size() == 1) dims += ",";
   std::string header =
       fmt::format("{{'descr': '{}', 'fortran_order': False, 'shape': ({}), }}", descr, dims);
-  // The spec pads magic + version + length + header, ended by '\n', to a multiple of 64 bytes.
-  // Version 1.0 is what numpy writes whenever the header fits its 2-byte length.
-  auto padded_length = [&](size_t prefix_size) {
-    return (prefix_size + header.size() + 1 + 63) / 64 * 64 - prefix_size;
-  };
-  const bool v1 = padded_length(10) <= 0xffff;
-  const size_t prefix_size = v1 ? 10 : 12;
-  const size_t length = padded_length(prefix_size);
+  // The spec pads magic (6) + version (2) + length (2) + header, ended by '\n', to a multiple
+  // of 64 bytes. Version 1.0 suffices: numpy allows 64 dimensions, far from its 64 KiB limit.
+  const size_t length = (10 + header.size() + 1 + 63) / 64 * 64 - 10;
+  HETDRO_ASSERT(length <= 0xffff);
   header.append(length - header.size() - 1, ' ');
   header += '\n';
   std::string prefix(kMagic, kMagicSize);
-  prefix += v1 ? '\x01' : '\x02';
-  prefix += '\x00';
-  for (size_t i = 0; i < prefix_size - 8; ++i) prefix += char(length >> (8 * i) & 0xff);
+  prefix += {'\x01', '\x00', char(length & 0xff), char(length >> 8)};
 
   int64_t count = 1;
   for (int64_t d : shape) count *= d;
@@ -302,7 +307,7 @@ Array<float> read_npy_features(const std::string& path) {
   x.shape = header.shape;
   const std::string& d = header.descr;
   if (d == "<f4") {
-    read_payload<float>(file, header, x.data, [](float v, int64_t) { return v; });
+    read_payload<float>(file, header, x.data, Identity{});
   } else if (d == "<f8") {
     read_payload<double>(file, header, x.data, [](double v, int64_t) { return float(v); });
   } else if (d == "|u1" || d == "<u1") {
@@ -337,7 +342,7 @@ std::vector<int32_t> read_npy_labels(const std::string& path) {
   if (d == "<i8") {
     read_payload<int64_t>(file, header, y, narrow);
   } else if (d == "<i4") {
-    read_payload<int32_t>(file, header, y, [](int32_t v, int64_t) { return v; });
+    read_payload<int32_t>(file, header, y, Identity{});
   } else if (d == "|u1" || d == "<u1") {
     read_payload<uint8_t>(file, header, y, [](uint8_t v, int64_t) { return int32_t(v); });
   } else if (d == "|i1" || d == "<i1") {
