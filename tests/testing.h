@@ -12,7 +12,7 @@ namespace hetdro::testing {
 template <typename T>
 std::vector<T> random_vector(size_t count, uint32_t seed, T lo = T(-1), T hi = T(1)) {
   std::mt19937 gen(seed);
-  std::uniform_real_distribution<double> dist(double(lo), double(hi));
+  std::uniform_real_distribution<double> dist{double(lo), double(hi)};
   std::vector<T> v(count);
   for (auto& x : v) x = T(dist(gen));
   return v;
