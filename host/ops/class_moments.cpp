@@ -1,0 +1,118 @@
+// CPU reference of class_moments: per-slot mean and unbiased covariance (DESIGN §1) and the
+// backward to the latents (DESIGN §2).
+#include <cstdint>
+#include <vector>
+
+// GCC 12 flags `__m512 __Y = __Y;` inside its own AVX-512 intrinsics (GCC bug 105593), which
+// Eigen reaches under -march=native; the warning is about the compiler's header, not ours.
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#include <Eigen/Dense>  // per-slot sample matrices, symmetric rank updates
+#pragma GCC diagnostic pop
+
+#include "hetdro/check.h"  // HETDRO_ASSERT
+#include "hetdro/ops.h"
+
+namespace hetdro::cpu {
+namespace {
+
+template <typename T>
+using Mat = Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic>;
+template <typename T>
+using RowMat = Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+template <typename T>
+using RowVec = Eigen::Matrix<T, 1, Eigen::Dynamic>;
+
+// The samples of each slot, in input order; slot −1 leaves a sample out.
+std::vector<std::vector<int>> slot_members(const int32_t* slot, int n, int slots) {
+  std::vector<std::vector<int>> members(slots);
+  for (int i = 0; i < n; ++i) {
+    HETDRO_ASSERT(slot[i] >= -1 && slot[i] < slots);
+    if (slot[i] >= 0) members[slot[i]].push_back(i);
+  }
+  return members;
+}
+
+}  // namespace
+
+template <typename T>
+int class_moments_forward(T* mean, T* cov, int32_t* count, const T* z, const int32_t* slot, int n,
+                          int k, int slots, T eps) {
+  const auto members = slot_members(slot, n, slots);
+  int skipped = 0;
+  for (int s = 0; s < slots; ++s) {
+    count[s] = int32_t(members[s].size());
+    if (count[s] == 1) ++skipped;
+  }
+  Eigen::Map<const RowMat<T>> Z(z, n, k);
+
+#pragma omp parallel for schedule(dynamic)
+  for (int s = 0; s < slots; ++s) {
+    Eigen::Map<RowVec<T>> m(mean + int64_t(s) * k, k);
+    Eigen::Map<RowMat<T>> S(cov + int64_t(s) * k * k, k, k);
+    const int ns = count[s];
+    if (ns < 2) {
+      m.setZero();
+      S.setZero();
+      continue;
+    }
+    Mat<T> Zc(ns, k);
+    for (int r = 0; r < ns; ++r) Zc.row(r) = Z.row(members[s][r]);
+    m = Zc.colwise().sum() / T(ns);
+    // Two passes, centre then sum: E[zzᵀ] − mmᵀ cancels catastrophically in fp32 (DESIGN §7).
+    Zc.rowwise() -= m;
+    Mat<T> lower = Mat<T>::Zero(k, k);
+    lower.template selfadjointView<Eigen::Lower>().rankUpdate(Zc.transpose(), T(1) / T(ns - 1));
+    // Mirroring one triangle makes cov exactly symmetric, which the W2 eigensolver assumes.
+    Mat<T> full = lower.template selfadjointView<Eigen::Lower>();
+    full.diagonal().array() += eps;
+    S = full;
+  }
+  return skipped;
+}
+
+template <typename T>
+void class_moments_backward(T* dz, const T* dmean, const T* dcov, const T* z, const T* mean,
+                            const int32_t* count, const int32_t* slot, int n, int k, int slots) {
+  if (dz == nullptr) return;
+  const auto members = slot_members(slot, n, slots);
+  Eigen::Map<const RowMat<T>> Z(z, n, k);
+  Eigen::Map<RowMat<T>> dZ(dz, n, k);
+  for (int s = 0; s < slots; ++s) HETDRO_ASSERT(count[s] == int32_t(members[s].size()));
+
+    // Each sample belongs to one slot, so slots write disjoint rows of dz.
+#pragma omp parallel for schedule(dynamic)
+  for (int s = 0; s < slots; ++s) {
+    const int ns = count[s];
+    if (ns < 2) continue;
+    Eigen::Map<const RowVec<T>> m(mean + int64_t(s) * k, k);
+    Mat<T> Zc(ns, k);
+    for (int r = 0; r < ns; ++r) Zc.row(r) = Z.row(members[s][r]) - m;
+    // dz_i = g_m/n + (2/(n−1)) sym(G_S)(z_i − m̂)   (DESIGN §2); the path through m̂ adds
+    // nothing to the covariance term because Σ_i (z_i − m̂) = 0.
+    Mat<T> grad = Mat<T>::Zero(ns, k);
+    if (dcov != nullptr) {
+      Eigen::Map<const RowMat<T>> G(dcov + int64_t(s) * k * k, k, k);
+      const Mat<T> sym = (G + G.transpose()) * (T(1) / T(ns - 1));  // 2/(n−1) · ½(G + Gᵀ)
+      grad.noalias() = Zc * sym;
+    }
+    if (dmean != nullptr) {
+      Eigen::Map<const RowVec<T>> gm(dmean + int64_t(s) * k, k);
+      grad.rowwise() += gm / T(ns);
+    }
+    for (int r = 0; r < ns; ++r) dZ.row(members[s][r]) += grad.row(r);
+  }
+}
+
+template int class_moments_forward<float>(float*, float*, int32_t*, const float*, const int32_t*,
+                                          int, int, int, float);
+template int class_moments_forward<double>(double*, double*, int32_t*, const double*,
+                                           const int32_t*, int, int, int, double);
+template void class_moments_backward<float>(float*, const float*, const float*, const float*,
+                                            const float*, const int32_t*, const int32_t*, int, int,
+                                            int);
+template void class_moments_backward<double>(double*, const double*, const double*, const double*,
+                                             const double*, const int32_t*, const int32_t*, int,
+                                             int, int);
+
+}  // namespace hetdro::cpu

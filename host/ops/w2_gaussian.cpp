@@ -1,0 +1,178 @@
+// CPU reference of w2_gaussian: squared 2-Wasserstein distance between Gaussian pairs
+// (DESIGN §1) and its analytic backward (DESIGN §2).
+//
+// saved per pair: [U (k·k), a (k), V (k·k), mu (k)], row-major, eigenvectors in columns:
+// A = U diag(a) Uᵀ and M = R B R = V diag(mu) Vᵀ with R = U diag(f(a)) Uᵀ, f(x) = √max(x, eps).
+#include <algorithm>
+#include <atomic>
+#include <cmath>
+#include <cstdint>
+#include <limits>
+#include <stdexcept>
+
+// GCC 12 flags `__m512 __Y = __Y;` inside its own AVX-512 intrinsics (GCC bug 105593), which
+// Eigen reaches under -march=native; the warning is about the compiler's header, not ours.
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#include <Eigen/Dense>  // SelfAdjointEigenSolver, matrix products
+#pragma GCC diagnostic pop
+
+#include <fmt/format.h>  // error message
+
+#include "hetdro/ops.h"
+
+namespace hetdro::cpu {
+namespace {
+
+template <typename T>
+using Mat = Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic>;
+template <typename T>
+using Vec = Eigen::Matrix<T, Eigen::Dynamic, 1>;
+template <typename T>
+using RowMat = Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+
+template <typename T>
+T clamped_sqrt(T x, T eps) {
+  return std::sqrt(std::max(x, eps));
+}
+
+// Divided difference K_ij of f(x) = √max(x, eps) (DESIGN §2 step 4). Never divides by a gap
+// that rounding could have made: equal eigenvalues take the closed form or f′.
+template <typename T>
+T divided_difference(T ai, T aj, T fi, T fj, T eps) {
+  const bool live_i = ai > eps, live_j = aj > eps;
+  if (live_i && live_j) return T(1) / (fi + fj);  // (√ai − √aj)/(ai − aj), gap cancelled
+  if (!live_i && !live_j) return T(0);            // f is constant below eps
+  const T gap = ai - aj;
+  const T rounding =
+      T(16) * std::numeric_limits<T>::epsilon() * std::max(std::abs(ai), std::abs(aj));
+  if (std::abs(gap) <= rounding) {
+    const T mid = T(0.5) * (ai + aj);
+    return mid > eps ? T(0.5) / std::sqrt(mid) : T(0);
+  }
+  return (fi - fj) / gap;
+}
+
+}  // namespace
+
+template <typename T>
+void w2_gaussian_forward(T* w2, T* saved, const T* m1, const T* A, const T* m2, const T* B,
+                         int pairs, int k, T eps) {
+  const int64_t kk = int64_t(k) * k;
+  const int64_t stride = w2_gaussian_saved_size(k);
+  std::atomic<int> failed{-1};
+
+#pragma omp parallel for schedule(dynamic)
+  for (int p = 0; p < pairs; ++p) {
+    const Mat<T> Ap = Eigen::Map<const RowMat<T>>(A + p * kk, k, k);
+    const Mat<T> Bp = Eigen::Map<const RowMat<T>>(B + p * kk, k, k);
+    const Eigen::Map<const Vec<T>> mean1(m1 + int64_t(p) * k, k), mean2(m2 + int64_t(p) * k, k);
+
+    // Both solvers read the lower triangle only; A and B are symmetric by contract.
+    Eigen::SelfAdjointEigenSolver<Mat<T>> eigA(Ap);
+    if (eigA.info() != Eigen::Success) {
+      failed = p;
+      continue;
+    }
+    const Mat<T>& U = eigA.eigenvectors();
+    const Vec<T>& a = eigA.eigenvalues();
+    const Vec<T> fa = a.unaryExpr([eps](T x) { return clamped_sqrt(x, eps); });
+    const Mat<T> R = U * fa.asDiagonal() * U.transpose();
+    const Mat<T> M = R * Bp * R;
+    Eigen::SelfAdjointEigenSolver<Mat<T>> eigM(M);
+    if (eigM.info() != Eigen::Success) {
+      failed = p;
+      continue;
+    }
+    const Vec<T>& mu = eigM.eigenvalues();
+
+    T cross = 0;  // T = tr((R B R)^½) = Σ f(mu)   (DESIGN §2 step 1)
+    for (int i = 0; i < k; ++i) cross += clamped_sqrt(mu[i], eps);
+    w2[p] = (mean1 - mean2).squaredNorm() + Ap.trace() + Bp.trace() - T(2) * cross;
+
+    if (saved != nullptr) {
+      T* out = saved + p * stride;
+      Eigen::Map<RowMat<T>>(out, k, k) = U;
+      Eigen::Map<Vec<T>>(out + kk, k) = a;
+      Eigen::Map<RowMat<T>>(out + kk + k, k, k) = eigM.eigenvectors();
+      Eigen::Map<Vec<T>>(out + 2 * kk + k, k) = mu;
+    }
+  }
+  if (failed >= 0)
+    throw std::runtime_error(fmt::format(
+        "w2_gaussian_forward: eigendecomposition of pair {} did not converge (non-finite "
+        "covariance?)",
+        int(failed)));
+}
+
+template <typename T>
+void w2_gaussian_backward(T* dm1, T* dA, T* dm2, T* dB, const T* dw2, const T* saved, const T* m1,
+                          const T* A, const T* m2, const T* B, int pairs, int k, T eps) {
+  (void)A;  // A enters only through its saved eigendecomposition
+  const int64_t kk = int64_t(k) * k;
+  const int64_t stride = w2_gaussian_saved_size(k);
+
+#pragma omp parallel for schedule(dynamic)
+  for (int p = 0; p < pairs; ++p) {
+    const T g = dw2[p];
+    if (g == T(0)) continue;
+
+    if (dm1 != nullptr || dm2 != nullptr) {
+      // ∂W2²/∂m1 = 2(m1 − m2) = −∂W2²/∂m2   (DESIGN §2 step 5)
+      const Eigen::Map<const Vec<T>> mean1(m1 + int64_t(p) * k, k), mean2(m2 + int64_t(p) * k, k);
+      const Vec<T> dm = T(2) * g * (mean1 - mean2);
+      if (dm1 != nullptr) Eigen::Map<Vec<T>>(dm1 + int64_t(p) * k, k) += dm;
+      if (dm2 != nullptr) Eigen::Map<Vec<T>>(dm2 + int64_t(p) * k, k) -= dm;
+    }
+    if (dA == nullptr && dB == nullptr) continue;
+
+    const T* in = saved + p * stride;
+    const Mat<T> U = Eigen::Map<const RowMat<T>>(in, k, k);
+    const Eigen::Map<const Vec<T>> a(in + kk, k);
+    const Mat<T> V = Eigen::Map<const RowMat<T>>(in + kk + k, k, k);
+    const Eigen::Map<const Vec<T>> mu(in + 2 * kk + k, k);
+
+    const Vec<T> fa = a.unaryExpr([eps](T x) { return clamped_sqrt(x, eps); });
+    const Mat<T> R = U * fa.asDiagonal() * U.transpose();
+    // G_M = ∂T/∂M = V diag(h) Vᵀ; f is flat below eps, so h = 0 there   (DESIGN §2 step 2)
+    const Vec<T> h = mu.unaryExpr([eps](T x) { return x > eps ? T(0.5) / std::sqrt(x) : T(0); });
+    const Mat<T> GM = V * h.asDiagonal() * V.transpose();
+
+    if (dB != nullptr) {
+      // ∂W2²/∂B = I − 2 R G_M R   (DESIGN §2 steps 3, 5)
+      Mat<T> dTdB = R * GM * R;
+      dTdB = T(0.5) * (dTdB + dTdB.transpose()).eval();
+      Eigen::Map<RowMat<T>> out(dB + p * kk, k, k);
+      out.noalias() -= (T(2) * g) * dTdB;
+      out.diagonal().array() += g;
+    }
+    if (dA != nullptr) {
+      const Mat<T> Bp = Eigen::Map<const RowMat<T>>(B + p * kk, k, k);
+      // ∂T/∂R = G_M R B + B R G_M; the second term is the first's transpose (DESIGN §2 step 3).
+      const Mat<T> GRB = GM * R * Bp;
+      const Mat<T> dTdR = GRB + GRB.transpose();
+      // Daleckii–Krein: ∂T/∂A = U (K ∘ (Uᵀ ∂T/∂R U)) Uᵀ   (DESIGN §2 step 4)
+      Mat<T> C = U.transpose() * dTdR * U;
+      for (int j = 0; j < k; ++j)
+        for (int i = 0; i < k; ++i) C(i, j) *= divided_difference(a[i], a[j], fa[i], fa[j], eps);
+      Mat<T> dTdA = U * C * U.transpose();
+      dTdA = T(0.5) * (dTdA + dTdA.transpose()).eval();
+      Eigen::Map<RowMat<T>> out(dA + p * kk, k, k);
+      out.noalias() -= (T(2) * g) * dTdA;
+      out.diagonal().array() += g;
+    }
+  }
+}
+
+template void w2_gaussian_forward<float>(float*, float*, const float*, const float*, const float*,
+                                         const float*, int, int, float);
+template void w2_gaussian_forward<double>(double*, double*, const double*, const double*,
+                                          const double*, const double*, int, int, double);
+template void w2_gaussian_backward<float>(float*, float*, float*, float*, const float*,
+                                          const float*, const float*, const float*, const float*,
+                                          const float*, int, int, float);
+template void w2_gaussian_backward<double>(double*, double*, double*, double*, const double*,
+                                           const double*, const double*, const double*,
+                                           const double*, const double*, int, int, double);
+
+}  // namespace hetdro::cpu

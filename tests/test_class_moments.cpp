@@ -1,0 +1,171 @@
+// class_moments: hand-worked values, slot handling, and the backward against central
+// differences (DESIGN §1, §2).
+#include <gtest/gtest.h>
+
+#include <cstdint>
+#include <vector>
+
+#include "hetdro/ops.h"
+#include "testing.h"  // random_vector, rel_error, numeric_gradient
+
+namespace {
+
+using hetdro::testing::numeric_gradient;
+using hetdro::testing::random_vector;
+using hetdro::testing::rel_error;
+namespace cpu = hetdro::cpu;
+
+std::vector<double> as_double(const std::vector<float>& v) { return {v.begin(), v.end()}; }
+
+struct Moments {
+  std::vector<double> mean, cov;
+  std::vector<int32_t> count;
+  int skipped = 0;
+};
+
+Moments moments(const std::vector<double>& z, const std::vector<int32_t>& slot, int k, int slots,
+                double eps) {
+  Moments out;
+  out.mean.assign(size_t(slots) * k, -7.0);  // garbage: the forward must overwrite
+  out.cov.assign(size_t(slots) * k * k, -7.0);
+  out.count.assign(slots, -7);
+  out.skipped = cpu::class_moments_forward(out.mean.data(), out.cov.data(), out.count.data(),
+                                           z.data(), slot.data(), int(slot.size()), k, slots, eps);
+  return out;
+}
+
+TEST(ClassMoments, HandWorkedExample) {
+  // Three samples of one class. Formula (7) divides by n−1 and gives [[0.04,0.01],[0.01,0.01]];
+  // the paper's example prints [[0.0267,0.0133],[0.0133,0.0100]], which is neither the /n
+  // ([[0.0267,0.0067],[0.0067,0.0067]]) nor the /(n−1) estimate: a misprint. We follow (7).
+  const double eps = 1e-5;
+  const std::vector<double> z = {1.0, 0.8, 1.2, 1.0, 0.8, 0.9};
+  const auto m = moments(z, {0, 0, 0}, 2, 1, eps);
+  EXPECT_EQ(m.skipped, 0);
+  EXPECT_EQ(m.count[0], 3);
+  EXPECT_NEAR(m.mean[0], 1.0, 1e-12);
+  EXPECT_NEAR(m.mean[1], 0.9, 1e-12);
+  EXPECT_NEAR(m.cov[0], 0.04 + eps, 1e-6);
+  EXPECT_NEAR(m.cov[1], 0.01, 1e-6);
+  EXPECT_NEAR(m.cov[2], 0.01, 1e-6);
+  EXPECT_NEAR(m.cov[3], 0.01 + eps, 1e-6);
+}
+
+TEST(ClassMoments, SkipsSlotsWithFewerThanTwoSamples) {
+  // Slot 0: 3 samples, slot 1: 1 (skipped, counted), slot 2: none (not counted), slot 3: 2.
+  const int k = 3, slots = 4;
+  const std::vector<int32_t> slot = {0, 3, 1, 0, 3, 0};
+  const auto z = random_vector<double>(slot.size() * k, 1);
+  const auto m = moments(z, slot, k, slots, 1e-5);
+  EXPECT_EQ(m.skipped, 1);
+  EXPECT_EQ(m.count, (std::vector<int32_t>{3, 1, 0, 2}));
+  for (int s : {1, 2}) {
+    for (int j = 0; j < k; ++j) EXPECT_EQ(m.mean[s * k + j], 0.0);
+    for (int j = 0; j < k * k; ++j) EXPECT_EQ(m.cov[s * k * k + j], 0.0);
+  }
+  // Two samples: cov = (z0 − z1)(z0 − z1)ᵀ/2 + eps·I.
+  for (int i = 0; i < k; ++i)
+    for (int j = 0; j < k; ++j) {
+      const double di = z[1 * k + i] - z[4 * k + i], dj = z[1 * k + j] - z[4 * k + j];
+      EXPECT_NEAR(m.cov[3 * k * k + i * k + j], di * dj / 2 + (i == j ? 1e-5 : 0.0), 1e-14);
+    }
+}
+
+TEST(ClassMoments, SlotMinusOneLeavesSampleOut) {
+  const int k = 4;
+  auto z = random_vector<double>(5 * k, 2);
+  const std::vector<int32_t> slot = {0, -1, 0, 0, -1};
+  const auto with = moments(z, slot, k, 1, 1e-5);
+  // Moving the left-out samples anywhere changes nothing.
+  for (int j = 0; j < k; ++j) z[1 * k + j] += 100, z[4 * k + j] -= 50;
+  const auto moved = moments(z, slot, k, 1, 1e-5);
+  EXPECT_EQ(with.count[0], 3);
+  EXPECT_EQ(with.mean, moved.mean);
+  EXPECT_EQ(with.cov, moved.cov);
+
+  // Their gradient is untouched; the others' accumulates.
+  const auto gm = random_vector<double>(k, 3), gc = random_vector<double>(k * k, 4);
+  std::vector<double> dz(z.size(), 0.5);
+  cpu::class_moments_backward(dz.data(), gm.data(), gc.data(), z.data(), moved.mean.data(),
+                              moved.count.data(), slot.data(), 5, k, 1);
+  for (int j = 0; j < k; ++j) {
+    EXPECT_EQ(dz[1 * k + j], 0.5);
+    EXPECT_EQ(dz[4 * k + j], 0.5);
+  }
+}
+
+TEST(ClassMoments, PerGroupSlotsMatchSeparateMoments) {
+  // per_group fit: slot = g·C + c. Each slot must equal the moments of its samples alone.
+  const int k = 3, C = 3, G = 2, n = 40;
+  const auto z = random_vector<double>(size_t(n) * k, 5);
+  std::vector<int32_t> slot(n);
+  for (int i = 0; i < n; ++i) slot[i] = (i % G) * C + (i * 7 / 3) % C;
+  const auto all = moments(z, slot, k, G * C, 1e-5);
+  for (int s = 0; s < G * C; ++s) {
+    std::vector<double> zs;
+    for (int i = 0; i < n; ++i)
+      if (slot[i] == s) zs.insert(zs.end(), z.begin() + i * k, z.begin() + (i + 1) * k);
+    const auto one = moments(zs, std::vector<int32_t>(zs.size() / k, 0), k, 1, 1e-5);
+    EXPECT_EQ(all.count[s], one.count[0]);
+    for (int j = 0; j < k; ++j) EXPECT_NEAR(all.mean[s * k + j], one.mean[j], 1e-14);
+    for (int j = 0; j < k * k; ++j) EXPECT_NEAR(all.cov[s * k * k + j], one.cov[j], 1e-14);
+  }
+}
+
+TEST(ClassMoments, BackwardMatchesCentralDifferences) {
+  const int k = 5, slots = 4;
+  const std::vector<int32_t> slot = {0, 1, 0, 2, -1, 1, 0, 3, 1, 0, 2, 2, -1, 1};
+  const int n = int(slot.size());
+  const auto z = random_vector<double>(size_t(n) * k, 6);
+  // Upstream gradients; dcov is deliberately not symmetric (the backward symmetrises it).
+  const auto gm = random_vector<double>(size_t(slots) * k, 7);
+  const auto gc = random_vector<double>(size_t(slots) * k * k, 8);
+  auto loss = [&](const std::vector<double>& x) {
+    const auto m = moments(x, slot, k, slots, 1e-5);
+    double l = 0;
+    for (size_t i = 0; i < gm.size(); ++i) l += gm[i] * m.mean[i];
+    for (size_t i = 0; i < gc.size(); ++i) l += gc[i] * m.cov[i];
+    return l;
+  };
+  const auto m = moments(z, slot, k, slots, 1e-5);
+  EXPECT_EQ(m.skipped, 1);  // slot 3
+  std::vector<double> dz(z.size(), 0.0);
+  cpu::class_moments_backward(dz.data(), gm.data(), gc.data(), z.data(), m.mean.data(),
+                              m.count.data(), slot.data(), n, k, slots);
+  const auto expected = numeric_gradient(loss, z);
+  EXPECT_LE(rel_error(dz, expected), 1e-6);
+
+  // Backward accumulates.
+  std::vector<double> twice = dz;
+  cpu::class_moments_backward(twice.data(), gm.data(), gc.data(), z.data(), m.mean.data(),
+                              m.count.data(), slot.data(), n, k, slots);
+  for (size_t i = 0; i < dz.size(); ++i) EXPECT_NEAR(twice[i], 2 * dz[i], 1e-14);
+}
+
+TEST(ClassMoments, FloatMatchesDouble) {
+  const int k = 64, slots = 10, n = 100;
+  const auto zd = random_vector<double>(size_t(n) * k, 9);
+  std::vector<int32_t> slot(n);
+  for (int i = 0; i < n; ++i) slot[i] = (i * 13) % slots;
+  const std::vector<float> zf(zd.begin(), zd.end());
+  std::vector<float> mf(slots * k), cf(size_t(slots) * k * k);
+  std::vector<int32_t> count(slots);
+  cpu::class_moments_forward(mf.data(), cf.data(), count.data(), zf.data(), slot.data(), n, k,
+                             slots, 1e-5f);
+  const auto md = moments(zd, slot, k, slots, 1e-5);
+  EXPECT_LE(rel_error(as_double(mf), md.mean), 1e-6);
+  EXPECT_LE(rel_error(as_double(cf), md.cov), 1e-5);
+
+  const auto gmd = random_vector<double>(size_t(slots) * k, 10);
+  const auto gcd = random_vector<double>(size_t(slots) * k * k, 11);
+  const std::vector<float> gmf(gmd.begin(), gmd.end()), gcf(gcd.begin(), gcd.end());
+  std::vector<double> dzd(zd.size(), 0.0);
+  std::vector<float> dzf(zd.size(), 0.0f);
+  cpu::class_moments_backward(dzd.data(), gmd.data(), gcd.data(), zd.data(), md.mean.data(),
+                              md.count.data(), slot.data(), n, k, slots);
+  cpu::class_moments_backward(dzf.data(), gmf.data(), gcf.data(), zf.data(), mf.data(),
+                              count.data(), slot.data(), n, k, slots);
+  EXPECT_LE(rel_error(as_double(dzf), dzd), 1e-5);
+}
+
+}  // namespace

@@ -1,0 +1,373 @@
+// w2_gaussian: closed forms, the analytic backward against central differences, and the
+// degenerate covariances that break autograd through eigh (DESIGN §1, §2).
+//
+// Gradient convention: dA and dB are gradients with respect to a symmetric matrix argument,
+// i.e. dW = ⟨dA, δA⟩ for every symmetric δA. So perturbing A_ij and A_ji together changes W by
+// (dA_ij + dA_ji)·h, and through A = X Xᵀ/c the gradient is dX = 2 dA X / c.
+#include <algorithm>
+#include <cmath>
+#include <cstdint>
+#include <cstdio>
+#include <numeric>
+#include <random>
+#include <string>
+#include <vector>
+
+// GCC 12 flags `__m512 __Y = __Y;` inside its own AVX-512 intrinsics (GCC bug 105593), which
+// Eigen reaches under -march=native; the warning is about the compiler's header, not ours.
+#pragma GCC diagnostic push
+#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#include <Eigen/Dense>  // random orthogonal bases, products in the test's parameterisations
+#pragma GCC diagnostic pop
+#include <gtest/gtest.h>
+
+#include "hetdro/ops.h"
+#include "testing.h"  // random_vector, rel_error, numeric_gradient
+
+namespace {
+
+using hetdro::testing::numeric_gradient;
+using hetdro::testing::random_vector;
+using hetdro::testing::rel_error;
+namespace cpu = hetdro::cpu;
+using MatD = Eigen::MatrixXd;
+using RowMatD = Eigen::Matrix<double, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
+
+template <typename T>
+std::vector<T> w2_forward(const std::vector<T>& m1, const std::vector<T>& A,
+                          const std::vector<T>& m2, const std::vector<T>& B, int pairs, int k,
+                          T eps, std::vector<T>* saved = nullptr) {
+  std::vector<T> w2(pairs), scratch;
+  if (saved == nullptr) saved = &scratch;
+  saved->assign(size_t(pairs) * cpu::w2_gaussian_saved_size(k), T(0));
+  cpu::w2_gaussian_forward(w2.data(), saved->data(), m1.data(), A.data(), m2.data(), B.data(),
+                           pairs, k, eps);
+  return w2;
+}
+
+template <typename T>
+struct GradsT {
+  std::vector<T> dm1, dA, dm2, dB;
+};
+
+template <typename T>
+GradsT<T> w2_backward(const std::vector<T>& dw2, const std::vector<T>& m1, const std::vector<T>& A,
+                      const std::vector<T>& m2, const std::vector<T>& B, int pairs, int k, T eps) {
+  std::vector<T> saved;
+  w2_forward(m1, A, m2, B, pairs, k, eps, &saved);
+  GradsT<T> g{std::vector<T>(m1.size()), std::vector<T>(A.size()), std::vector<T>(m2.size()),
+              std::vector<T>(B.size())};
+  cpu::w2_gaussian_backward(g.dm1.data(), g.dA.data(), g.dm2.data(), g.dB.data(), dw2.data(),
+                            saved.data(), m1.data(), A.data(), m2.data(), B.data(), pairs, k, eps);
+  return g;
+}
+
+// pairs symmetric matrices X Xᵀ/k + shift·I from a [pairs,k,k] block X.
+std::vector<double> gram(const std::vector<double>& X, int pairs, int k, double shift) {
+  std::vector<double> out(X.size());
+  for (int p = 0; p < pairs; ++p) {
+    Eigen::Map<const RowMatD> x(X.data() + size_t(p) * k * k, k, k);
+    Eigen::Map<RowMatD> o(out.data() + size_t(p) * k * k, k, k);
+    o = x * x.transpose() / k;
+    o.diagonal().array() += shift;
+  }
+  return out;
+}
+
+// dX = 2 dA X / k for A = X Xᵀ/k + shift·I and a symmetric dA.
+std::vector<double> gram_backward(const std::vector<double>& dA, const std::vector<double>& X,
+                                  int pairs, int k) {
+  std::vector<double> out(X.size());
+  for (int p = 0; p < pairs; ++p) {
+    Eigen::Map<const RowMatD> x(X.data() + size_t(p) * k * k, k, k);
+    Eigen::Map<const RowMatD> g(dA.data() + size_t(p) * k * k, k, k);
+    Eigen::Map<RowMatD>(out.data() + size_t(p) * k * k, k, k) = 2.0 * g * x / k;
+  }
+  return out;
+}
+
+MatD random_orthogonal(int k, uint32_t seed) {
+  const auto v = random_vector<double>(size_t(k) * k, seed);
+  return Eigen::HouseholderQR<MatD>(Eigen::Map<const MatD>(v.data(), k, k)).householderQ();
+}
+
+std::vector<double> flatten(const MatD& m) {
+  std::vector<double> out(m.size());
+  Eigen::Map<RowMatD>(out.data(), m.rows(), m.cols()) = m;
+  return out;
+}
+
+std::vector<double> concat(std::initializer_list<const std::vector<double>*> parts) {
+  std::vector<double> out;
+  for (auto* p : parts) out.insert(out.end(), p->begin(), p->end());
+  return out;
+}
+
+std::vector<double> slice(const std::vector<double>& v, size_t begin, size_t count) {
+  return std::vector<double>(v.begin() + begin, v.begin() + begin + count);
+}
+
+std::vector<double> as_double(const std::vector<float>& v) { return {v.begin(), v.end()}; }
+
+constexpr double kEps = 1e-5;
+
+TEST(W2Gaussian, OneDimensionalClosedForm) {
+  const std::vector<double> m1 = {0.3, -1.0, 2.0}, m2 = {1.1, 0.5, 2.0};
+  const std::vector<double> s1 = {0.5, 2.0, 0.1}, s2 = {1.5, 0.3, 0.1};
+  std::vector<double> A(3), B(3);
+  for (int p = 0; p < 3; ++p) A[p] = s1[p] * s1[p], B[p] = s2[p] * s2[p];
+  const auto w2 = w2_forward(m1, A, m2, B, 3, 1, kEps);
+  for (int p = 0; p < 3; ++p) {
+    const double expected = std::pow(m1[p] - m2[p], 2) + std::pow(s1[p] - s2[p], 2);
+    EXPECT_NEAR(w2[p], expected, 1e-12 * std::max(1.0, expected)) << "pair " << p;
+  }
+}
+
+TEST(W2Gaussian, CommutingCovariancesClosedForm) {
+  // Pair 0 diagonal, pair 1 sharing a random eigenbasis: W2² = ‖Δm‖² + ‖√A − √B‖²_F.
+  const int k = 6;
+  const auto m1 = random_vector<double>(2 * k, 1), m2 = random_vector<double>(2 * k, 2);
+  const auto a = random_vector<double>(2 * k, 3, 0.05, 2.0);
+  const auto b = random_vector<double>(2 * k, 4, 0.05, 2.0);
+  const MatD Q = random_orthogonal(k, 5);
+  std::vector<double> A, B;
+  for (int p = 0; p < 2; ++p) {
+    const MatD basis = p == 0 ? MatD::Identity(k, k) : Q;
+    const Eigen::Map<const Eigen::VectorXd> ap(a.data() + p * k, k), bp(b.data() + p * k, k);
+    const auto Ap = flatten(basis * ap.asDiagonal() * basis.transpose());
+    const auto Bp = flatten(basis * bp.asDiagonal() * basis.transpose());
+    A.insert(A.end(), Ap.begin(), Ap.end());
+    B.insert(B.end(), Bp.begin(), Bp.end());
+  }
+  const auto w2 = w2_forward(m1, A, m2, B, 2, k, kEps);
+  for (int p = 0; p < 2; ++p) {
+    double expected = 0;
+    for (int i = 0; i < k; ++i) {
+      expected += std::pow(m1[p * k + i] - m2[p * k + i], 2);
+      expected += std::pow(std::sqrt(a[p * k + i]) - std::sqrt(b[p * k + i]), 2);
+    }
+    EXPECT_NEAR(w2[p], expected, 1e-10) << "pair " << p;
+  }
+}
+
+TEST(W2Gaussian, TwoByTwoNonCommutingClosedForm) {
+  // For 2×2 SPD M, tr √M = √(tr M + 2√det M); with M = A^½ B A^½: tr M = tr AB, det M = det A det
+  // B.
+  const int pairs = 4, k = 2;
+  const auto X = random_vector<double>(pairs * 4, 6), Y = random_vector<double>(pairs * 4, 7);
+  const auto A = gram(X, pairs, k, 0.1), B = gram(Y, pairs, k, 0.2);
+  const auto m1 = random_vector<double>(pairs * k, 8), m2 = random_vector<double>(pairs * k, 9);
+  const auto w2 = w2_forward(m1, A, m2, B, pairs, k, kEps);
+  for (int p = 0; p < pairs; ++p) {
+    const double* a = A.data() + p * 4;
+    const double* b = B.data() + p * 4;
+    const double trAB = a[0] * b[0] + a[1] * b[2] + a[2] * b[1] + a[3] * b[3];
+    const double det = (a[0] * a[3] - a[1] * a[2]) * (b[0] * b[3] - b[1] * b[2]);
+    const double dm =
+        std::pow(m1[2 * p] - m2[2 * p], 2) + std::pow(m1[2 * p + 1] - m2[2 * p + 1], 2);
+    const double expected =
+        dm + a[0] + a[3] + b[0] + b[3] - 2 * std::sqrt(trAB + 2 * std::sqrt(det));
+    EXPECT_NEAR(w2[p], expected, 1e-12) << "pair " << p;
+  }
+}
+
+TEST(W2Gaussian, SelfDistanceIsZeroAndDistanceIsSymmetric) {
+  const int pairs = 5, k = 16;
+  const auto X = random_vector<double>(size_t(pairs) * k * k, 10);
+  const auto Y = random_vector<double>(size_t(pairs) * k * k, 11);
+  const auto A = gram(X, pairs, k, 0.05), B = gram(Y, pairs, k, 0.05);
+  const auto m1 = random_vector<double>(size_t(pairs) * k, 12);
+  const auto m2 = random_vector<double>(size_t(pairs) * k, 13);
+  // All eigenvalues are ≥ 0.05 ≫ eps, so the clamps never act and W2(a, a) is 0 exactly.
+  for (double w : w2_forward(m1, A, m1, A, pairs, k, kEps)) EXPECT_NEAR(w, 0.0, 1e-11);
+  const auto ab = w2_forward(m1, A, m2, B, pairs, k, kEps);
+  const auto ba = w2_forward(m2, B, m1, A, pairs, k, kEps);
+  for (int p = 0; p < pairs; ++p) {
+    EXPECT_GT(ab[p], 0.0);
+    EXPECT_NEAR(ab[p], ba[p], 1e-11 * ab[p]) << "pair " << p;
+  }
+}
+
+TEST(W2Gaussian, BackwardMatchesCentralDifferencesThroughGram) {
+  const int pairs = 3, k = 5;
+  const auto m1 = random_vector<double>(size_t(pairs) * k, 20);
+  const auto m2 = random_vector<double>(size_t(pairs) * k, 21);
+  const auto X = random_vector<double>(size_t(pairs) * k * k, 22);
+  const auto Y = random_vector<double>(size_t(pairs) * k * k, 23);
+  const auto dw2 = random_vector<double>(pairs, 24, 0.5, 2.0);
+  const size_t nm = m1.size(), nx = X.size();
+  auto loss = [&](const std::vector<double>& v) {
+    const auto w2 =
+        w2_forward(slice(v, 0, nm), gram(slice(v, nm, nx), pairs, k, 0.1), slice(v, nm + nx, nm),
+                   gram(slice(v, 2 * nm + nx, nx), pairs, k, 0.2), pairs, k, kEps);
+    return std::inner_product(w2.begin(), w2.end(), dw2.begin(), 0.0);
+  };
+  const auto numeric = numeric_gradient(loss, concat({&m1, &X, &m2, &Y}));
+  const auto g =
+      w2_backward(dw2, m1, gram(X, pairs, k, 0.1), m2, gram(Y, pairs, k, 0.2), pairs, k, kEps);
+  EXPECT_LE(rel_error(g.dm1, slice(numeric, 0, nm)), 1e-6);
+  EXPECT_LE(rel_error(gram_backward(g.dA, X, pairs, k), slice(numeric, nm, nx)), 1e-6);
+  EXPECT_LE(rel_error(g.dm2, slice(numeric, nm + nx, nm)), 1e-6);
+  EXPECT_LE(rel_error(gram_backward(g.dB, Y, pairs, k), slice(numeric, 2 * nm + nx, nx)), 1e-6);
+}
+
+TEST(W2Gaussian, BackwardMatchesSymmetricPerturbations) {
+  // δA = h(e_i e_jᵀ + e_j e_iᵀ) for i ≠ j (h e_i e_iᵀ on the diagonal) keeps A symmetric; the
+  // difference quotient is then dA_ij + dA_ji (dA_ii).
+  const int pairs = 2, k = 6;
+  const auto m1 = random_vector<double>(size_t(pairs) * k, 30);
+  const auto m2 = random_vector<double>(size_t(pairs) * k, 31);
+  const auto A = gram(random_vector<double>(size_t(pairs) * k * k, 32), pairs, k, 0.1);
+  const auto B = gram(random_vector<double>(size_t(pairs) * k * k, 33), pairs, k, 0.1);
+  const std::vector<double> dw2 = {0.7, -1.3};
+  const auto g = w2_backward(dw2, m1, A, m2, B, pairs, k, kEps);
+  for (const bool wrt_A : {true, false}) {
+    const auto& base = wrt_A ? A : B;
+    const auto& grad = wrt_A ? g.dA : g.dB;
+    std::vector<double> numeric, analytic;
+    for (int p = 0; p < pairs; ++p)
+      for (int i = 0; i < k; ++i)
+        for (int j = 0; j <= i; ++j) {
+          const size_t ij = size_t(p) * k * k + i * k + j, ji = size_t(p) * k * k + j * k + i;
+          EXPECT_EQ(grad[ij], grad[ji]);  // comes out symmetric
+          auto loss = [&](const std::vector<double>& t) {
+            auto M = base;
+            M[ij] += t[0];
+            if (i != j) M[ji] += t[0];
+            const auto w2 = wrt_A ? w2_forward(m1, M, m2, B, pairs, k, kEps)
+                                  : w2_forward(m1, A, m2, M, pairs, k, kEps);
+            return std::inner_product(w2.begin(), w2.end(), dw2.begin(), 0.0);
+          };
+          numeric.push_back(numeric_gradient(loss, {0.0})[0]);
+          analytic.push_back(i == j ? grad[ij] : grad[ij] + grad[ji]);
+        }
+    EXPECT_LE(rel_error(analytic, numeric), 1e-6) << (wrt_A ? "dA" : "dB");
+  }
+}
+
+TEST(W2Gaussian, BackwardAccumulatesAndSkipsNullGradients) {
+  const int pairs = 2, k = 4;
+  const auto m1 = random_vector<double>(size_t(pairs) * k, 40);
+  const auto m2 = random_vector<double>(size_t(pairs) * k, 41);
+  const auto A = gram(random_vector<double>(size_t(pairs) * k * k, 42), pairs, k, 0.1);
+  const auto B = gram(random_vector<double>(size_t(pairs) * k * k, 43), pairs, k, 0.1);
+  const std::vector<double> dw2 = {1.0, 0.5};
+  const auto g = w2_backward(dw2, m1, A, m2, B, pairs, k, kEps);
+  std::vector<double> saved;
+  w2_forward(m1, A, m2, B, pairs, k, kEps, &saved);
+  std::vector<double> dA(A.size(), 1.0), dm2(m2.size(), -2.0);
+  cpu::w2_gaussian_backward<double>(nullptr, dA.data(), dm2.data(), nullptr, dw2.data(),
+                                    saved.data(), m1.data(), A.data(), m2.data(), B.data(), pairs,
+                                    k, kEps);
+  for (size_t i = 0; i < dA.size(); ++i) EXPECT_NEAR(dA[i], 1.0 + g.dA[i], 1e-14);
+  for (size_t i = 0; i < dm2.size(); ++i) EXPECT_NEAR(dm2[i], -2.0 + g.dm2[i], 1e-14);
+  for (size_t i = 0; i < dm2.size(); ++i) EXPECT_EQ(g.dm1[i], -g.dm2[i]);
+}
+
+TEST(W2Gaussian, FloatMatchesDouble) {
+  const int pairs = 4, k = 32;
+  const auto m1 = random_vector<double>(size_t(pairs) * k, 50);
+  const auto m2 = random_vector<double>(size_t(pairs) * k, 51);
+  const auto A = gram(random_vector<double>(size_t(pairs) * k * k, 52), pairs, k, 0.05);
+  const auto B = gram(random_vector<double>(size_t(pairs) * k * k, 53), pairs, k, 0.05);
+  const auto dw2 = random_vector<double>(pairs, 54, 0.5, 2.0);
+  auto to_float = [](const std::vector<double>& v) {
+    return std::vector<float>(v.begin(), v.end());
+  };
+  const auto wd = w2_forward(m1, A, m2, B, pairs, k, kEps);
+  const auto wf = w2_forward(to_float(m1), to_float(A), to_float(m2), to_float(B), pairs, k, 1e-5f);
+  EXPECT_LE(rel_error(as_double(wf), wd), 1e-5);
+  const auto gd = w2_backward(dw2, m1, A, m2, B, pairs, k, kEps);
+  const auto gf = w2_backward(to_float(dw2), to_float(m1), to_float(A), to_float(m2), to_float(B),
+                              pairs, k, 1e-5f);
+  EXPECT_LE(rel_error(as_double(gf.dm1), gd.dm1), 1e-5);
+  EXPECT_LE(rel_error(as_double(gf.dA), gd.dA), 1e-4);
+  EXPECT_LE(rel_error(as_double(gf.dm2), gd.dm2), 1e-5);
+  EXPECT_LE(rel_error(as_double(gf.dB), gd.dB), 1e-4);
+}
+
+// The case DESIGN §2 is written for: a class whose ReLU latents have units that are 0 for all
+// its samples, so Ŝ has exactly repeated eigenvalues eps (and n_c ≤ k makes it rank-deficient
+// besides). Compose class_moments → w2_gaussian(Ŝ, B = L Lᵀ + eps·I) with L = I and compare
+// the gradients w.r.t. z and L with float64 central differences.
+struct DegenerateCase {
+  int n_c, k = 64, dead = 20, left_out = 3;
+  std::vector<double> z, L, anchor_mean;
+  std::vector<int32_t> slot;
+
+  explicit DegenerateCase(int n) : n_c(n) {
+    const int n_all = n_c + left_out;
+    z = random_vector<double>(size_t(n_all) * k, 100 + n_c);
+    std::vector<int> units(k);
+    std::iota(units.begin(), units.end(), 0);
+    std::shuffle(units.begin(), units.end(), std::mt19937(7));
+    for (int i = 0; i < n_c; ++i)
+      for (int d = 0; d < dead; ++d) z[size_t(i) * k + units[d]] = 0.0;
+    slot.assign(n_all, 0);
+    for (int i = n_c; i < n_all; ++i) slot[i] = -1;
+    L = flatten(MatD::Identity(k, k));
+    anchor_mean = random_vector<double>(k, 200 + n_c, -0.1, 0.1);
+  }
+
+  std::vector<double> anchor_cov(const std::vector<double>& chol) const {
+    std::vector<double> S(chol.size());
+    Eigen::Map<const RowMatD> l(chol.data(), k, k);
+    Eigen::Map<RowMatD> s(S.data(), k, k);
+    s = l * l.transpose();
+    s.diagonal().array() += kEps;
+    return S;
+  }
+
+  double loss(const std::vector<double>& zz, const std::vector<double>& chol) const {
+    std::vector<double> mean(k), cov(size_t(k) * k);
+    int32_t count;
+    cpu::class_moments_forward(mean.data(), cov.data(), &count, zz.data(), slot.data(),
+                               int(slot.size()), k, 1, kEps);
+    return w2_forward(mean, cov, anchor_mean, anchor_cov(chol), 1, k, kEps)[0];
+  }
+
+  // Analytic gradients (dz, dL).
+  std::pair<std::vector<double>, std::vector<double>> gradients() const {
+    std::vector<double> mean(k), cov(size_t(k) * k), saved;
+    int32_t count;
+    cpu::class_moments_forward(mean.data(), cov.data(), &count, z.data(), slot.data(),
+                               int(slot.size()), k, 1, kEps);
+    const auto S = anchor_cov(L);
+    w2_forward(mean, cov, anchor_mean, S, 1, k, kEps, &saved);
+    std::vector<double> dmean(k), dcov(cov.size()), dS(S.size()), dz(z.size()), dL(L.size());
+    const double one = 1.0;
+    cpu::w2_gaussian_backward<double>(dmean.data(), dcov.data(), nullptr, dS.data(), &one,
+                                      saved.data(), mean.data(), cov.data(), anchor_mean.data(),
+                                      S.data(), 1, k, kEps);
+    cpu::class_moments_backward(dz.data(), dmean.data(), dcov.data(), z.data(), mean.data(), &count,
+                                slot.data(), int(slot.size()), k, 1);
+    // S = L Lᵀ + eps·I: dL = 2 sym(dS) L (DESIGN §2 step 5).
+    Eigen::Map<const RowMatD> ds(dS.data(), k, k), l(L.data(), k, k);
+    Eigen::Map<RowMatD>(dL.data(), k, k) = (ds + ds.transpose()) * l;
+    return {dz, dL};
+  }
+};
+
+TEST(W2Gaussian, DegenerateCovariancesGiveFiniteGradientsThatMatchDifferences) {
+  double worst_z = 0, worst_L = 0;
+  for (int n_c = 2; n_c <= 20; ++n_c) {
+    const DegenerateCase c(n_c);
+    const auto [dz, dL] = c.gradients();
+    for (double v : dz) ASSERT_TRUE(std::isfinite(v)) << "n_c " << n_c;
+    for (double v : dL) ASSERT_TRUE(std::isfinite(v)) << "n_c " << n_c;
+    const auto nz =
+        numeric_gradient([&](const std::vector<double>& x) { return c.loss(x, c.L); }, c.z, 1e-6);
+    const auto nL =
+        numeric_gradient([&](const std::vector<double>& x) { return c.loss(c.z, x); }, c.L, 1e-6);
+    const double ez = rel_error(dz, nz), eL = rel_error(dL, nL);
+    EXPECT_LE(ez, 1e-4) << "n_c " << n_c;
+    EXPECT_LE(eL, 1e-4) << "n_c " << n_c;
+    worst_z = std::max(worst_z, ez);
+    worst_L = std::max(worst_L, eL);
+  }
+  RecordProperty("max_rel_error_dz", std::to_string(worst_z));
+  RecordProperty("max_rel_error_dL", std::to_string(worst_L));
+  std::printf("degenerate: max relative error dz %.3g, dL %.3g\n", worst_z, worst_L);
+}
+
+}  // namespace
