@@ -1,0 +1,125 @@
+// conv2d forward and backward on the default encoder's two layers at batch 70 (DESIGN §1:
+// conv 1->32 on 28x28, conv 32->64 on 26x26). items/s counts samples per second of wall time.
+//   ./build/bench_conv2d [--benchmark_filter=...]
+// BM_conv2_dweight_* compare the two ways to sum the weight gradient over the batch: per-thread
+// partials (what conv2d_backward does) and one big GEMM over the whole batch's im2col.
+#include <benchmark/benchmark.h>
+
+#include <cstdint>
+#include <vector>
+
+#include "../host/ops/eigen_maps.h"  // RowMat, MapMat for the batched-GEMM variant
+#include "hetdro/ops.h"
+
+namespace {
+
+constexpr int kBatch = 70;
+
+struct Layer {
+  int c_in, h, w, c_out, k;
+  int oh() const { return h - k + 1; }
+  int ow() const { return w - k + 1; }
+};
+constexpr Layer kConv1{1, 28, 28, 32, 3};
+constexpr Layer kConv2{32, 26, 26, 64, 3};
+
+template <typename T>
+struct Buffers {
+  std::vector<T> in, weight, bias, out, din, dweight, dbias;
+  explicit Buffers(const Layer& l)
+      : in(size_t(kBatch) * l.c_in * l.h * l.w, T(0.5)),
+        weight(size_t(l.c_out) * l.c_in * l.k * l.k, T(0.01)),
+        bias(l.c_out, T(0.1)),
+        out(size_t(kBatch) * l.c_out * l.oh() * l.ow(), T(0.2)),
+        din(in.size()),
+        dweight(weight.size()),
+        dbias(l.c_out) {}
+};
+
+template <typename T>
+void BM_forward(benchmark::State& state, Layer l) {
+  Buffers<T> b(l);
+  for (auto _ : state) {
+    hetdro::cpu::conv2d_forward(b.out.data(), b.in.data(), b.weight.data(), b.bias.data(), kBatch,
+                                l.c_in, l.h, l.w, l.c_out, l.k, l.k);
+    benchmark::DoNotOptimize(b.out.data());
+  }
+  state.SetItemsProcessed(state.iterations() * kBatch);
+}
+
+// The first layer wants no input gradient, as in training.
+template <typename T>
+void BM_backward(benchmark::State& state, Layer l) {
+  Buffers<T> b(l);
+  T* din = l.c_in == 1 ? nullptr : b.din.data();
+  for (auto _ : state) {
+    hetdro::cpu::conv2d_backward(din, b.dweight.data(), b.dbias.data(), b.out.data(), b.in.data(),
+                                 b.weight.data(), kBatch, l.c_in, l.h, l.w, l.c_out, l.k, l.k);
+    benchmark::DoNotOptimize(b.dweight.data());
+  }
+  state.SetItemsProcessed(state.iterations() * kBatch);
+}
+
+void BM_conv2_dweight_partials(benchmark::State& state) {
+  const Layer l = kConv2;
+  Buffers<float> b(l);
+  for (auto _ : state) {
+    hetdro::cpu::conv2d_backward<float>(nullptr, b.dweight.data(), nullptr, b.out.data(),
+                                        b.in.data(), b.weight.data(), kBatch, l.c_in, l.h, l.w,
+                                        l.c_out, l.k, l.k);
+    benchmark::DoNotOptimize(b.dweight.data());
+  }
+  state.SetItemsProcessed(state.iterations() * kBatch);
+}
+
+// The alternative: gather the batch's im2col [taps, n·pix] and dout [c_out, n·pix], then one
+// GEMM that Eigen threads itself. Costs n·taps·pix floats of scratch (46 MB here).
+void BM_conv2_dweight_batched(benchmark::State& state) {
+  using Mat = hetdro::cpu::RowMat<float>;
+  const Layer l = kConv2;
+  Buffers<float> b(l);
+  const int taps = l.c_in * l.k * l.k, pix = l.oh() * l.ow();
+  const int64_t cols = int64_t(kBatch) * pix;
+  Mat col(taps, cols), dcat(l.c_out, cols);
+  for (auto _ : state) {
+#pragma omp parallel for schedule(static)
+    for (int s = 0; s < kBatch; ++s) {
+      const float* in = b.in.data() + int64_t(s) * l.c_in * l.h * l.w;
+      for (int c = 0; c < l.c_in; ++c)
+        for (int i = 0; i < l.k; ++i)
+          for (int j = 0; j < l.k; ++j) {
+            float* dst = col.data() + ((c * l.k + i) * l.k + j) * cols + int64_t(s) * pix;
+            for (int y = 0; y < l.oh(); ++y)
+              for (int x = 0; x < l.ow(); ++x)
+                dst[y * l.ow() + x] = in[(c * l.h + y + i) * l.w + j + x];
+          }
+      for (int o = 0; o < l.c_out; ++o)
+        for (int p = 0; p < pix; ++p)
+          dcat(o, int64_t(s) * pix + p) = b.out[(int64_t(s) * l.c_out + o) * pix + p];
+    }
+    hetdro::cpu::MapMat<float>(b.dweight.data(), l.c_out, taps).noalias() += dcat * col.transpose();
+    benchmark::DoNotOptimize(b.dweight.data());
+  }
+  state.SetItemsProcessed(state.iterations() * kBatch);
+}
+
+// BENCHMARK_CAPTURE pastes the function's name into identifiers, so no template arguments.
+void BM_forward_f32(benchmark::State& s, Layer l) { BM_forward<float>(s, l); }
+void BM_backward_f32(benchmark::State& s, Layer l) { BM_backward<float>(s, l); }
+void BM_forward_f64(benchmark::State& s, Layer l) { BM_forward<double>(s, l); }
+void BM_backward_f64(benchmark::State& s, Layer l) { BM_backward<double>(s, l); }
+
+BENCHMARK_CAPTURE(BM_forward_f32, conv1, kConv1)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK_CAPTURE(BM_backward_f32, conv1, kConv1)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK_CAPTURE(BM_forward_f32, conv2, kConv2)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK_CAPTURE(BM_backward_f32, conv2, kConv2)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK_CAPTURE(BM_forward_f64, conv1, kConv1)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK_CAPTURE(BM_backward_f64, conv1, kConv1)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK_CAPTURE(BM_forward_f64, conv2, kConv2)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK_CAPTURE(BM_backward_f64, conv2, kConv2)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_conv2_dweight_partials)->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_conv2_dweight_batched)->Unit(benchmark::kMillisecond)->UseRealTime();
+
+}  // namespace
+
+BENCHMARK_MAIN();
