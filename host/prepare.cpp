@@ -223,7 +223,7 @@ void prepare_synthetic(const std::string& out_dir, uint64_t seed) {
   uint64_t counter = 0;
   auto normal = [&] { return normal01(stream, counter++); };
   std::vector<double> centers(classes * latent);
-  for (auto& c : centers) c = 2.0 * normal();
+  for (auto& c : centers) c = 1.0 * normal();
   make_dir(out_dir);
   for (const Spec& s : specs) {
     std::vector<double> map(size_t(s.dim) * latent);

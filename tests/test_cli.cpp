@@ -52,7 +52,8 @@ class Cli : public ::testing::Test {
     dir_ = fs::path(::testing::TempDir()) /
            (std::string("hetdro_cli_") + ::testing::UnitTest::GetInstance()->current_test_info()->name());
     fs::remove_all(dir_);
-    fs::copy(source_, dir_ / "data");
+    fs::create_directories(dir_);
+    fs::copy(source_, dir_ / "data", fs::copy_options::recursive);
     config_ = (dir_ / "data" / "config.toml").string();
     out_ = (dir_ / "run").string();
   }

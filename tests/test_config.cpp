@@ -96,7 +96,8 @@ TEST(Config, ErrorsNameTheKeyAndWhatWasExpected) {
   EXPECT_NE(error_of(write_config("nogroups.toml", "[data]\nclasses = 2\n")).find("[[data.groups]]"),
             std::string::npos);
   std::string missing = kMinimal;
-  missing.replace(missing.find("test_y = \"a_ty.npy\"\n"), 21, "");
+  const std::string line = "test_y = \"a_ty.npy\"\n";
+  missing.erase(missing.find(line), line.size());
   EXPECT_NE(error_of(write_config("missing.toml", missing)).find("missing key 'data.groups[0].test_y'"),
             std::string::npos);
 }
