@@ -503,10 +503,35 @@ def class_moments(z, key, K):
     return n, mean, scatter
 
 
+def fit_loss(z, y, g, anchors, opts):
+    """λ_fit's term: Σ over classes (pooled) or (group, class) pairs of
+    W2²(N(m̂, Ŝ), anchor), skipping keys with fewer than 2 samples. Returns (L_fit, skipped)."""
+    C, eps, G = opts["classes"], opts["eps"], len(opts["group_names"])
+    zero = z.new_zeros(())
+    if opts["fit"] == "none" or opts["lambda_fit"] == 0:
+        return zero, zero
+    K = C if opts["fit"] == "pooled" else G * C
+    key = y if opts["fit"] == "pooled" else g * C + y
+    n, mean, scatter = class_moments(z, key, K)
+    skipped = (n == 1).sum().to(z.dtype)          # present but too few for a covariance
+    # Boolean selection syncs on CUDA, but eigh syncs anyway (info check); it saves
+    # solving padded pairs, and PyTorch's fp32 eigh cost grows with the pair count.
+    idx = (n >= 2).nonzero().squeeze(1)
+    if idx.numel() == 0:
+        return zero, skipped
+    k = z.shape[1]
+    eye = torch.eye(k, dtype=z.dtype, device=z.device)
+    A = scatter[idx] / (n[idx] - 1).view(-1, 1, 1) + eps * eye
+    cls = idx % C
+    Lc = anchors.chol[cls]
+    S = Lc @ Lc.transpose(-1, -2) + eps * eye
+    return w2_squared(mean[idx], A, anchors.mean[cls], S, eps, opts["eigh"]).sum(), skipped
+
+
 def compute_loss(model, xs, ys, xi, q, opts):
     """One step's loss. xs/ys: per-group batch tensors (None where n_g = 0); xi: [C,J,k]
     anchor noise; q: GroupDRO weights [G]. Returns (loss, parts, new_q)."""
-    C, eps = opts["classes"], opts["eps"]
+    C = opts["classes"]
     G = len(xs)
     zs, gids = [], []
     for gi, (name, x) in enumerate(zip(opts["group_names"], xs)):
@@ -529,8 +554,9 @@ def compute_loss(model, xs, ys, xi, q, opts):
     loss_sep = F.cross_entropy(logits[Bn:], sep_targets)   # mean over (c, j) = (1/C)Σ(1/J)Σ
 
     if opts["objective"] == "groupdro":
-        cnt = torch.bincount(g, minlength=G).to(ce.dtype)
-        lg = torch.zeros(G, dtype=ce.dtype, device=ce.device).index_add(0, g, ce) / cnt.clamp_min(1)
+        # index_add, not bincount: static output shape, so torch.compile keeps one graph.
+        cnt = ce.new_zeros(G).index_add(0, g, torch.ones_like(ce))
+        lg = ce.new_zeros(G).index_add(0, g, ce) / cnt.clamp_min(1)
         present = cnt > 0
         q = torch.where(present, q * torch.exp(opts["eta"] * lg.detach()), q)
         q = q / q.sum()
@@ -538,23 +564,7 @@ def compute_loss(model, xs, ys, xi, q, opts):
     else:
         loss_clf = ce.mean()
 
-    zero = z.new_zeros(())
-    loss_fit, skipped = zero, zero
-    if opts["fit"] != "none" and opts["lambda_fit"] != 0:
-        K = C if opts["fit"] == "pooled" else G * C
-        key = y if opts["fit"] == "pooled" else g * C + y
-        n, mean, scatter = class_moments(z, key, K)
-        skipped = (n == 1).sum().to(z.dtype)          # present but too few for a covariance
-        idx = (n >= 2).nonzero().squeeze(1)
-        if idx.numel() > 0:
-            k = z.shape[1]
-            eye = torch.eye(k, dtype=z.dtype, device=z.device)
-            A = scatter[idx] / (n[idx] - 1).view(-1, 1, 1) + eps * eye
-            cls = idx % C
-            Lc = anchors.chol[cls]
-            S = Lc @ Lc.transpose(-1, -2) + eps * eye
-            loss_fit = w2_squared(mean[idx], A, anchors.mean[cls], S, eps, opts["eigh"]).sum()
-
+    loss_fit, skipped = opts["fit_fn"](z, y, g, anchors, opts)
     loss = loss_clf + opts["lambda_fit"] * loss_fit + opts["lambda_sep"] * loss_sep
     parts = torch.stack([loss.detach(), loss_clf.detach(), loss_fit.detach(), loss_sep.detach(), skipped])
     return loss, parts, q
@@ -646,10 +656,14 @@ def main(argv=None):
 
     opts = dict(classes=C, eps=t["eps"], group_names=[g["name"] for g in groups], objective=t["objective"],
                 eta=t["groupdro_eta"], fit=t["fit"], lambda_fit=t["lambda_fit"], lambda_sep=t["lambda_sep"],
-                eigh=args.eigh)
+                eigh=args.eigh, fit_fn=fit_loss)
     loss_fn = compute_loss
     if args.compile:
         if hasattr(torch, "compile"):
+            # The fit term (eigh, data-dependent pair selection, custom autograd.Function)
+            # stays eager: dynamo would only break the graph there; compile the dense rest.
+            disable = getattr(getattr(torch, "compiler", None), "disable", None) or torch._dynamo.disable
+            opts["fit_fn"] = disable(fit_loss)
             loss_fn = torch.compile(compute_loss)
         else:
             print("warning: --compile ignored, torch %s has no torch.compile" % torch.__version__, file=sys.stderr)
