@@ -136,15 +136,21 @@ def load_toml(path):
         import tomllib
         try:
             return tomllib.loads(data.decode("utf-8"))
-        except tomllib.TOMLDecodeError as e:
-            raise UserError("%s: %s" % (path, e))
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+            raise UserError("%s: cannot parse TOML: %s" % (path, e))
     except ImportError:
         pass
     try:
         import toml
-        return toml.loads(data.decode("utf-8"))
+        parse = toml.loads
     except ImportError:
-        return _parse_toml_minimal(data.decode("utf-8"))
+        parse = _parse_toml_minimal
+    try:
+        return parse(data.decode("utf-8"))
+    except UserError:
+        raise
+    except Exception as e:  # noqa: BLE001 - any parse failure is a bad config file
+        raise UserError("%s: cannot parse TOML: %s" % (path, e))
 
 
 # Every key with its default (None: required) and allowed values. Unknown keys are errors
