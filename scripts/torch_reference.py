@@ -9,6 +9,12 @@ per-epoch test accuracy per group and the median step time.
 Portable across PyTorch 1.13 (CPU) and 2.x (CUDA); torch.compile is used only when it
 exists and --compile is given.
 
+Timing: step_ms is the median over an epoch's steps after --warmup steps, each step
+timed from batch gather to optimizer step (CUDA synchronized on both ends);
+samples_per_s = batch_size / step time. On a CPU shared with other busy processes,
+OpenMP's spin-waiting can make 2 threads ~8x slower than 1 (measured 1784 vs 271 ms/step);
+OMP_WAIT_POLICY=PASSIVE in the environment avoids it (232 ms/step, same load).
+
 Example:
   python3 scripts/torch_reference.py --config data/hetero-fashion/config.toml \
       --device cpu --threads 2 --epochs 1 --json-out /tmp/ref.jsonl
