@@ -620,7 +620,8 @@ def pick_device(cfg, arg):
 def main(argv=None):
     p = argparse.ArgumentParser(
         description="PyTorch reference trainer for hetdro's method (DESIGN.md §1): per-group encoders, "
-                    "shared classifier, Gaussian class anchors with W2 alignment and anchor separation.")
+                    "shared classifier, Gaussian class anchors with W2 alignment and anchor separation.",
+        epilog=__doc__.split("\n\n", 1)[1], formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", required=True, help="hetdro config.toml (paths relative to its folder)")
     p.add_argument("--device", choices=("cpu", "cuda"), help="overrides [train] device")
     p.add_argument("--threads", type=int, help="torch.set_num_threads(N) for CPU ops")
