@@ -16,8 +16,8 @@ OpenMP's spin-waiting can make 2 threads ~8x slower than 1 (measured 1784 vs 271
 OMP_WAIT_POLICY=PASSIVE in the environment avoids it (232 ms/step, same load).
 
 Example:
-  python3 scripts/torch_reference.py --config data/hetero-fashion/config.toml \
-      --device cpu --threads 2 --epochs 1 --json-out /tmp/ref.jsonl
+  python3 scripts/torch_reference.py --config data/hetero-fashion/config.toml --device cpu \\
+       --threads 2 --epochs 1 --json-out /tmp/ref.jsonl
 """
 
 import argparse
