@@ -1,0 +1,184 @@
+#!/usr/bin/env python3
+"""Checks of scripts/torch_reference.py: the safe W2 backward (DESIGN §2) against float64
+central differences, the claim that autograd through eigh breaks on repeated eigenvalues
+while the safe form does not, batch sizes, config errors and a tiny end-to-end run.
+
+Run: python3 -m pytest scripts/test_torch_reference.py   or   python3 scripts/test_torch_reference.py
+"""
+
+import os
+import subprocess
+import sys
+import tempfile
+
+import numpy as np
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import torch_reference as tr  # noqa: E402
+
+EPS = 1e-5
+SCRIPT = os.path.join(os.path.dirname(os.path.abspath(__file__)), "torch_reference.py")
+
+
+def _gaussian_pair_inputs(k, n_samples, zero_units=0, seed=0, dtype=torch.float64):
+    """Ŝ from n samples (rank ≤ n−1, as in training) with some units exactly 0, and an
+    anchor S = LLᵀ + εI."""
+    g = torch.Generator().manual_seed(seed)
+    z = torch.randn(n_samples, k, generator=g, dtype=dtype)
+    if zero_units:
+        z[:, :zero_units] = 0
+    L = torch.eye(k, dtype=dtype) + 0.3 * torch.randn(k, k, generator=g, dtype=dtype)
+    m2 = torch.randn(k, generator=g, dtype=dtype)
+    return z, L, m2
+
+
+def _w2_from_samples(z, L, m2, mode):
+    """The training path: moments of z, S = LLᵀ + εI, W2² — so gradients flow to the
+    samples and the Cholesky-like factor as in compute_loss."""
+    k = z.shape[1]
+    key = torch.zeros(z.shape[0], dtype=torch.long)
+    n, mean, scatter = tr.class_moments(z, key, 1)
+    eye = torch.eye(k, dtype=z.dtype)
+    A = scatter / (n - 1).view(-1, 1, 1) + EPS * eye
+    S = (L @ L.t() + EPS * eye).unsqueeze(0)
+    return tr.w2_squared(mean, A, m2.unsqueeze(0), S, EPS, mode).sum()
+
+
+def test_safe_backward_gradcheck_full_rank():
+    # A, B parametrised by free matrices (A = XXᵀ/… + εI) so that finite differences see
+    # symmetric perturbations, like training does; n > k: full rank, distinct eigenvalues.
+    z, L, m2 = _gaussian_pair_inputs(k=5, n_samples=12, seed=1)
+    z.requires_grad_(True)
+    L.requires_grad_(True)
+    m2.requires_grad_(True)
+    assert torch.autograd.gradcheck(lambda z, L, m2: _w2_from_samples(z, L, m2, "safe"), (z, L, m2),
+                                    eps=1e-6, atol=1e-6, rtol=1e-5)
+
+
+def test_safe_backward_gradcheck_rank_deficient():
+    # n ≤ k (the normal case: Ŝ has many eigenvalues exactly ε after the clamp), plus a unit
+    # that is 0 for every sample.
+    z, L, m2 = _gaussian_pair_inputs(k=6, n_samples=4, zero_units=1, seed=2)
+    z.requires_grad_(True)
+    L.requires_grad_(True)
+    m2.requires_grad_(True)
+    assert torch.autograd.gradcheck(lambda z, L, m2: _w2_from_samples(z, L, m2, "safe"), (z, L, m2),
+                                    eps=1e-6, atol=1e-6, rtol=1e-5)
+
+
+def test_safe_matches_naive_when_eigenvalues_distinct():
+    z, L, m2 = _gaussian_pair_inputs(k=8, n_samples=20, seed=3)
+    grads = {}
+    for mode in ("safe", "naive"):
+        zz, LL, mm = (t.clone().requires_grad_(True) for t in (z, L, m2))
+        v = _w2_from_samples(zz, LL, mm, mode)
+        v.backward()
+        grads[mode] = (v.detach(), zz.grad, LL.grad, mm.grad)
+    for a, b in zip(grads["safe"], grads["naive"]):
+        torch.testing.assert_close(a, b, rtol=1e-7, atol=1e-9)
+
+
+def test_w2_value_closed_form_for_commuting_case():
+    # Diagonal A, B: W2² = ‖Δm‖² + Σ(√a − √b)².
+    a = torch.tensor([[0.5, 2.0, 3.0]], dtype=torch.float64)
+    b = torch.tensor([[1.0, 0.25, 4.0]], dtype=torch.float64)
+    m1 = torch.tensor([[1.0, 0.0, 0.0]], dtype=torch.float64)
+    m2 = torch.tensor([[0.0, 2.0, 0.0]], dtype=torch.float64)
+    v = tr.w2_squared(m1, torch.diag_embed(a), m2, torch.diag_embed(b), EPS, "safe")
+    want = 5.0 + ((a.sqrt() - b.sqrt()) ** 2).sum()
+    torch.testing.assert_close(v, want.view(1))
+
+
+def test_naive_nonfinite_safe_finite_on_dead_units():
+    # DESIGN §2: 20 of 64 latent units 0 for a class → Ŝ has exactly repeated eigenvalues
+    # ε; autograd through eigh divides by their zero gaps.
+    for dtype in (torch.float32, torch.float64):
+        z, L, m2 = _gaussian_pair_inputs(k=64, n_samples=10, zero_units=20, seed=4, dtype=dtype)
+        L = torch.eye(64, dtype=dtype)   # the anchors' init
+        out = {}
+        for mode in ("naive", "safe"):
+            zz = z.clone().requires_grad_(True)
+            LL = L.clone().requires_grad_(True)
+            v = _w2_from_samples(zz, LL, m2, mode)
+            v.backward()
+            out[mode] = bool(torch.isfinite(zz.grad).all() and torch.isfinite(LL.grad).all())
+            assert torch.isfinite(v), (mode, dtype)
+        assert not out["naive"], "expected autograd through eigh to give non-finite gradients (%s)" % dtype
+        assert out["safe"], "safe backward must be finite (%s)" % dtype
+
+
+def test_group_batch_sizes_largest_remainder():
+    assert tr.group_batch_sizes(100, [42000, 15000, 3000]) == [70, 25, 5]
+    assert tr.group_batch_sizes(10, [1, 1, 1]) == [4, 3, 3]
+    assert sum(tr.group_batch_sizes(97, [123, 4567, 89])) == 97
+
+
+def _write_tiny_data(folder, extra_train=""):
+    rng = np.random.default_rng(0)
+    for name, shape in (("img", (8, 8)), ("vec", (12,))):
+        for split, n in (("train", 60), ("test", 30)):
+            y = rng.integers(0, 3, n).astype(np.int64)
+            x = rng.standard_normal((n,) + shape).astype(np.float32) + y.reshape((-1,) + (1,) * len(shape))
+            np.save(os.path.join(folder, "%s_%s_x.npy" % (name, split)), x)
+            np.save(os.path.join(folder, "%s_%s_y.npy" % (name, split)), y.astype(np.uint8))
+    groups = ""
+    for name, enc in (("img", 'encoder = "cnn"\nchannels = [4, 8]'), ("vec", 'encoder = "mlp"\nhidden = [16]')):
+        groups += ('[[data.groups]]\nname = "%s"\ntrain_x = "%s_train_x.npy"\ntrain_y = "%s_train_y.npy"\n'
+                   'test_x = "%s_test_x.npy"\ntest_y = "%s_test_y.npy"\n%s\n\n' % ((name,) * 5 + (enc,)))
+    cfg = os.path.join(folder, "config.toml")
+    with open(cfg, "w") as f:
+        f.write('[data]\nclasses = 3\n\n%s[model]\nlatent_dim = 8\n\n[train]\nepochs = 1\nbatch_size = 20\n'
+                'objective = "groupdro"\nfit = "per_group"\ndevice = "cpu"\n%s' % (groups, extra_train))
+    return cfg
+
+
+def _run(args):
+    return subprocess.run([sys.executable, SCRIPT] + args, capture_output=True, text=True, timeout=60)
+
+
+def test_end_to_end_tiny_run_and_json():
+    with tempfile.TemporaryDirectory() as d:
+        cfg = _write_tiny_data(d)
+        out = os.path.join(d, "m.jsonl")
+        r = _run(["--config", cfg, "--threads", "1", "--epochs", "2", "--json-out", out])
+        assert r.returncode == 0, r.stderr
+        import json
+        lines = [json.loads(s) for s in open(out)]
+        assert [l.get("epoch") for l in lines[:2]] == [1, 2] and lines[-1]["final"]
+        assert set(lines[0]["test_acc"]) == {"img", "vec"}
+        assert abs(sum(lines[1]["group_weights"].values()) - 1) < 1e-5
+
+
+def test_config_errors_exit_2():
+    with tempfile.TemporaryDirectory() as d:
+        cfg = _write_tiny_data(d, extra_train="lamda_fit = 0.1\n")
+        r = _run(["--config", cfg])
+        assert r.returncode == 2 and "unknown key 'lamda_fit'" in r.stderr, r.stderr
+        r = _run(["--config", os.path.join(d, "missing.toml")])
+        assert r.returncode == 2 and "not found" in r.stderr, r.stderr
+        cfg = _write_tiny_data(d)
+        os.remove(os.path.join(d, "vec_test_y.npy"))
+        r = _run(["--config", cfg])
+        assert r.returncode == 2 and "vec_test_y.npy" in r.stderr, r.stderr
+
+
+def test_minimal_toml_parser_agrees():
+    text = ('[data]\nclasses = 10 # c\n[[data.groups]]\nname = "a#b"\nchannels = [32,\n 64]\n'
+            '[[data.groups]]\nname = \'x\'\n[train]\nlr = 1e-3\nseed = 0\nflag = true\n')
+    got = tr._parse_toml_minimal(text)
+    assert got == {"data": {"classes": 10, "groups": [{"name": "a#b", "channels": [32, 64]}, {"name": "x"}]},
+                   "train": {"lr": 1e-3, "seed": 0, "flag": True}}
+
+
+if __name__ == "__main__":
+    failed = 0
+    for name, fn in sorted(globals().items()):
+        if name.startswith("test_") and callable(fn):
+            try:
+                fn()
+                print("ok   %s" % name)
+            except Exception as e:  # noqa: BLE001
+                failed += 1
+                print("FAIL %s: %r" % (name, e))
+    sys.exit(1 if failed else 0)
