@@ -211,6 +211,50 @@ TEST(W2Gaussian, BackwardMatchesCentralDifferencesThroughGram) {
   EXPECT_LE(rel_error(gram_backward(g.dB, Y, pairs, k), slice(numeric, 2 * nm + nx, nx)), 1e-6);
 }
 
+// A = X Xᵀ with X k×r, r < k and no eps shift: k − r eigenvalues are 0 (± rounding), below the
+// clamp, and stay there under any perturbation of X, so the loss is smooth in X and the mixed
+// block of K (one eigenvalue above eps, one below) is what carries the gradient. The anchor's
+// scale puts M's eigenvalues along A's null space at ≈ eps·λ(B): above eps for scale 2 (h > 0),
+// below it for scale 0.3 (h = 0, the clamp on M acts).
+TEST(W2Gaussian, BackwardMatchesDifferencesWhenEigenvaluesSitBelowTheClamp) {
+  const int pairs = 2, k = 6, r = 2;
+  for (const double scale : {2.0, 0.3}) {
+    const auto m1 = random_vector<double>(size_t(pairs) * k, 60);
+    const auto m2 = random_vector<double>(size_t(pairs) * k, 61);
+    const auto X = random_vector<double>(size_t(pairs) * k * r, 62);
+    // B = scale·(Q diag(1 ± 0.1) Qᵀ): eigenvalues within 10% of scale.
+    std::vector<double> B;
+    for (int p = 0; p < pairs; ++p) {
+      const MatD Q = random_orthogonal(k, 63 + p);
+      const auto d = random_vector<double>(k, 70 + p, 0.9 * scale, 1.1 * scale);
+      const auto Bp =
+          flatten(Q * Eigen::Map<const Eigen::VectorXd>(d.data(), k).asDiagonal() * Q.transpose());
+      B.insert(B.end(), Bp.begin(), Bp.end());
+    }
+    const std::vector<double> dw2 = {1.0, -0.6};
+    auto low_rank = [&](const std::vector<double>& x) {
+      std::vector<double> A(size_t(pairs) * k * k);
+      for (int p = 0; p < pairs; ++p) {
+        Eigen::Map<const RowMatD> xp(x.data() + size_t(p) * k * r, k, r);
+        Eigen::Map<RowMatD>(A.data() + size_t(p) * k * k, k, k) = xp * xp.transpose();
+      }
+      return A;
+    };
+    auto loss = [&](const std::vector<double>& x) {
+      const auto w2 = w2_forward(m1, low_rank(x), m2, B, pairs, k, kEps);
+      return std::inner_product(w2.begin(), w2.end(), dw2.begin(), 0.0);
+    };
+    const auto g = w2_backward(dw2, m1, low_rank(X), m2, B, pairs, k, kEps);
+    std::vector<double> dX(X.size());
+    for (int p = 0; p < pairs; ++p) {
+      Eigen::Map<const RowMatD> xp(X.data() + size_t(p) * k * r, k, r);
+      Eigen::Map<const RowMatD> gp(g.dA.data() + size_t(p) * k * k, k, k);
+      Eigen::Map<RowMatD>(dX.data() + size_t(p) * k * r, k, r) = 2.0 * gp * xp;
+    }
+    EXPECT_LE(rel_error(dX, numeric_gradient(loss, X)), 1e-6) << "anchor scale " << scale;
+  }
+}
+
 TEST(W2Gaussian, BackwardMatchesSymmetricPerturbations) {
   // δA = h(e_i e_jᵀ + e_j e_iᵀ) for i ≠ j (h e_i e_iᵀ on the diagonal) keeps A symmetric; the
   // difference quotient is then dA_ij + dA_ji (dA_ii).
