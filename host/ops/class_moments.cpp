@@ -9,6 +9,7 @@
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #include <Eigen/Dense>  // per-slot sample matrices, symmetric rank updates
 #pragma GCC diagnostic pop
+#include <omp.h>  // omp_set_num_threads
 
 #include "hetdro/check.h"  // HETDRO_ASSERT
 #include "hetdro/ops.h"
@@ -33,6 +34,13 @@ std::vector<std::vector<int>> slot_members(const int32_t* slot, int n, int slots
   return members;
 }
 
+// A thread team per call pays off only for big batches: n = 100, k = 64 is 0.4 Mflop, less than
+// waking a team costs. Either way each slot runs Eigen single-threaded: Eigen would split any
+// product over ~50k flops over a team of its own (Parallelizer.h), at a loss for these sizes;
+// omp_set_num_threads inside the region sets nthreads-var for the current slot's task only.
+bool worth_a_team(int n, int k) { return int64_t(n) * k * k >= (int64_t(1) << 24); }
+inline void one_thread_per_slot() { omp_set_num_threads(1); }
+
 }  // namespace
 
 template <typename T>
@@ -46,8 +54,9 @@ int class_moments_forward(T* mean, T* cov, int32_t* count, const T* z, const int
   }
   Eigen::Map<const RowMat<T>> Z(z, n, k);
 
-#pragma omp parallel for schedule(dynamic)
+#pragma omp parallel for schedule(dynamic) if (worth_a_team(n, k))
   for (int s = 0; s < slots; ++s) {
+    one_thread_per_slot();
     Eigen::Map<RowVec<T>> m(mean + int64_t(s) * k, k);
     Eigen::Map<RowMat<T>> S(cov + int64_t(s) * k * k, k, k);
     const int ns = count[s];
@@ -81,8 +90,9 @@ void class_moments_backward(T* dz, const T* dmean, const T* dcov, const T* z, co
   for (int s = 0; s < slots; ++s) HETDRO_ASSERT(count[s] == int32_t(members[s].size()));
 
     // Each sample belongs to one slot, so slots write disjoint rows of dz.
-#pragma omp parallel for schedule(dynamic)
+#pragma omp parallel for schedule(dynamic) if (worth_a_team(n, k))
   for (int s = 0; s < slots; ++s) {
+    one_thread_per_slot();
     const int ns = count[s];
     if (ns < 2) continue;
     Eigen::Map<const RowVec<T>> m(mean + int64_t(s) * k, k);

@@ -16,8 +16,8 @@
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #include <Eigen/Dense>  // SelfAdjointEigenSolver, matrix products
 #pragma GCC diagnostic pop
-
 #include <fmt/format.h>  // error message
+#include <omp.h>         // omp_set_num_threads
 
 #include "hetdro/ops.h"
 
@@ -53,6 +53,11 @@ T divided_difference(T ai, T aj, T fi, T fj, T eps) {
   return (fi - fj) / gap;
 }
 
+// Eigen splits any product of more than ~50k flops over a fresh thread team (Parallelizer.h)
+// unless it already runs inside one; for 64×64 that costs more than the product, and on a
+// loaded machine 10x more. This sets nthreads-var for the current pair's task only.
+inline void one_thread_per_pair() { omp_set_num_threads(1); }
+
 }  // namespace
 
 template <typename T>
@@ -62,8 +67,9 @@ void w2_gaussian_forward(T* w2, T* saved, const T* m1, const T* A, const T* m2, 
   const int64_t stride = w2_gaussian_saved_size(k);
   std::atomic<int> failed{-1};
 
-#pragma omp parallel for schedule(dynamic)
+#pragma omp parallel for schedule(dynamic) if (pairs > 1)
   for (int p = 0; p < pairs; ++p) {
+    one_thread_per_pair();
     const Mat<T> Ap = Eigen::Map<const RowMat<T>>(A + p * kk, k, k);
     const Mat<T> Bp = Eigen::Map<const RowMat<T>>(B + p * kk, k, k);
     const Eigen::Map<const Vec<T>> mean1(m1 + int64_t(p) * k, k), mean2(m2 + int64_t(p) * k, k);
@@ -112,8 +118,9 @@ void w2_gaussian_backward(T* dm1, T* dA, T* dm2, T* dB, const T* dw2, const T* s
   const int64_t kk = int64_t(k) * k;
   const int64_t stride = w2_gaussian_saved_size(k);
 
-#pragma omp parallel for schedule(dynamic)
+#pragma omp parallel for schedule(dynamic) if (pairs > 1)
   for (int p = 0; p < pairs; ++p) {
+    one_thread_per_pair();
     const T g = dw2[p];
     if (g == T(0)) continue;
 
