@@ -13,8 +13,8 @@
 #include <string>
 #include <vector>
 
-// GCC 12 flags `__m512 __Y = __Y;` inside its own AVX-512 intrinsics (GCC bug 105593), which
-// Eigen reaches under -march=native; the warning is about the compiler's header, not ours.
+// GCC 12 flags `__m512 __Y = __Y;` inside its own AVX-512 intrinsics (a known false positive),
+// which Eigen reaches under -march=native; the warning is about the compiler's header.
 #pragma GCC diagnostic push
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #include <Eigen/Dense>  // random orthogonal bases, products in the test's parameterisations
