@@ -97,40 +97,25 @@ Array<uint8_t> read_checked(const std::string& path, std::vector<int64_t> expect
   return a;
 }
 
-const char* kHeteroFashionConfig = R"(# hetero-fashion (DESIGN §5), written by `hetdro prepare hetero-fashion`.
+// One [[data.groups]] entry of a written config.toml; paths follow the <name>_<split>_<x|y>.npy
+// naming that both datasets use.
+std::string group_toml(const std::string& name, const std::string& encoder_lines) {
+  return fmt::format(
+      "\n[[data.groups]]\nname = \"{0}\"\ntrain_x = \"{0}_train_x.npy\"\ntrain_y = "
+      "\"{0}_train_y.npy\"\ntest_x = \"{0}_test_x.npy\"\ntest_y = \"{0}_test_y.npy\"\n{1}\n",
+      name, encoder_lines);
+}
+
+std::string hetero_fashion_config() {
+  std::string config = R"(# hetero-fashion (DESIGN §5), written by `hetdro prepare hetero-fashion`.
 # Paths are relative to this file's folder. Every key not set here has its default.
 [data]
 classes = 10
-
-[[data.groups]]
-name = "full28"
-train_x = "full28_train_x.npy"
-train_y = "full28_train_y.npy"
-test_x = "full28_test_x.npy"
-test_y = "full28_test_y.npy"
-encoder = "cnn"
-channels = [32, 64]
-kernel = 3
-
-[[data.groups]]
-name = "low16"
-train_x = "low16_train_x.npy"
-train_y = "low16_train_y.npy"
-test_x = "low16_test_x.npy"
-test_y = "low16_test_y.npy"
-encoder = "cnn"
-channels = [32, 64]
-kernel = 3
-
-[[data.groups]]
-name = "proj64"
-train_x = "proj64_train_x.npy"
-train_y = "proj64_train_y.npy"
-test_x = "proj64_test_x.npy"
-test_y = "proj64_test_y.npy"
-encoder = "mlp"
-hidden = [128]
-
+)";
+  config += group_toml("full28", "encoder = \"cnn\"\nchannels = [32, 64]\nkernel = 3");
+  config += group_toml("low16", "encoder = \"cnn\"\nchannels = [32, 64]\nkernel = 3");
+  config += group_toml("proj64", "encoder = \"mlp\"\nhidden = [128]");
+  config += R"(
 [model]
 latent_dim = 64
 classifier = "linear"
@@ -150,6 +135,8 @@ groupdro_eta = 0.01
 seed = 0
 device = "auto"
 )";
+  return config;
+}
 
 }  // namespace
 
@@ -209,7 +196,7 @@ void prepare_hetero_fashion(const std::string& out_dir, const std::string& sourc
     write_group_files(out_dir, "train", train_x, train_y, rows, g, projection);
     write_group_files(out_dir, "test", test_x, test_y, test_rows, g, projection);
   }
-  write_text(out_dir + "/config.toml", kHeteroFashionConfig);
+  write_text(out_dir + "/config.toml", hetero_fashion_config());
   fmt::print("wrote {}/config.toml\n", out_dir);
 }
 
@@ -252,13 +239,9 @@ void prepare_synthetic(const std::string& out_dir, uint64_t seed) {
 [data]
 classes = 5
 )";
-  for (const Spec& s : specs) {
-    config += fmt::format(
-        "\n[[data.groups]]\nname = \"{0}\"\ntrain_x = \"{0}_train_x.npy\"\ntrain_y = "
-        "\"{0}_train_y.npy\"\ntest_x = \"{0}_test_x.npy\"\ntest_y = \"{0}_test_y.npy\"\n{1}\n",
-        s.name,
-        s.dim == 64 ? "encoder = \"cnn\"\nchannels = [8, 16]" : "encoder = \"mlp\"\nhidden = [32]");
-  }
+  for (const Spec& s : specs)
+    config += group_toml(s.name, s.dim == 64 ? "encoder = \"cnn\"\nchannels = [8, 16]"
+                                             : "encoder = \"mlp\"\nhidden = [32]");
   config += R"(
 [model]
 latent_dim = 32

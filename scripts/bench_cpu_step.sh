@@ -10,7 +10,7 @@ steps=${STEPS:-60}
 build=${BUILD:-build}
 config=data/hetero-fashion/config.toml
 export OMP_NUM_THREADS=$threads
-echo "== machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs); threads $threads; steps $steps"
+echo "== machine: $(nproc --all) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs); threads $threads; steps $steps"
 echo "== hetdro ($build/hetdro train --max-steps $steps)"
 "$build/hetdro" train --config "$config" --out /tmp/hetdro_bench_cpu_step --overwrite \
   --max-steps "$steps" --set train.epochs=1 | grep -E "ms/step|device"

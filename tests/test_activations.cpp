@@ -17,11 +17,6 @@ using testing::random_vector;
 using testing::rel_error;
 
 template <typename T>
-double tolerance() {
-  return std::is_same_v<T, float> ? 1e-5 : 1e-12;
-}
-
-template <typename T>
 class ActivationsTyped : public ::testing::Test {};
 using Types = ::testing::Types<float, double>;
 TYPED_TEST_SUITE(ActivationsTyped, Types);
@@ -41,8 +36,8 @@ TYPED_TEST(ActivationsTyped, SigmoidMatchesScalarFormula) {
     ref[i] = T(s);
     ref_din[i] = T(dout[i] * s * (1 - s));
   }
-  EXPECT_LT(rel_error(out, ref), tolerance<T>());
-  EXPECT_LT(rel_error(din, ref_din), tolerance<T>());
+  EXPECT_LT(rel_error(out, ref), testing::reference_tolerance<T>());
+  EXPECT_LT(rel_error(din, ref_din), testing::reference_tolerance<T>());
 }
 
 TYPED_TEST(ActivationsTyped, ReluMatchesScalarFormula) {

@@ -19,11 +19,6 @@ using testing::random_vector;
 using testing::rel_error;
 
 template <typename T>
-double tolerance() {
-  return std::is_same_v<T, float> ? 1e-5 : 1e-12;
-}
-
-template <typename T>
 class AnchorTyped : public ::testing::Test {};
 using Types = ::testing::Types<float, double>;
 TYPED_TEST_SUITE(AnchorTyped, Types);
@@ -51,8 +46,8 @@ TYPED_TEST(AnchorTyped, CovMatchesNaiveLoops) {
         rc[(size_t(c) * k + a) * k + b] = T(s);
         rd[(size_t(c) * k + a) * k + b] = T(g);
       }
-  EXPECT_LT(rel_error(cov, rc), tolerance<T>());
-  EXPECT_LT(rel_error(dchol, rd), tolerance<T>());
+  EXPECT_LT(rel_error(cov, rc), testing::reference_tolerance<T>());
+  EXPECT_LT(rel_error(dchol, rd), testing::reference_tolerance<T>());
 }
 
 TYPED_TEST(AnchorTyped, SampleMatchesNaiveLoopsAndTheCounterLayout) {
@@ -83,9 +78,9 @@ TYPED_TEST(AnchorTyped, SampleMatchesNaiveLoopsAndTheCounterLayout) {
         for (int e = 0; e < k; ++e)
           gl[(size_t(c) * k + d) * k + e] += double(dz[i]) * xi[(size_t(c) * J + j) * k + e];
       }
-  EXPECT_LT(rel_error(z, rz), tolerance<T>());
-  EXPECT_LT(rel_error(dmean, std::vector<T>(gm.begin(), gm.end())), tolerance<T>());
-  EXPECT_LT(rel_error(dchol, std::vector<T>(gl.begin(), gl.end())), tolerance<T>());
+  EXPECT_LT(rel_error(z, rz), testing::reference_tolerance<T>());
+  EXPECT_LT(rel_error(dmean, std::vector<T>(gm.begin(), gm.end())), testing::reference_tolerance<T>());
+  EXPECT_LT(rel_error(dchol, std::vector<T>(gl.begin(), gl.end())), testing::reference_tolerance<T>());
 }
 
 std::vector<double> draw_xi(int classes, int J, int k, uint64_t seed, uint64_t counter) {

@@ -10,6 +10,8 @@
 #include <fstream>
 #include <regex>
 
+#include <nlohmann/json.hpp>
+
 #include "hetdro/io.h"
 #include "hetdro/prepare.h"
 
@@ -182,6 +184,41 @@ TEST_F(Cli, OverridesReachTheResolvedConfig) {
   r = run("train --config " + config_ + " --out " + out_ + " --set train.epochs=0");
   EXPECT_EQ(r.code, 2);
   EXPECT_NE(r.output.find("already holds a run"), std::string::npos) << r.output;
+}
+
+TEST_F(Cli, TrainThenEvalAndPredictFromTheRunFolder) {
+  Result r = run("train --config " + config_ + " --out " + out_ + " --set train.epochs=2");
+  ASSERT_EQ(r.code, 0) << r.output;
+  for (auto f : {"config.toml", "metrics.jsonl", "checkpoint.safetensors", "report.json"})
+    EXPECT_TRUE(fs::exists(fs::path(out_) / f)) << f;
+  r = run("eval --run " + out_);
+  ASSERT_EQ(r.code, 0) << r.output;
+  std::smatch m;
+  ASSERT_TRUE(std::regex_search(r.output, m, std::regex("group vec16: accuracy ([0-9.]+) on 300")))
+      << r.output;
+  EXPECT_NE(r.output.find("confusion"), std::string::npos);
+  // The same accuracy that training reported for its last epoch.
+  auto report = nlohmann::json::parse(read_text(out_ + "/report.json"));
+  const double trained = report["test_acc"]["vec16"].get<double>();
+  EXPECT_NEAR(std::stod(m[1].str()), trained, 5e-5);
+
+  const std::string pred = (dir_ / "pred.npy").string();
+  r = run("predict --run " + out_ + " --group vec16 --input " + data("vec16_test_x.npy") +
+          " --out " + pred);
+  ASSERT_EQ(r.code, 0) << r.output;
+  std::vector<int32_t> labels = read_npy_labels(pred), truth = read_npy_labels(data("vec16_test_y.npy"));
+  ASSERT_EQ(labels.size(), truth.size());
+  int correct = 0;
+  for (size_t i = 0; i < labels.size(); ++i) correct += labels[i] == truth[i];
+  EXPECT_DOUBLE_EQ(correct / 300.0, trained);
+  // Features of the wrong shape for the group are refused, naming the file.
+  r = run("predict --run " + out_ + " --group vec16 --input " + data("vec40_test_x.npy") +
+          " --out " + pred);
+  EXPECT_EQ(r.code, 2);
+  EXPECT_NE(r.output.find("vec40_test_x.npy"), std::string::npos) << r.output;
+  r = run("predict --run " + out_ + " --group nope --input " + data("vec40_test_x.npy") + " --out " + pred);
+  EXPECT_EQ(r.code, 2);
+  EXPECT_NE(r.output.find("no such group"), std::string::npos) << r.output;
 }
 
 TEST(CliHelp, EverySubcommandHasHelp) {

@@ -25,11 +25,6 @@ struct Shape {
   size_t out_size() const { return size_t(n) * c_out * oh() * ow(); }
 };
 
-template <typename T>
-double tolerance() {
-  return std::is_same_v<T, float> ? 1e-5 : 1e-12;
-}
-
 // Reference: the definition, one output at a time, accumulated in double.
 template <typename T>
 std::vector<T> naive_forward(const Shape& s, const std::vector<T>& in, const std::vector<T>& wt,
@@ -93,16 +88,16 @@ TYPED_TEST(Conv2dTyped, ForwardAndBackwardMatchNaiveLoops) {
     std::vector<T> out(s.out_size());
     cpu::conv2d_forward(out.data(), in.data(), wt.data(), b.data(), s.n, s.c_in, s.h, s.w, s.c_out,
                         s.kh, s.kw);
-    EXPECT_LT(rel_error(out, naive_forward(s, in, wt, b)), tolerance<T>());
+    EXPECT_LT(rel_error(out, naive_forward(s, in, wt, b)), testing::reference_tolerance<T>());
 
     std::vector<T> din(s.in_size()), dwt(s.w_size()), db(s.c_out);
     cpu::conv2d_backward(din.data(), dwt.data(), db.data(), dout.data(), in.data(), wt.data(), s.n,
                          s.c_in, s.h, s.w, s.c_out, s.kh, s.kw);
     std::vector<T> rin, rwt, rb;
     naive_backward(s, rin, rwt, rb, dout, in, wt);
-    EXPECT_LT(rel_error(din, rin), tolerance<T>());
-    EXPECT_LT(rel_error(dwt, rwt), tolerance<T>());
-    EXPECT_LT(rel_error(db, rb), tolerance<T>());
+    EXPECT_LT(rel_error(din, rin), testing::reference_tolerance<T>());
+    EXPECT_LT(rel_error(dwt, rwt), testing::reference_tolerance<T>());
+    EXPECT_LT(rel_error(db, rb), testing::reference_tolerance<T>());
   }
 }
 

@@ -15,11 +15,6 @@ using testing::numeric_gradient;
 using testing::random_vector;
 using testing::rel_error;
 
-template <typename T>
-double tolerance() {
-  return std::is_same_v<T, float> ? 1e-5 : 1e-12;
-}
-
 struct Dims {
   int n, in, out;
 };
@@ -56,10 +51,10 @@ TYPED_TEST(LinearTyped, ForwardAndBackwardMatchNaiveLoops) {
         }
       }
     auto as_t = [](const std::vector<double>& v) { return std::vector<T>(v.begin(), v.end()); };
-    EXPECT_LT(rel_error(out, as_t(ro)), tolerance<T>());
-    EXPECT_LT(rel_error(din, as_t(ri)), tolerance<T>());
-    EXPECT_LT(rel_error(dwt, as_t(rw)), tolerance<T>());
-    EXPECT_LT(rel_error(db, as_t(rb)), tolerance<T>());
+    EXPECT_LT(rel_error(out, as_t(ro)), testing::reference_tolerance<T>());
+    EXPECT_LT(rel_error(din, as_t(ri)), testing::reference_tolerance<T>());
+    EXPECT_LT(rel_error(dwt, as_t(rw)), testing::reference_tolerance<T>());
+    EXPECT_LT(rel_error(db, as_t(rb)), testing::reference_tolerance<T>());
   }
 }
 

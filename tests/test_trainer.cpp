@@ -53,6 +53,9 @@ Config tiny_config(const std::string& fit, const std::string& objective, const s
 struct GradCase {
   std::string fit, objective, classifier, activation;
 };
+void PrintTo(const GradCase& c, std::ostream* os) {
+  *os << c.fit << "/" << c.objective << "/" << c.classifier << "/" << c.activation;
+}
 
 class WholeLoss : public ::testing::TestWithParam<GradCase> {};
 

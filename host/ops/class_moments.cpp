@@ -3,12 +3,8 @@
 #include <cstdint>
 #include <vector>
 
-// GCC 12 flags `__m512 __Y = __Y;` inside its own AVX-512 intrinsics (a known false positive),
-// which Eigen reaches under -march=native; the warning is about the compiler's header.
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#include "eigen_maps.h"  // RowMat, and the GCC 12 AVX-512 warning switched off
 #include <Eigen/Dense>  // per-slot sample matrices, symmetric rank updates
-#pragma GCC diagnostic pop
 #include <omp.h>  // omp_set_num_threads
 
 #include "hetdro/check.h"  // HETDRO_ASSERT
@@ -19,8 +15,6 @@ namespace {
 
 template <typename T>
 using Mat = Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic>;
-template <typename T>
-using RowMat = Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
 template <typename T>
 using RowVec = Eigen::Matrix<T, 1, Eigen::Dynamic>;
 

@@ -10,12 +10,8 @@
 #include <limits>
 #include <stdexcept>
 
-// GCC 12 flags `__m512 __Y = __Y;` inside its own AVX-512 intrinsics (a known false positive),
-// which Eigen reaches under -march=native; the warning is about the compiler's header.
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#include "eigen_maps.h"  // RowMat, and the GCC 12 AVX-512 warning switched off
 #include <Eigen/Dense>  // SelfAdjointEigenSolver, matrix products
-#pragma GCC diagnostic pop
 #include <fmt/format.h>  // error message
 #include <omp.h>         // omp_set_num_threads
 
@@ -28,8 +24,6 @@ template <typename T>
 using Mat = Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic>;
 template <typename T>
 using Vec = Eigen::Matrix<T, Eigen::Dynamic, 1>;
-template <typename T>
-using RowMat = Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>;
 
 template <typename T>
 T clamped_sqrt(T x, T eps) {
