@@ -50,6 +50,24 @@ Config tiny_config(const std::string& fit, const std::string& objective, const s
   return c;
 }
 
+// The batch every tiny-model test uses: 8 samples per group, classes alternating, so every
+// (group, class) slot holds 4 samples.
+template <typename T>
+struct TinyBatch {
+  std::vector<T> x_img = testing::random_vector<T>(8 * 36, 1, T(0), T(1));
+  std::vector<T> x_vec = testing::random_vector<T>(8 * 5, 2);
+  Batch<T> batch;
+  TinyBatch() {
+    batch.x = {x_img.data(), x_vec.data()};
+    batch.n = {8, 8};
+    for (int i = 0; i < 16; ++i) {
+      batch.y.push_back(i % 2);
+      batch.group.push_back(i / 8);
+    }
+  }
+  TinyBatch(const TinyBatch&) = delete;  // batch.x points into this object
+};
+
 struct GradCase {
   std::string fit, objective, classifier, activation;
 };
@@ -65,17 +83,9 @@ TEST_P(WholeLoss, GradientOfEveryTensorMatchesCentralDifferences) {
   Model model(c, {{1, 6, 6}, {5}});
   LossSettings s = LossSettings::from(c);
   s.groupdro_eta = 0;  // q is a constant of the loss, not differentiated (DESIGN §1)
-  // 8 samples per group, 4 per class: every (group, class) slot has n = 4 > k, so each Ŝ is
-  // full rank and the loss is smooth.
-  std::vector<double> x_img = testing::random_vector<double>(8 * 36, 1, 0.0, 1.0);
-  std::vector<double> x_vec = testing::random_vector<double>(8 * 5, 2);
-  Batch<double> batch;
-  batch.x = {x_img.data(), x_vec.data()};
-  batch.n = {8, 8};
-  for (int i = 0; i < 16; ++i) {
-    batch.y.push_back(i % 2);
-    batch.group.push_back(i / 8);
-  }
+  // Every (group, class) slot has n = 4 > k, so each Ŝ is full rank and the loss is smooth.
+  TinyBatch<double> tiny;
+  const Batch<double>& batch = tiny.batch;
   std::vector<double> params(model.size());
   model.init(params.data(), 5);
   // Move the anchors off their symmetric init so every gradient is generic.
@@ -125,13 +135,8 @@ TEST(GroupDro, WeightsMoveTowardTheWorseGroup) {
   Model model(c, {{1, 6, 6}, {5}});
   LossSettings s = LossSettings::from(c);
   s.groupdro_eta = 0.5;
-  std::vector<double> x_img = testing::random_vector<double>(8 * 36, 1, 0.0, 1.0);
-  std::vector<double> x_vec = testing::random_vector<double>(8 * 5, 2);
-  Batch<double> batch{{x_img.data(), x_vec.data()}, {8, 8}, {}, {}};
-  for (int i = 0; i < 16; ++i) {
-    batch.y.push_back(i % 2);
-    batch.group.push_back(i / 8);
-  }
+  TinyBatch<double> tiny;
+  const Batch<double>& batch = tiny.batch;
   std::vector<double> params(model.size()), grads(model.size());
   model.init(params.data(), 5);
   std::vector<double> q = {0.5, 0.5};
@@ -149,13 +154,8 @@ TEST(DeadLatents, AGroupWhoseReluLatentIsAllZeroIsReported) {
   Config c = tiny_config("pooled", "erm", "linear", "relu");
   Model model(c, {{1, 6, 6}, {5}});
   LossSettings s = LossSettings::from(c);
-  std::vector<float> x_img = testing::random_vector<float>(8 * 36, 1, 0.0f, 1.0f);
-  std::vector<float> x_vec = testing::random_vector<float>(8 * 5, 2);
-  Batch<float> batch{{x_img.data(), x_vec.data()}, {8, 8}, {}, {}};
-  for (int i = 0; i < 16; ++i) {
-    batch.y.push_back(i % 2);
-    batch.group.push_back(i / 8);
-  }
+  TinyBatch<float> tiny;
+  const Batch<float>& batch = tiny.batch;
   std::vector<float> params(model.size()), grads(model.size());
   model.init(params.data(), 5);
   for (const ParamInfo& p : model.params())
