@@ -17,15 +17,17 @@ std::string shape_str(const std::vector<int64_t>& shape) {
 
 void save_checkpoint(const std::string& path, const Model& model, const TrainState& state) {
   std::vector<NamedTensor> tensors;
-  auto slice = [&](const std::vector<float>& buffer, const ParamInfo& p, const std::string& prefix) {
-    tensors.push_back({prefix + p.name, p.shape,
-                       std::vector<float>(buffer.begin() + p.offset,
-                                          buffer.begin() + p.offset + p.size)});
+  auto slice = [&](const std::vector<float>& buffer, const ParamInfo& p,
+                   const std::string& prefix) {
+    tensors.push_back(
+        {prefix + p.name, p.shape,
+         std::vector<float>(buffer.begin() + p.offset, buffer.begin() + p.offset + p.size)});
   };
   for (const ParamInfo& p : model.params()) slice(state.params, p, "");
   for (const ParamInfo& p : model.params()) slice(state.adam_m, p, "optim.exp_avg.");
   for (const ParamInfo& p : model.params()) slice(state.adam_v, p, "optim.exp_avg_sq.");
-  tensors.push_back({"groupdro.q", {int64_t(state.q.size())},
+  tensors.push_back({"groupdro.q",
+                     {int64_t(state.q.size())},
                      std::vector<float>(state.q.begin(), state.q.end())});
   write_safetensors(path, tensors,
                     {{"format", "hetdro"},
@@ -54,7 +56,8 @@ TrainState load_checkpoint(const std::string& path, const Model& model) {
   fill(state.params, "", true);
   fill(state.adam_m, "optim.exp_avg.", false);
   fill(state.adam_v, "optim.exp_avg_sq.", false);
-  if (const NamedTensor* q = file.find("groupdro.q")) state.q.assign(q->data.begin(), q->data.end());
+  if (const NamedTensor* q = file.find("groupdro.q"))
+    state.q.assign(q->data.begin(), q->data.end());
   auto meta = [&](const char* key) -> int64_t {
     auto it = file.metadata.find(key);
     return it == file.metadata.end() ? 0 : std::stoll(it->second);

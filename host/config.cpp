@@ -1,11 +1,11 @@
 // TOML configuration (DESIGN §4): parse, apply --set overrides, validate, and write back.
 #include "hetdro/config.h"
 
+#include <toml++/toml.h>
+
 #include <filesystem>
 #include <set>
 #include <sstream>
-
-#include <toml++/toml.h>
 
 #include "hetdro/check.h"
 
@@ -16,13 +16,20 @@ namespace fs = std::filesystem;
 
 std::string type_name(const toml::node& node) {
   switch (node.type()) {
-    case toml::node_type::string: return "a string";
-    case toml::node_type::integer: return "an integer";
-    case toml::node_type::floating_point: return "a number";
-    case toml::node_type::boolean: return "a boolean";
-    case toml::node_type::array: return "an array";
-    case toml::node_type::table: return "a table";
-    default: return "a date or time";
+    case toml::node_type::string:
+      return "a string";
+    case toml::node_type::integer:
+      return "an integer";
+    case toml::node_type::floating_point:
+      return "a number";
+    case toml::node_type::boolean:
+      return "a boolean";
+    case toml::node_type::array:
+      return "an array";
+    case toml::node_type::table:
+      return "a table";
+    default:
+      return "a date or time";
   }
 }
 
@@ -56,15 +63,18 @@ class TableReader {
     if (auto* node = find(key)) {
       auto v = node->value_exact<int64_t>();
       if (!v) wrong_type(key, *node, "an integer");
-      if (*v < 0) input_error("{}: key '{}{}': expected a non-negative integer, found {}", file_,
-                              prefix_, key, *v);
+      if (*v < 0)
+        input_error("{}: key '{}{}': expected a non-negative integer, found {}", file_, prefix_,
+                    key, *v);
       out = uint64_t(*v);
     }
   }
   void get(const std::string& key, double& out) {
     if (auto* node = find(key)) {
-      if (auto v = node->value<double>(); v && (node->is_number())) out = *v;
-      else wrong_type(key, *node, "a number");
+      if (auto v = node->value<double>(); v && (node->is_number()))
+        out = *v;
+      else
+        wrong_type(key, *node, "a number");
     }
   }
   void get(const std::string& key, std::string& out) {
@@ -121,14 +131,15 @@ void check_choice(const std::string& file, const std::string& key, const std::st
 }
 
 void check_positive(const std::string& file, const std::string& key, double value) {
-  if (!(value > 0)) input_error("{}: key '{}': expected a positive value, found {}", file, key, value);
+  if (!(value > 0))
+    input_error("{}: key '{}': expected a positive value, found {}", file, key, value);
 }
 
 const toml::table* subtable(const toml::table& root, const std::string& file, const char* key) {
   auto* node = root.get(key);
   if (!node) return nullptr;
-  if (!node->is_table()) input_error("{}: '{}' must be a table ([{}]), found {}", file, key, key,
-                                     type_name(*node));
+  if (!node->is_table())
+    input_error("{}: '{}' must be a table ([{}]), found {}", file, key, key, type_name(*node));
   return node->as_table();
 }
 
@@ -206,8 +217,8 @@ Config load_config(const std::string& path, const std::vector<std::string>& over
   if (!data) input_error("{}: missing table [data] with [[data.groups]]", path);
   TableReader d(data, path, "data.");
   d.get("classes", c.classes);
-  if (c.classes < 2) input_error("{}: key 'data.classes': expected at least 2, found {}", path,
-                                 c.classes);
+  if (c.classes < 2)
+    input_error("{}: key 'data.classes': expected at least 2, found {}", path, c.classes);
   auto* groups_node = d.find("groups");
   d.finish();
   if (!groups_node || !groups_node->is_array() || groups_node->as_array()->empty())
@@ -241,7 +252,8 @@ Config load_config(const std::string& path, const std::vector<std::string>& over
       input_error("{}: key '{}channels': expected two positive integers [c1, c2]", path, prefix);
     if (g.kernel < 1) input_error("{}: key '{}kernel': expected a positive integer", path, prefix);
     for (int h : g.hidden)
-      if (h < 1) input_error("{}: key '{}hidden': sizes must be positive, found {}", path, prefix, h);
+      if (h < 1)
+        input_error("{}: key '{}hidden': sizes must be positive, found {}", path, prefix, h);
     for (auto* p : {&g.train_x, &g.train_y, &g.test_x, &g.test_y}) *p = resolve(base, *p);
     c.groups.push_back(g);
     ++index;
@@ -285,15 +297,18 @@ Config load_config(const std::string& path, const std::vector<std::string>& over
   check_positive(path, "train.eps", t.eps);
   check_positive(path, "train.eval_batch", t.eval_batch);
   if (t.lambda_fit < 0 || t.lambda_sep < 0 || t.groupdro_eta < 0 || t.weight_decay < 0)
-    input_error("{}: keys 'train.lambda_fit', 'lambda_sep', 'groupdro_eta', 'weight_decay' "
-                "must be ≥ 0", path);
+    input_error(
+        "{}: keys 'train.lambda_fit', 'lambda_sep', 'groupdro_eta', 'weight_decay' "
+        "must be ≥ 0",
+        path);
   check_choice(path, "train.fit", t.fit, {"pooled", "per_group", "none"});
   check_choice(path, "train.objective", t.objective, {"erm", "groupdro"});
   check_choice(path, "train.device", t.device, {"auto", "cuda", "cpu"});
   if (t.batch_size < int(c.groups.size()))
-    input_error("{}: key 'train.batch_size': {} is smaller than the number of groups ({}); "
-                "every batch holds at least one sample of each group",
-                path, t.batch_size, c.groups.size());
+    input_error(
+        "{}: key 'train.batch_size': {} is smaller than the number of groups ({}); "
+        "every batch holds at least one sample of each group",
+        path, t.batch_size, c.groups.size());
   return c;
 }
 
@@ -305,8 +320,8 @@ std::string to_toml(const Config& c) {
   };
   toml::array groups;
   for (auto& g : c.groups) {
-    toml::table t{{"name", g.name},         {"train_x", g.train_x}, {"train_y", g.train_y},
-                  {"test_x", g.test_x},     {"test_y", g.test_y},   {"encoder", g.encoder}};
+    toml::table t{{"name", g.name},     {"train_x", g.train_x}, {"train_y", g.train_y},
+                  {"test_x", g.test_x}, {"test_y", g.test_y},   {"encoder", g.encoder}};
     if (g.encoder == "cnn") {
       t.insert("channels", ints(g.channels));
       t.insert("kernel", g.kernel);
@@ -318,28 +333,27 @@ std::string to_toml(const Config& c) {
   }
   const ModelConfig& m = c.model;
   const TrainConfig& t = c.train;
-  toml::table root{
-      {"data", toml::table{{"classes", c.classes}, {"groups", std::move(groups)}}},
-      {"model", toml::table{{"latent_dim", m.latent_dim},
-                            {"classifier", m.classifier},
-                            {"classifier_hidden", m.classifier_hidden},
-                            {"latent_activation", m.latent_activation},
-                            {"anchor_scale", m.anchor_scale},
-                            {"anchor_mean_init", m.anchor_mean_init}}},
-      {"train", toml::table{{"epochs", t.epochs},
-                            {"batch_size", t.batch_size},
-                            {"lr", t.lr},
-                            {"lambda_fit", t.lambda_fit},
-                            {"lambda_sep", t.lambda_sep},
-                            {"samples_per_anchor", t.samples_per_anchor},
-                            {"eps", t.eps},
-                            {"fit", t.fit},
-                            {"objective", t.objective},
-                            {"groupdro_eta", t.groupdro_eta},
-                            {"weight_decay", t.weight_decay},
-                            {"seed", int64_t(t.seed)},
-                            {"device", t.device},
-                            {"eval_batch", t.eval_batch}}}};
+  toml::table root{{"data", toml::table{{"classes", c.classes}, {"groups", std::move(groups)}}},
+                   {"model", toml::table{{"latent_dim", m.latent_dim},
+                                         {"classifier", m.classifier},
+                                         {"classifier_hidden", m.classifier_hidden},
+                                         {"latent_activation", m.latent_activation},
+                                         {"anchor_scale", m.anchor_scale},
+                                         {"anchor_mean_init", m.anchor_mean_init}}},
+                   {"train", toml::table{{"epochs", t.epochs},
+                                         {"batch_size", t.batch_size},
+                                         {"lr", t.lr},
+                                         {"lambda_fit", t.lambda_fit},
+                                         {"lambda_sep", t.lambda_sep},
+                                         {"samples_per_anchor", t.samples_per_anchor},
+                                         {"eps", t.eps},
+                                         {"fit", t.fit},
+                                         {"objective", t.objective},
+                                         {"groupdro_eta", t.groupdro_eta},
+                                         {"weight_decay", t.weight_decay},
+                                         {"seed", int64_t(t.seed)},
+                                         {"device", t.device},
+                                         {"eval_batch", t.eval_batch}}}};
   std::ostringstream out;
   out << root << "\n";
   return out.str();

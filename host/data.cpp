@@ -13,7 +13,8 @@ namespace hetdro {
 namespace {
 
 bool ends_with(const std::string& s, const std::string& suffix) {
-  return s.size() >= suffix.size() && s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
+  return s.size() >= suffix.size() &&
+         s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
 }
 
 std::string shape_str(const std::vector<int64_t>& shape) {
@@ -23,7 +24,8 @@ std::string shape_str(const std::vector<int64_t>& shape) {
 }
 
 Array<float> read_features(const std::string& path, const GroupConfig& group) {
-  if (!std::filesystem::exists(path)) input_error("{}: file not found (group '{}')", path, group.name);
+  if (!std::filesystem::exists(path))
+    input_error("{}: file not found (group '{}')", path, group.name);
   if (ends_with(path, ".npy")) return read_npy_features(path);
   if (ends_with(path, ".csv")) return read_csv(path, group.label_column).x;
   Array<uint8_t> raw = read_idx(path);
@@ -33,7 +35,8 @@ Array<float> read_features(const std::string& path, const GroupConfig& group) {
 }
 
 std::vector<int32_t> read_labels(const std::string& path, const GroupConfig& group) {
-  if (!std::filesystem::exists(path)) input_error("{}: file not found (group '{}')", path, group.name);
+  if (!std::filesystem::exists(path))
+    input_error("{}: file not found (group '{}')", path, group.name);
   if (ends_with(path, ".npy")) return read_npy_labels(path);
   if (ends_with(path, ".csv")) return read_csv(path, group.label_column).y;
   Array<uint8_t> raw = read_idx(path);
@@ -80,9 +83,10 @@ std::vector<int64_t> encoder_input_shape(const GroupConfig& group, const Array<f
   bool image = s.size() == 3 || (s.size() == 4 && s[1] == 1);
   int64_t h = image ? s[s.size() - 2] : 0, w = image ? s[s.size() - 1] : 0;
   if (!image || h < min_side || w < min_side)
-    input_error("{}: group '{}' has encoder \"cnn\" (kernel {}), which takes one-channel images "
-                "[n,H,W] or [n,1,H,W] with H, W ≥ {}; found shape {}",
-                path, group.name, group.kernel, min_side, shape_str(s));
+    input_error(
+        "{}: group '{}' has encoder \"cnn\" (kernel {}), which takes one-channel images "
+        "[n,H,W] or [n,1,H,W] with H, W ≥ {}; found shape {}",
+        path, group.name, group.kernel, min_side, shape_str(s));
   return {1, h, w};
 }
 
@@ -104,9 +108,10 @@ std::vector<GroupData> load_groups(const Config& config) {
     GroupData d{g.name, load_split(g.train_x, g.train_y, g, config.classes),
                 load_split(g.test_x, g.test_y, g, config.classes)};
     if (encoder_input_shape(g, d.train.x, g.train_x) != encoder_input_shape(g, d.test.x, g.test_x))
-      input_error("{}: test features have shape {} per sample, but the training features ({}) "
-                  "have {}", g.test_x, shape_str(d.test.x.shape), g.train_x,
-                  shape_str(d.train.x.shape));
+      input_error(
+          "{}: test features have shape {} per sample, but the training features ({}) "
+          "have {}",
+          g.test_x, shape_str(d.test.x.shape), g.train_x, shape_str(d.train.x.shape));
     groups.push_back(std::move(d));
   }
   return groups;

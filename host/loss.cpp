@@ -27,8 +27,8 @@ LossSettings LossSettings::from(const Config& c) {
 
 template <typename T>
 LossTerms loss_and_grad(const Model& model, const LossSettings& s, const T* P, T* G,
-                        const Batch<T>& batch, std::vector<double>& q,
-                        uint64_t sample_counter, LossWorkspace<T>& ws) {
+                        const Batch<T>& batch, std::vector<double>& q, uint64_t sample_counter,
+                        LossWorkspace<T>& ws) {
   const int groups = int(batch.n.size()), k = model.latent_dim(), C = model.classes();
   const int B = int(batch.y.size());
   const bool backward = G != nullptr;
@@ -69,7 +69,8 @@ LossTerms loss_and_grad(const Model& model, const LossSettings& s, const T* P, T
     HETDRO_ASSERT(int(q.size()) == groups);
     if (backward && s.groupdro_eta > 0) {
       double sum = 0;
-      for (int g = 0; g < groups; ++g) sum += q[g] *= std::exp(s.groupdro_eta * terms.group_loss[g]);
+      for (int g = 0; g < groups; ++g)
+        sum += q[g] *= std::exp(s.groupdro_eta * terms.group_loss[g]);
       for (int g = 0; g < groups; ++g) q[g] /= sum;
     }
     for (int g = 0; g < groups; ++g) terms.clf += q[g] * terms.group_loss[g];
@@ -81,8 +82,8 @@ LossTerms loss_and_grad(const Model& model, const LossSettings& s, const T* P, T
   if (backward) {
     ws.dz.assign(size_t(B) * k, T(0));
     std::vector<T> dlogits(ws.logits.size(), T(0));
-    ops::softmax_xent_backward(dlogits.data(), ws.probs.data(), batch.y.data(), ws.weight.data(),
-                               B, C);
+    ops::softmax_xent_backward(dlogits.data(), ws.probs.data(), batch.y.data(), ws.weight.data(), B,
+                               C);
     model.classifier_backward(P, G, ws.z.data(), B, dlogits.data(), ws.dz.data(), ws.classifier);
   }
 
@@ -94,7 +95,8 @@ LossTerms loss_and_grad(const Model& model, const LossSettings& s, const T* P, T
     const bool per_group = s.fit == "per_group";
     const int slots = per_group ? groups * C : C;
     ws.slot.resize(B);
-    for (int i = 0; i < B; ++i) ws.slot[i] = per_group ? batch.group[i] * C + batch.y[i] : batch.y[i];
+    for (int i = 0; i < B; ++i)
+      ws.slot[i] = per_group ? batch.group[i] * C + batch.y[i] : batch.y[i];
     ws.mean.resize(size_t(slots) * k);
     ws.cov.resize(size_t(slots) * kk);
     ws.count.resize(slots);
@@ -190,8 +192,10 @@ LossTerms loss_and_grad(const Model& model, const LossSettings& s, const T* P, T
 
   // Back through the latent activation into each group's encoder.
   std::vector<T> dz_pre(ws.dz.size(), T(0));
-  if (s.latent_relu) ops::relu_backward(dz_pre.data(), ws.dz.data(), ws.z.data(), int64_t(dz_pre.size()));
-  else dz_pre = ws.dz;
+  if (s.latent_relu)
+    ops::relu_backward(dz_pre.data(), ws.dz.data(), ws.z.data(), int64_t(dz_pre.size()));
+  else
+    dz_pre = ws.dz;
   for (int g = 0, row = 0; g < groups; row += batch.n[g], ++g)
     model.encoder_backward(g, P, G, batch.x[g], batch.n[g], dz_pre.data() + size_t(row) * k,
                            ws.encoders[g]);

@@ -1,8 +1,8 @@
 // The `hetdro` command line: info, prepare, train, eval, predict.
+#include <fmt/ranges.h>
 #include <omp.h>
 
 #include <CLI/CLI.hpp>
-#include <fmt/ranges.h>
 #include <cstdio>
 #include <filesystem>
 
@@ -41,16 +41,20 @@ void resolve_device(const Config& config) {
     if (r.gpus.empty())
       input_error("{}: train.device = \"cuda\", but {}. Use \"auto\" or \"cpu\".", config.path,
                   r.status);
-    input_error("{}: train.device = \"cuda\": the CUDA training path is not implemented yet; "
-                "use \"auto\" or \"cpu\"", config.path);
+    input_error(
+        "{}: train.device = \"cuda\": the CUDA training path is not implemented yet; "
+        "use \"auto\" or \"cpu\"",
+        config.path);
   }
   if (config.train.device == "cpu") {
     fmt::print("device: cpu (train.device = \"cpu\"), {} thread(s)\n", omp_get_max_threads());
   } else if (r.gpus.empty()) {
     fmt::print("device: cpu ({}), {} thread(s)\n", r.status, omp_get_max_threads());
   } else {
-    fmt::print("device: cpu: GPU {} found, but the CUDA training path is not implemented yet; "
-               "{} thread(s)\n", r.gpus[0].name, omp_get_max_threads());
+    fmt::print(
+        "device: cpu: GPU {} found, but the CUDA training path is not implemented yet; "
+        "{} thread(s)\n",
+        r.gpus[0].name, omp_get_max_threads());
   }
 }
 
@@ -80,27 +84,31 @@ Loaded load_run(const std::string& run, const std::string& config_path,
 }  // namespace
 
 int main(int argc, char** argv) {
-  CLI::App app{"hetdro: one classifier over groups whose features live in different spaces,\n"
-               "aligned by Gaussian class anchors (2-Wasserstein) with a GroupDRO option."};
+  CLI::App app{
+      "hetdro: one classifier over groups whose features live in different spaces,\n"
+      "aligned by Gaussian class anchors (2-Wasserstein) with a GroupDRO option."};
   app.require_subcommand(1);
   app.set_version_flag("--version", std::string("hetdro ") + HETDRO_VERSION);
 
   auto* info = app.add_subcommand("info", "Build flags, GPUs found, and CUDA library versions");
 
-  auto* prepare = app.add_subcommand("prepare", "Write a built-in dataset (NPY files + config.toml)");
+  auto* prepare =
+      app.add_subcommand("prepare", "Write a built-in dataset (NPY files + config.toml)");
   prepare->require_subcommand(1);
   std::string out, source;
   uint64_t seed = 0;
   auto* hf = prepare->add_subcommand(
-      "hetero-fashion", "Fashion-MNIST as three groups: full28 (28x28), low16 (16x16), proj64 "
-                        "(64-d random projection); DESIGN §5");
+      "hetero-fashion",
+      "Fashion-MNIST as three groups: full28 (28x28), low16 (16x16), proj64 "
+      "(64-d random projection); DESIGN §5");
   hf->add_option("--out", out, "Output folder")->required();
   hf->add_option("--source", source,
                  "Folder with Fashion-MNIST's four .gz IDX files (default: " +
                      std::string(kFashionMnistDir) + ")");
   hf->add_option("--seed", seed, "Seed of the 70/25/5 split")->capture_default_str();
   auto* syn = prepare->add_subcommand(
-      "synthetic", "A small seeded dataset: 8x8 images and vectors of lengths 16 and 40, 5 classes");
+      "synthetic",
+      "A small seeded dataset: 8x8 images and vectors of lengths 16 and 40, 5 classes");
   syn->add_option("--out", out, "Output folder")->required();
   syn->add_option("--seed", seed, "Seed")->capture_default_str();
 
@@ -110,14 +118,18 @@ int main(int argc, char** argv) {
   int64_t max_steps = 0;
   auto* train = app.add_subcommand("train", "Train on the CPU (the CUDA path comes later)");
   train->add_option("--config", config_path, "Config TOML (DESIGN §4)")->required();
-  train->add_option("--out", out, "Run folder for config.toml, metrics.jsonl, "
-                                  "checkpoint.safetensors, report.json")->required();
+  train
+      ->add_option("--out", out,
+                   "Run folder for config.toml, metrics.jsonl, "
+                   "checkpoint.safetensors, report.json")
+      ->required();
   train->add_option("--set", overrides, "Override a config key, e.g. --set train.epochs=3");
   train->add_flag("--overwrite", overwrite, "Replace a run already in --out");
   train->add_option("--max-steps", max_steps, "Stop after this many steps (for timing)");
 
-  auto* eval = app.add_subcommand("eval", "Per-group test accuracy and confusion matrices of a "
-                                          "checkpoint");
+  auto* eval = app.add_subcommand("eval",
+                                  "Per-group test accuracy and confusion matrices of a "
+                                  "checkpoint");
   for (auto* cmd : {eval}) {
     cmd->add_option("--run", run, "Run folder written by `hetdro train`");
     cmd->add_option("--checkpoint", checkpoint, "Checkpoint (with --config)");
@@ -167,8 +179,10 @@ int main(int argc, char** argv) {
         Evaluation e = trainer.evaluate();
         const int C = l.config.classes;
         for (auto& g : e.groups) {
-          fmt::print("group {}: accuracy {:.4f} on {} test samples\nconfusion (rows: true class, "
-                     "columns: predicted):\n", g.name, g.accuracy, g.samples);
+          fmt::print(
+              "group {}: accuracy {:.4f} on {} test samples\nconfusion (rows: true class, "
+              "columns: predicted):\n",
+              g.name, g.accuracy, g.samples);
           for (int i = 0; i < C; ++i) {
             fmt::print("  {:>3}:", i);
             for (int j = 0; j < C; ++j) fmt::print(" {:>6}", g.confusion[size_t(i) * C + j]);

@@ -68,8 +68,10 @@ Model::Model(const Config& config, const std::vector<std::vector<int64_t>>& samp
   if (config.model.classifier == "linear") {
     classifier_.push_back(add_linear("classifier", latent_, classes_));
   } else {
-    classifier_.push_back(add_linear("classifier.layers.0", latent_, config.model.classifier_hidden));
-    classifier_.push_back(add_linear("classifier.layers.1", config.model.classifier_hidden, classes_));
+    classifier_.push_back(
+        add_linear("classifier.layers.0", latent_, config.model.classifier_hidden));
+    classifier_.push_back(
+        add_linear("classifier.layers.1", config.model.classifier_hidden, classes_));
   }
   anchor_mean_ = add("anchors.mean", {classes_, latent_});
   anchor_chol_ = add("anchors.chol", {classes_, latent_, latent_});
@@ -82,10 +84,12 @@ void Model::init(T* params, uint64_t seed) const {
   // U(±1/√fan_in) for every weight and bias: PyTorch's default for Conv2d and Linear.
   for (const ParamInfo& p : params_) {
     if (p.name.rfind("anchors.", 0) == 0) continue;
-    const bool is_weight = p.name.size() > 7 && p.name.compare(p.name.size() - 7, 7, ".weight") == 0;
-    const ParamInfo& w = is_weight ? p : *std::find_if(params_.begin(), params_.end(), [&](auto& q) {
-      return q.offset + q.size == p.offset;  // the bias follows its weight
-    });
+    const bool is_weight =
+        p.name.size() > 7 && p.name.compare(p.name.size() - 7, 7, ".weight") == 0;
+    const ParamInfo& w =
+        is_weight ? p : *std::find_if(params_.begin(), params_.end(), [&](auto& q) {
+          return q.offset + q.size == p.offset;  // the bias follows its weight
+        });
     int64_t fan_in = 1;
     for (size_t i = 1; i < w.shape.size(); ++i) fan_in *= w.shape[i];
     const double bound = 1.0 / std::sqrt(double(fan_in));
@@ -113,8 +117,8 @@ void Model::encoder_forward(int g, const T* P, const T* x, int n, T* z,
     act.act.resize(act.pooled.size());
     ops::conv2d_forward(act.a1.data(), x, P + e.conv1_w, P + e.conv1_b, n, 1, e.h, e.w, e.c1, e.k,
                         e.k);
-    ops::conv2d_forward(act.a2.data(), act.a1.data(), P + e.conv2_w, P + e.conv2_b, n, e.c1,
-                        e.h1(), e.w1(), e.c2, e.k, e.k);
+    ops::conv2d_forward(act.a2.data(), act.a1.data(), P + e.conv2_w, P + e.conv2_b, n, e.c1, e.h1(),
+                        e.w1(), e.c2, e.k, e.k);
     ops::maxpool2x2_forward(act.pooled.data(), act.a2.data(), n, e.c2, e.h2(), e.w2());
     ops::sigmoid_forward(act.act.data(), act.pooled.data(), int64_t(act.pooled.size()));
     const LinearLayer& fc = e.layers[0];
@@ -157,7 +161,7 @@ void Model::encoder_backward(int g, const T* P, T* G, const T* x, int n, const T
     ops::conv2d_backward(d_a1, G + e.conv2_w, G + e.conv2_b, d_a2, act.a1.data(), P + e.conv2_w, n,
                          e.c1, e.h1(), e.w1(), e.c2, e.k, e.k);
     ops::conv2d_backward<T>(nullptr, G + e.conv1_w, G + e.conv1_b, d_a1, x, P + e.conv1_w, n, 1,
-                                e.h, e.w, e.c1, e.k, e.k);
+                            e.h, e.w, e.c1, e.k, e.k);
     return;
   }
   // mlp, last layer first; grad_a holds the gradient flowing into the current layer's output.
@@ -207,15 +211,15 @@ void Model::classifier_backward(const T* P, T* G, const T* z, int n, const T* dl
                        l0.out);
 }
 
-#define HETDRO_INSTANTIATE(T)                                                                \
-  template void Model::init(T*, uint64_t) const;                                             \
-  template void Model::encoder_forward(int, const T*, const T*, int, T*,                     \
-                                       EncoderActivations<T>&) const;                        \
-  template void Model::encoder_backward(int, const T*, T*, const T*, int, const T*,          \
-                                        EncoderActivations<T>&) const;                       \
-  template void Model::classifier_forward(const T*, const T*, int, T*,                       \
-                                          ClassifierActivations<T>&) const;                  \
-  template void Model::classifier_backward(const T*, T*, const T*, int, const T*, T*,        \
+#define HETDRO_INSTANTIATE(T)                                                                     \
+  template void Model::init(T*, uint64_t) const;                                                  \
+  template void Model::encoder_forward(int, const T*, const T*, int, T*, EncoderActivations<T>&)  \
+      const;                                                                                      \
+  template void Model::encoder_backward(int, const T*, T*, const T*, int, const T*,               \
+                                        EncoderActivations<T>&) const;                            \
+  template void Model::classifier_forward(const T*, const T*, int, T*, ClassifierActivations<T>&) \
+      const;                                                                                      \
+  template void Model::classifier_backward(const T*, T*, const T*, int, const T*, T*,             \
                                            ClassifierActivations<T>&) const;
 HETDRO_INSTANTIATE(float)
 HETDRO_INSTANTIATE(double)

@@ -81,14 +81,18 @@ void write_group_files(const std::string& dir, const std::string& split, const A
       }
     }
   }
-  if (which == 1) write_npy(stem + "_x.npy", out.data(), {n, 16, 16});
-  else write_npy(stem + "_x.npy", out.data(), {n, 64});
+  if (which == 1)
+    write_npy(stem + "_x.npy", out.data(), {n, 16, 16});
+  else
+    write_npy(stem + "_x.npy", out.data(), {n, 64});
 }
 
 Array<uint8_t> read_checked(const std::string& path, std::vector<int64_t> expected_tail) {
   if (!fs::exists(path))
-    input_error("{}: file not found. hetero-fashion needs Fashion-MNIST's four gzipped IDX files "
-                "(Debian package dataset-fashion-mnist, or --source DIR)", path);
+    input_error(
+        "{}: file not found. hetero-fashion needs Fashion-MNIST's four gzipped IDX files "
+        "(Debian package dataset-fashion-mnist, or --source DIR)",
+        path);
   Array<uint8_t> a = read_idx(path);
   std::vector<int64_t> tail(a.shape.begin() + (a.shape.empty() ? 0 : 1), a.shape.end());
   if (a.shape.empty() || tail != expected_tail)
@@ -204,7 +208,11 @@ void prepare_synthetic(const std::string& out_dir, uint64_t seed) {
   // Classes are Gaussian clusters in an 8-d space; each group sees them through its own fixed
   // random linear map, into 8x8 images or vectors of length 16 and 40.
   const int classes = 5, latent = 8;
-  struct Spec { const char* name; int dim; int64_t train, test; };
+  struct Spec {
+    const char* name;
+    int dim;
+    int64_t train, test;
+  };
   const Spec specs[] = {{"img8", 64, 1000, 300}, {"vec16", 16, 600, 300}, {"vec40", 40, 200, 300}};
   uint64_t stream = splitmix64(seed + 0xA11CE);
   uint64_t counter = 0;
@@ -230,12 +238,15 @@ void prepare_synthetic(const std::string& out_dir, uint64_t seed) {
         }
       }
       const std::string stem = out_dir + "/" + s.name + "_" + split;
-      if (s.dim == 64) write_npy(stem + "_x.npy", x.data(), {n, 8, 8});
-      else write_npy(stem + "_x.npy", x.data(), {n, int64_t(s.dim)});
+      if (s.dim == 64)
+        write_npy(stem + "_x.npy", x.data(), {n, 8, 8});
+      else
+        write_npy(stem + "_x.npy", x.data(), {n, int64_t(s.dim)});
       write_npy(stem + "_y.npy", y.data(), {n});
     }
   }
-  std::string config = R"(# synthetic, written by `hetdro prepare synthetic`: three groups, five classes.
+  std::string config =
+      R"(# synthetic, written by `hetdro prepare synthetic`: three groups, five classes.
 [data]
 classes = 5
 )";

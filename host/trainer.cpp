@@ -9,7 +9,6 @@
 #include <cmath>
 #include <filesystem>
 #include <fstream>
-
 #include <nlohmann/json.hpp>
 
 #include "hetdro/check.h"
@@ -49,7 +48,8 @@ std::vector<std::vector<int64_t>> sample_shapes(const Config& config,
                                                 const std::vector<GroupData>& groups) {
   std::vector<std::vector<int64_t>> shapes;
   for (size_t g = 0; g < groups.size(); ++g)
-    shapes.push_back(encoder_input_shape(config.groups[g], groups[g].train.x, config.groups[g].train_x));
+    shapes.push_back(
+        encoder_input_shape(config.groups[g], groups[g].train.x, config.groups[g].train_x));
   return shapes;
 }
 
@@ -168,8 +168,10 @@ void Trainer::train(const std::string& out_dir, bool overwrite, int64_t max_step
   const TrainConfig& t = config_.train;
   const std::string metrics_path = out_dir + "/metrics.jsonl";
   if (fs::exists(metrics_path) && !overwrite)
-    input_error("{}: this folder already holds a run (metrics.jsonl); choose another --out or "
-                "pass --overwrite", out_dir);
+    input_error(
+        "{}: this folder already holds a run (metrics.jsonl); choose another --out or "
+        "pass --overwrite",
+        out_dir);
   std::error_code ec;
   fs::create_directories(out_dir, ec);
   if (ec) input_error("{}: cannot create the run folder: {}", out_dir, ec.message());
@@ -250,12 +252,13 @@ void Trainer::train(const std::string& out_dir, bool overwrite, int64_t max_step
     std::string accs, weights;
     for (auto& g : eval.groups) accs += fmt::format("{} {:.4f}  ", g.name, g.accuracy);
     for (int g = 0; g < G; ++g) weights += fmt::format("{}{:.3f}", g ? " " : "", state_.q[g]);
-    fmt::print("epoch {}/{}  loss {:.4f} (clf {:.4f} fit {:.3f} sep {:.4f})  test {}| worst {:.4f} "
-               "mean {:.4f}  q [{}]  {:.1f} ms/step  {:.0f} samples/s{}\n",
-               epoch, t.epochs, loss / double(done), clf / double(done), fit / double(done),
-               sep / double(done), accs, eval.worst, eval.mean, weights, ms,
-               t.batch_size * 1000.0 / mean_ms,
-               skipped ? fmt::format("  (fit skipped {} class-batches with n < 2)", skipped) : "");
+    fmt::print(
+        "epoch {}/{}  loss {:.4f} (clf {:.4f} fit {:.3f} sep {:.4f})  test {}| worst {:.4f} "
+        "mean {:.4f}  q [{}]  {:.1f} ms/step  {:.0f} samples/s{}\n",
+        epoch, t.epochs, loss / double(done), clf / double(done), fit / double(done),
+        sep / double(done), accs, eval.worst, eval.mean, weights, ms,
+        t.batch_size * 1000.0 / mean_ms,
+        skipped ? fmt::format("  (fit skipped {} class-batches with n < 2)", skipped) : "");
     std::fflush(stdout);
     state_.epoch = epoch;
     save_checkpoint(out_dir + "/checkpoint.safetensors", model_, state_);
@@ -279,7 +282,8 @@ void Trainer::train(const std::string& out_dir, bool overwrite, int64_t max_step
     const int C = model_.classes();
     nlohmann::json rows = nlohmann::json::array();
     for (int i = 0; i < C; ++i)
-      rows.push_back(std::vector<int64_t>(g.confusion.begin() + i * C, g.confusion.begin() + (i + 1) * C));
+      rows.push_back(
+          std::vector<int64_t>(g.confusion.begin() + i * C, g.confusion.begin() + (i + 1) * C));
     report["confusion"][g.name] = rows;
   }
   report["worst_group_acc"] = eval.worst;

@@ -79,8 +79,10 @@ TYPED_TEST(AnchorTyped, SampleMatchesNaiveLoopsAndTheCounterLayout) {
           gl[(size_t(c) * k + d) * k + e] += double(dz[i]) * xi[(size_t(c) * J + j) * k + e];
       }
   EXPECT_LT(rel_error(z, rz), testing::reference_tolerance<T>());
-  EXPECT_LT(rel_error(dmean, std::vector<T>(gm.begin(), gm.end())), testing::reference_tolerance<T>());
-  EXPECT_LT(rel_error(dchol, std::vector<T>(gl.begin(), gl.end())), testing::reference_tolerance<T>());
+  EXPECT_LT(rel_error(dmean, std::vector<T>(gm.begin(), gm.end())),
+            testing::reference_tolerance<T>());
+  EXPECT_LT(rel_error(dchol, std::vector<T>(gl.begin(), gl.end())),
+            testing::reference_tolerance<T>());
 }
 
 std::vector<double> draw_xi(int classes, int J, int k, uint64_t seed, uint64_t counter) {

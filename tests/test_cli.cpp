@@ -8,9 +8,8 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
-#include <regex>
-
 #include <nlohmann/json.hpp>
+#include <regex>
 
 #include "hetdro/io.h"
 #include "hetdro/prepare.h"
@@ -52,7 +51,8 @@ class Cli : public ::testing::Test {
   }
   void SetUp() override {
     dir_ = fs::path(::testing::TempDir()) /
-           (std::string("hetdro_cli_") + ::testing::UnitTest::GetInstance()->current_test_info()->name());
+           (std::string("hetdro_cli_") +
+            ::testing::UnitTest::GetInstance()->current_test_info()->name());
     fs::remove_all(dir_);
     fs::create_directories(dir_);
     fs::copy(source_, dir_ / "data", fs::copy_options::recursive);
@@ -71,7 +71,8 @@ class Cli : public ::testing::Test {
   void expect_bad_input(const std::vector<std::string>& words, const std::string& extra = "") {
     Result r = run("train --config " + config_ + " --out " + out_ + " " + extra);
     EXPECT_EQ(r.code, 2) << r.output;
-    for (auto& w : words) EXPECT_NE(r.output.find(w), std::string::npos) << "missing '" << w << "' in:\n" << r.output;
+    for (auto& w : words)
+      EXPECT_NE(r.output.find(w), std::string::npos) << "missing '" << w << "' in:\n" << r.output;
     EXPECT_FALSE(fs::exists(out_)) << "a run folder was left behind";
   }
   static fs::path source_;
@@ -146,10 +147,11 @@ TEST_F(Cli, DuplicateGroupName) {
 }
 
 TEST_F(Cli, FeatureShapeTheEncoderCannotTake) {
-  edit_config("name = \"vec16\"\ntrain_x = \"vec16_train_x.npy\"\ntrain_y = \"vec16_train_y.npy\"\n"
-              "test_x = \"vec16_test_x.npy\"\ntest_y = \"vec16_test_y.npy\"\nencoder = \"mlp\"",
-              "name = \"vec16\"\ntrain_x = \"vec16_train_x.npy\"\ntrain_y = \"vec16_train_y.npy\"\n"
-              "test_x = \"vec16_test_x.npy\"\ntest_y = \"vec16_test_y.npy\"\nencoder = \"cnn\"");
+  edit_config(
+      "name = \"vec16\"\ntrain_x = \"vec16_train_x.npy\"\ntrain_y = \"vec16_train_y.npy\"\n"
+      "test_x = \"vec16_test_x.npy\"\ntest_y = \"vec16_test_y.npy\"\nencoder = \"mlp\"",
+      "name = \"vec16\"\ntrain_x = \"vec16_train_x.npy\"\ntrain_y = \"vec16_train_y.npy\"\n"
+      "test_x = \"vec16_test_x.npy\"\ntest_y = \"vec16_test_y.npy\"\nencoder = \"cnn\"");
   expect_bad_input({"vec16_train_x.npy", "cnn", "[600,16]"});
 }
 
@@ -175,7 +177,8 @@ TEST_F(Cli, MissingConfig) {
 }
 
 TEST_F(Cli, OverridesReachTheResolvedConfig) {
-  Result r = run("train --config " + config_ + " --out " + out_ + " --set train.epochs=0 --set model.latent_dim=8");
+  Result r = run("train --config " + config_ + " --out " + out_ +
+                 " --set train.epochs=0 --set model.latent_dim=8");
   ASSERT_EQ(r.code, 0) << r.output;
   std::string resolved = read_text(out_ + "/config.toml");
   EXPECT_NE(resolved.find("epochs = 0"), std::string::npos) << resolved;
@@ -206,7 +209,8 @@ TEST_F(Cli, TrainThenEvalAndPredictFromTheRunFolder) {
   r = run("predict --run " + out_ + " --group vec16 --input " + data("vec16_test_x.npy") +
           " --out " + pred);
   ASSERT_EQ(r.code, 0) << r.output;
-  std::vector<int32_t> labels = read_npy_labels(pred), truth = read_npy_labels(data("vec16_test_y.npy"));
+  std::vector<int32_t> labels = read_npy_labels(pred),
+                       truth = read_npy_labels(data("vec16_test_y.npy"));
   ASSERT_EQ(labels.size(), truth.size());
   int correct = 0;
   for (size_t i = 0; i < labels.size(); ++i) correct += labels[i] == truth[i];
@@ -216,7 +220,8 @@ TEST_F(Cli, TrainThenEvalAndPredictFromTheRunFolder) {
           " --out " + pred);
   EXPECT_EQ(r.code, 2);
   EXPECT_NE(r.output.find("vec40_test_x.npy"), std::string::npos) << r.output;
-  r = run("predict --run " + out_ + " --group nope --input " + data("vec40_test_x.npy") + " --out " + pred);
+  r = run("predict --run " + out_ + " --group nope --input " + data("vec40_test_x.npy") +
+          " --out " + pred);
   EXPECT_EQ(r.code, 2);
   EXPECT_NE(r.output.find("no such group"), std::string::npos) << r.output;
 }

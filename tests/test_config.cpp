@@ -67,8 +67,9 @@ TEST(Config, DefaultsFollowTheDesign) {
   EXPECT_EQ(c.train.objective, "erm");
   EXPECT_DOUBLE_EQ(c.train.groupdro_eta, 0.01);
   // Relative paths resolve against the config's folder; absolute ones stay.
-  EXPECT_EQ(c.groups[0].train_x, (fs::path(::testing::TempDir()) / "hetdro_config" / "a_x.npy")
-                                      .lexically_normal().string());
+  EXPECT_EQ(
+      c.groups[0].train_x,
+      (fs::path(::testing::TempDir()) / "hetdro_config" / "a_x.npy").lexically_normal().string());
   EXPECT_EQ(c.groups[0].test_x, "/abs/a_tx.npy");
 }
 
@@ -86,24 +87,29 @@ TEST(Config, OverridesUseTomlValuesAndArrayIndices) {
 TEST(Config, ErrorsNameTheKeyAndWhatWasExpected) {
   const std::string path = write_config("min.toml", kMinimal);
   EXPECT_NE(error_of(path, {"train.epoch=3"}).find("unknown key 'train.epoch'"), std::string::npos);
-  EXPECT_NE(error_of(path, {"model.classifier=\"deep\""}).find("model.classifier"), std::string::npos);
+  EXPECT_NE(error_of(path, {"model.classifier=\"deep\""}).find("model.classifier"),
+            std::string::npos);
   EXPECT_NE(error_of(path, {"train.lr=-1"}).find("train.lr"), std::string::npos);
-  EXPECT_NE(error_of(path, {"train.batch_size=1.5"}).find("expected an integer"), std::string::npos);
+  EXPECT_NE(error_of(path, {"train.batch_size=1.5"}).find("expected an integer"),
+            std::string::npos);
   EXPECT_NE(error_of(path, {"epochs"}).find("expected KEY=VALUE"), std::string::npos);
   EXPECT_NE(error_of(path, {"data.groups.5.name=x"}).find("past the end"), std::string::npos);
   EXPECT_NE(error_of(write_config("bad.toml", "[data\nclasses=")).find("TOML syntax error"),
             std::string::npos);
-  EXPECT_NE(error_of(write_config("nogroups.toml", "[data]\nclasses = 2\n")).find("[[data.groups]]"),
-            std::string::npos);
+  EXPECT_NE(
+      error_of(write_config("nogroups.toml", "[data]\nclasses = 2\n")).find("[[data.groups]]"),
+      std::string::npos);
   std::string missing = kMinimal;
   const std::string line = "test_y = \"a_ty.npy\"\n";
   missing.erase(missing.find(line), line.size());
-  EXPECT_NE(error_of(write_config("missing.toml", missing)).find("missing key 'data.groups[0].test_y'"),
-            std::string::npos);
+  EXPECT_NE(
+      error_of(write_config("missing.toml", missing)).find("missing key 'data.groups[0].test_y'"),
+      std::string::npos);
 }
 
 TEST(Config, ResolvedTomlLoadsBackToTheSameConfig) {
-  Config c = load_config(write_config("min.toml", kMinimal), {"train.objective=groupdro", "train.seed=7"});
+  Config c =
+      load_config(write_config("min.toml", kMinimal), {"train.objective=groupdro", "train.seed=7"});
   const std::string path = write_config("resolved.toml", to_toml(c));
   Config d = load_config(path);
   EXPECT_EQ(to_toml(d), to_toml(c));

@@ -33,8 +33,8 @@ TEST(Prepare, BilinearResizeMatchesHandWorkedValues) {
     for (int x = 0; x < 4; ++x) in[y * 4 + x] = float(x);
   std::vector<float> wide(8 * 8);
   resize_bilinear(in.data(), 4, 4, wide.data(), 8, 8);
-  EXPECT_FLOAT_EQ(wide[0], 0.0f);       // clamped at the border
-  EXPECT_FLOAT_EQ(wide[3], 1.25f);      // x = (3 + 0.5)/2 − 0.5 = 1.25
+  EXPECT_FLOAT_EQ(wide[0], 0.0f);   // clamped at the border
+  EXPECT_FLOAT_EQ(wide[3], 1.25f);  // x = (3 + 0.5)/2 − 0.5 = 1.25
 }
 
 TEST(Prepare, ProjectionIsTheSameOnEveryRun) {

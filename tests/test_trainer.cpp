@@ -6,7 +6,6 @@
 #include <cmath>
 #include <filesystem>
 #include <fstream>
-
 #include <nlohmann/json.hpp>
 
 #include "hetdro/check.h"
@@ -23,8 +22,8 @@ namespace {
 namespace fs = std::filesystem;
 
 // A tiny two-group model: a cnn on 6x6 images and an mlp on 5-d vectors, latent 3, 2 classes.
-Config tiny_config(const std::string& fit, const std::string& objective, const std::string& classifier,
-                   const std::string& activation) {
+Config tiny_config(const std::string& fit, const std::string& objective,
+                   const std::string& classifier, const std::string& activation) {
   Config c;
   c.classes = 2;
   GroupConfig img;
@@ -100,8 +99,10 @@ TEST_P(WholeLoss, GradientOfEveryTensorMatchesCentralDifferences) {
   std::vector<double> grads(model.size(), 0.0);
   LossTerms terms = loss_and_grad(model, s, params.data(), grads.data(), batch, q, 11, ws);
   EXPECT_TRUE(std::isfinite(terms.total));
-  if (gc.fit != "none") EXPECT_GT(terms.fit, 0);
-  else EXPECT_EQ(terms.fit, 0);
+  if (gc.fit != "none")
+    EXPECT_GT(terms.fit, 0);
+  else
+    EXPECT_EQ(terms.fit, 0);
   EXPECT_GT(terms.sep, 0);
   EXPECT_EQ(terms.fit_pairs, gc.fit == "none" ? 0 : gc.fit == "pooled" ? 2 : 4);
 
@@ -117,18 +118,17 @@ TEST_P(WholeLoss, GradientOfEveryTensorMatchesCentralDifferences) {
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(
-    Options, WholeLoss,
-    ::testing::Values(GradCase{"pooled", "erm", "linear", "none"},
-                      GradCase{"per_group", "erm", "linear", "none"},
-                      GradCase{"pooled", "groupdro", "linear", "none"},
-                      GradCase{"per_group", "groupdro", "linear", "none"},
-                      GradCase{"none", "erm", "linear", "none"},
-                      GradCase{"pooled", "erm", "mlp2", "relu"}),
-    [](const ::testing::TestParamInfo<GradCase>& p) {
-      return p.param.fit + "_" + p.param.objective + "_" + p.param.classifier + "_" +
-             p.param.activation;
-    });
+INSTANTIATE_TEST_SUITE_P(Options, WholeLoss,
+                         ::testing::Values(GradCase{"pooled", "erm", "linear", "none"},
+                                           GradCase{"per_group", "erm", "linear", "none"},
+                                           GradCase{"pooled", "groupdro", "linear", "none"},
+                                           GradCase{"per_group", "groupdro", "linear", "none"},
+                                           GradCase{"none", "erm", "linear", "none"},
+                                           GradCase{"pooled", "erm", "mlp2", "relu"}),
+                         [](const ::testing::TestParamInfo<GradCase>& p) {
+                           return p.param.fit + "_" + p.param.objective + "_" + p.param.classifier +
+                                  "_" + p.param.activation;
+                         });
 
 TEST(GroupDro, WeightsMoveTowardTheWorseGroup) {
   Config c = tiny_config("none", "groupdro", "linear", "none");
@@ -174,14 +174,22 @@ TEST(Checkpoint, NamesAndShapesFollowTheContractAndRoundTrip) {
   Config c = tiny_config("pooled", "erm", "mlp2", "none");
   Model model(c, {{1, 6, 6}, {5}});
   std::map<std::string, std::vector<int64_t>> expected = {
-      {"encoders.img.conv1.weight", {2, 1, 2, 2}}, {"encoders.img.conv1.bias", {2}},
-      {"encoders.img.conv2.weight", {3, 2, 2, 2}}, {"encoders.img.conv2.bias", {3}},
-      {"encoders.img.fc.weight", {3, 3 * 2 * 2}},  {"encoders.img.fc.bias", {3}},
-      {"encoders.vec.layers.0.weight", {4, 5}},    {"encoders.vec.layers.0.bias", {4}},
-      {"encoders.vec.layers.1.weight", {3, 4}},    {"encoders.vec.layers.1.bias", {3}},
-      {"classifier.layers.0.weight", {4, 3}},      {"classifier.layers.0.bias", {4}},
-      {"classifier.layers.1.weight", {2, 4}},      {"classifier.layers.1.bias", {2}},
-      {"anchors.mean", {2, 3}},                    {"anchors.chol", {2, 3, 3}}};
+      {"encoders.img.conv1.weight", {2, 1, 2, 2}},
+      {"encoders.img.conv1.bias", {2}},
+      {"encoders.img.conv2.weight", {3, 2, 2, 2}},
+      {"encoders.img.conv2.bias", {3}},
+      {"encoders.img.fc.weight", {3, 3 * 2 * 2}},
+      {"encoders.img.fc.bias", {3}},
+      {"encoders.vec.layers.0.weight", {4, 5}},
+      {"encoders.vec.layers.0.bias", {4}},
+      {"encoders.vec.layers.1.weight", {3, 4}},
+      {"encoders.vec.layers.1.bias", {3}},
+      {"classifier.layers.0.weight", {4, 3}},
+      {"classifier.layers.0.bias", {4}},
+      {"classifier.layers.1.weight", {2, 4}},
+      {"classifier.layers.1.bias", {2}},
+      {"anchors.mean", {2, 3}},
+      {"anchors.chol", {2, 3, 3}}};
   ASSERT_EQ(model.params().size(), expected.size());
   for (const ParamInfo& p : model.params()) EXPECT_EQ(expected.at(p.name), p.shape) << p.name;
 
@@ -226,7 +234,8 @@ TEST(Train, SyntheticReaches95PercentInEveryGroupWithin60Seconds) {
   const auto start = std::chrono::steady_clock::now();
   Trainer trainer(c, load_groups(c));
   trainer.train((dir / "run").string());
-  const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+  const double seconds =
+      std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   EXPECT_LT(seconds, 60.0);
   nlohmann::json report = nlohmann::json::parse(std::ifstream(dir / "run" / "report.json"));
   for (auto& [name, acc] : report["test_acc"].items()) EXPECT_GE(acc.get<double>(), 0.95) << name;
@@ -235,8 +244,9 @@ TEST(Train, SyntheticReaches95PercentInEveryGroupWithin60Seconds) {
   int lines = 0;
   for (std::string line; std::getline(metrics, line); ++lines) {
     auto m = nlohmann::json::parse(line);
-    for (auto key : {"epoch", "step", "loss", "loss_clf", "loss_fit", "loss_sep", "test_acc",
-                     "worst_group_acc", "mean_group_acc", "group_weights", "step_ms", "samples_per_s"})
+    for (auto key :
+         {"epoch", "step", "loss", "loss_clf", "loss_fit", "loss_sep", "test_acc",
+          "worst_group_acc", "mean_group_acc", "group_weights", "step_ms", "samples_per_s"})
       EXPECT_TRUE(m.contains(key)) << key;
   }
   EXPECT_EQ(lines, c.train.epochs);

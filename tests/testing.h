@@ -38,8 +38,9 @@ double reference_tolerance() {
 }
 
 // Central differences of a scalar function f(x) at x, one coordinate at a time.
-inline std::vector<double> numeric_gradient(const std::function<double(const std::vector<double>&)>& f,
-                                            std::vector<double> x, double h = 1e-6) {
+inline std::vector<double> numeric_gradient(
+    const std::function<double(const std::vector<double>&)>& f, std::vector<double> x,
+    double h = 1e-6) {
   std::vector<double> g(x.size());
   for (size_t i = 0; i < x.size(); ++i) {
     double saved = x[i];

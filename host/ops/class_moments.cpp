@@ -1,12 +1,11 @@
 // CPU reference of class_moments: per-slot mean and unbiased covariance (DESIGN §1) and the
 // backward to the latents (DESIGN §2).
+#include <omp.h>  // omp_set_num_threads
+
 #include <cstdint>
 #include <vector>
 
-#include "eigen_maps.h"  // RowMat, and the GCC 12 AVX-512 warning switched off
-#include <Eigen/Dense>  // per-slot sample matrices, symmetric rank updates
-#include <omp.h>  // omp_set_num_threads
-
+#include "eigen_maps.h"    // RowMat, and the GCC 12 AVX-512 warning switched off
 #include "hetdro/check.h"  // HETDRO_ASSERT
 #include "hetdro/ops.h"
 

@@ -8,7 +8,7 @@
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
 #endif
 
-#include <Eigen/Core>  // Eigen::Map, Eigen::Matrix
+#include <Eigen/Dense>  // Eigen::Map, Eigen::Matrix, SelfAdjointEigenSolver: include Eigen only here
 
 namespace hetdro::cpu {
 

@@ -3,6 +3,9 @@
 //
 // saved per pair: [U (k·k), a (k), V (k·k), mu (k)], row-major, eigenvectors in columns:
 // A = U diag(a) Uᵀ and M = R B R = V diag(mu) Vᵀ with R = U diag(f(a)) Uᵀ, f(x) = √max(x, eps).
+#include <fmt/format.h>  // error message
+#include <omp.h>         // omp_set_num_threads
+
 #include <algorithm>
 #include <atomic>
 #include <cmath>
@@ -10,11 +13,7 @@
 #include <limits>
 #include <stdexcept>
 
-#include "eigen_maps.h"  // RowMat, and the GCC 12 AVX-512 warning switched off
-#include <Eigen/Dense>  // SelfAdjointEigenSolver, matrix products
-#include <fmt/format.h>  // error message
-#include <omp.h>         // omp_set_num_threads
-
+#include "eigen_maps.h"  // Eigen (Dense), RowMat; GCC 12 AVX-512 warning off
 #include "hetdro/ops.h"
 
 namespace hetdro::cpu {

@@ -2,10 +2,10 @@
 // and anything else into exit code 1 (a bug or an environment failure, not the user's input).
 #pragma once
 
+#include <fmt/format.h>
+
 #include <stdexcept>
 #include <string>
-
-#include <fmt/format.h>
 
 namespace hetdro {
 
@@ -23,9 +23,9 @@ template <typename... Args>
 }  // namespace hetdro
 
 // An internal invariant; failing it is a bug in hetdro, not bad input.
-#define HETDRO_ASSERT(cond)                                                          \
-  do {                                                                               \
-    if (!(cond))                                                                     \
-      throw std::logic_error(fmt::format("{}:{}: internal check failed: {}", __FILE__, \
-                                         __LINE__, #cond));                          \
+#define HETDRO_ASSERT(cond)                                                            \
+  do {                                                                                 \
+    if (!(cond))                                                                       \
+      throw std::logic_error(                                                          \
+          fmt::format("{}:{}: internal check failed: {}", __FILE__, __LINE__, #cond)); \
   } while (0)

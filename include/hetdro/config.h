@@ -35,13 +35,13 @@ struct TrainConfig {
   double lambda_sep = 1e-3;
   int samples_per_anchor = 16;  // J
   double eps = 1e-5;
-  std::string fit = "pooled";       // "pooled" | "per_group" | "none"
-  std::string objective = "erm";    // "erm" | "groupdro"
+  std::string fit = "pooled";     // "pooled" | "per_group" | "none"
+  std::string objective = "erm";  // "erm" | "groupdro"
   double groupdro_eta = 0.01;
-  double weight_decay = 0.0;        // decoupled (AdamW) when > 0
+  double weight_decay = 0.0;  // decoupled (AdamW) when > 0
   uint64_t seed = 0;
-  std::string device = "auto";      // "auto" | "cuda" | "cpu"
-  int eval_batch = 1000;            // test-set evaluation chunk
+  std::string device = "auto";  // "auto" | "cuda" | "cpu"
+  int eval_batch = 1000;        // test-set evaluation chunk
 };
 
 struct Config {

@@ -16,7 +16,7 @@ struct GpuInfo {
 struct DeviceReport {
   bool cuda_built = false;
   std::vector<GpuInfo> gpus;
-  std::string status;  // why no GPU was found, when none was
+  std::string status;                                 // why no GPU was found, when none was
   std::string cuda_runtime, cudnn, cublas, cusolver;  // versions, "" when not built
 };
 

@@ -33,8 +33,8 @@ Array<uint8_t> read_idx(const std::string& path);
 
 // --- CSV: numeric, one header row naming the columns --------------------------------------
 struct CsvTable {
-  Array<float> x;                // [n, columns - 1]
-  std::vector<int32_t> y;        // [n]
+  Array<float> x;          // [n, columns - 1]
+  std::vector<int32_t> y;  // [n]
 };
 CsvTable read_csv(const std::string& path, const std::string& label_column);
 

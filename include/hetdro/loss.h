@@ -14,9 +14,9 @@ namespace hetdro {
 struct LossSettings {
   double lambda_fit = 1e-3, lambda_sep = 1e-3, eps = 1e-5;
   int samples_per_anchor = 16;
-  std::string fit = "pooled";      // "pooled" | "per_group" | "none"
-  std::string objective = "erm";   // "erm" | "groupdro"
-  double groupdro_eta = 0.01;      // 0 keeps q fixed (the gradient checks)
+  std::string fit = "pooled";     // "pooled" | "per_group" | "none"
+  std::string objective = "erm";  // "erm" | "groupdro"
+  double groupdro_eta = 0.01;     // 0 keeps q fixed (the gradient checks)
   bool latent_relu = false;
   uint64_t seed = 0;
   static LossSettings from(const Config& config);
@@ -26,10 +26,10 @@ struct LossSettings {
 // [offset_g, offset_g + n[g]) of the latent matrix belong to group g.
 template <typename T>
 struct Batch {
-  std::vector<const T*> x;    // per group, [n_g, input_size]
-  std::vector<int> n;         // per group
-  std::vector<int32_t> y;     // [B], in group order
-  std::vector<int32_t> group; // [B]
+  std::vector<const T*> x;     // per group, [n_g, input_size]
+  std::vector<int> n;          // per group
+  std::vector<int32_t> y;      // [B], in group order
+  std::vector<int32_t> group;  // [B]
 };
 
 struct LossTerms {
@@ -59,7 +59,7 @@ struct LossWorkspace {
 // sample_counter: where this step's anchor samples start in the counter RNG stream.
 template <typename T>
 LossTerms loss_and_grad(const Model& model, const LossSettings& settings, const T* params, T* grads,
-                        const Batch<T>& batch, std::vector<double>& q,
-                        uint64_t sample_counter, LossWorkspace<T>& ws);
+                        const Batch<T>& batch, std::vector<double>& q, uint64_t sample_counter,
+                        LossWorkspace<T>& ws);
 
 }  // namespace hetdro

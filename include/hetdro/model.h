@@ -43,9 +43,9 @@ struct EncoderLayout {
 // Scratch buffers of one encoder's forward, kept for its backward.
 template <typename T>
 struct EncoderActivations {
-  std::vector<T> a1, a2, pooled, act;      // cnn: conv1, conv2, max-pool, sigmoid outputs
-  std::vector<std::vector<T>> hidden;      // mlp: post-ReLU outputs of every hidden layer
-  std::vector<T> grad_a, grad_b;           // backward scratch
+  std::vector<T> a1, a2, pooled, act;  // cnn: conv1, conv2, max-pool, sigmoid outputs
+  std::vector<std::vector<T>> hidden;  // mlp: post-ReLU outputs of every hidden layer
+  std::vector<T> grad_a, grad_b;       // backward scratch
 };
 
 template <typename T>

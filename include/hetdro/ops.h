@@ -69,8 +69,8 @@ void softmax_xent_backward(T* dlogits, const T* probs, const int32_t* labels, co
 // Σ(z−m)(z−m)ᵀ/(count−1) + eps·I. Slots with count < 2 get mean = 0, cov = 0 and are skipped
 // by the fit. Returns the number of slots with 0 < count < 2 (present but skipped).
 template <typename T>
-int class_moments_forward(T* mean, T* cov, int32_t* count, const T* z, const int32_t* slot,
-                          int n, int k, int slots, T eps);
+int class_moments_forward(T* mean, T* cov, int32_t* count, const T* z, const int32_t* slot, int n,
+                          int k, int slots, T eps);
 // dz_i += dmean_s / n_s + (2/(n_s−1)) sym(dcov_s) (z_i − mean_s) for every i with a slot of
 // count ≥ 2 (DESIGN §2).
 template <typename T>
@@ -88,9 +88,8 @@ void w2_gaussian_forward(T* w2, T* saved, const T* m1, const T* A, const T* m2, 
                          int pairs, int k, T eps);
 // dw2 [pairs] is the upstream gradient of each pair's w2. dA and dB come out symmetric.
 template <typename T>
-void w2_gaussian_backward(T* dm1, T* dA, T* dm2, T* dB, const T* dw2, const T* saved,
-                          const T* m1, const T* A, const T* m2, const T* B, int pairs, int k,
-                          T eps);
+void w2_gaussian_backward(T* dm1, T* dA, T* dm2, T* dB, const T* dw2, const T* saved, const T* m1,
+                          const T* A, const T* m2, const T* B, int pairs, int k, T eps);
 
 // --- anchor_cov: S_c = L_c L_cᵀ + eps·I --------------------------------------------------------
 // chol [classes,k,k] -> cov [classes,k,k]; backward: dchol += 2 sym(dcov) L (DESIGN §2).
@@ -113,7 +112,7 @@ void anchor_sample_backward(T* dmean, T* dchol, const T* dz, const T* xi, int cl
 // --- adam: one update over one flat parameter buffer ----------------------------------------
 // step counts from 1. Decoupled weight decay (AdamW) when weight_decay > 0.
 template <typename T>
-void adam_update(T* param, T* m, T* v, const T* grad, int64_t count, T lr, T beta1, T beta2,
-                 T eps, T weight_decay, int64_t step);
+void adam_update(T* param, T* m, T* v, const T* grad, int64_t count, T lr, T beta1, T beta2, T eps,
+                 T weight_decay, int64_t step);
 
 }  // namespace hetdro::cpu
