@@ -1,19 +1,12 @@
 // Checkpoint files (DESIGN §4) on top of the safetensors reader and writer.
 #include "hetdro/checkpoint.h"
 
+#include <charconv>
+
 #include "hetdro/check.h"
 #include "hetdro/io.h"
 
 namespace hetdro {
-namespace {
-
-std::string shape_str(const std::vector<int64_t>& shape) {
-  std::string s = "[";
-  for (size_t i = 0; i < shape.size(); ++i) s += (i ? "," : "") + std::to_string(shape[i]);
-  return s + "]";
-}
-
-}  // namespace
 
 void save_checkpoint(const std::string& path, const Model& model, const TrainState& state) {
   std::vector<NamedTensor> tensors;
@@ -38,18 +31,19 @@ void save_checkpoint(const std::string& path, const Model& model, const TrainSta
 TrainState load_checkpoint(const std::string& path, const Model& model) {
   SafetensorsFile file = read_safetensors(path);
   TrainState state;
+  // The parameters must all be there; the Adam moments are all there or all absent (a model
+  // exported without its optimizer state), never half of them.
   auto fill = [&](std::vector<float>& buffer, const std::string& prefix, bool required) {
     buffer.assign(model.size(), 0.0f);
+    if (!required && !file.find(prefix + model.params().front().name)) return;
     for (const ParamInfo& p : model.params()) {
       const NamedTensor* t = file.find(prefix + p.name);
-      if (!t) {
-        if (!required) return;
+      if (!t)
         input_error("{}: tensor '{}' is missing; the config's model needs it (shape {})", path,
-                    prefix + p.name, shape_str(p.shape));
-      }
+                    prefix + p.name, shape_string(p.shape));
       if (t->shape != p.shape)
         input_error("{}: tensor '{}' has shape {}, but the config's model expects {}", path,
-                    prefix + p.name, shape_str(t->shape), shape_str(p.shape));
+                    prefix + p.name, shape_string(t->shape), shape_string(p.shape));
       std::copy(t->data.begin(), t->data.end(), buffer.begin() + p.offset);
     }
   };
@@ -60,7 +54,14 @@ TrainState load_checkpoint(const std::string& path, const Model& model) {
     state.q.assign(q->data.begin(), q->data.end());
   auto meta = [&](const char* key) -> int64_t {
     auto it = file.metadata.find(key);
-    return it == file.metadata.end() ? 0 : std::stoll(it->second);
+    if (it == file.metadata.end()) return 0;
+    int64_t v = 0;
+    const std::string& text = it->second;
+    auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), v);
+    if (ec != std::errc() || end != text.data() + text.size() || v < 0)
+      input_error("{}: __metadata__ '{}' is \"{}\": expected a non-negative integer", path, key,
+                  text);
+    return v;
   };
   state.step = meta("step");
   state.epoch = int(meta("epoch"));

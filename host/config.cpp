@@ -1,8 +1,10 @@
 // TOML configuration (DESIGN §4): parse, apply --set overrides, validate, and write back.
 #include "hetdro/config.h"
 
+#include <fmt/ranges.h>
 #include <toml++/toml.h>
 
+#include <cmath>
 #include <filesystem>
 #include <set>
 #include <sstream>
@@ -71,10 +73,11 @@ class TableReader {
   }
   void get(const std::string& key, double& out) {
     if (auto* node = find(key)) {
-      if (auto v = node->value<double>(); v && (node->is_number()))
-        out = *v;
-      else
-        wrong_type(key, *node, "a number");
+      auto v = node->value<double>();
+      if (!v || !node->is_number()) wrong_type(key, *node, "a number");
+      if (!std::isfinite(*v))
+        input_error("{}: key '{}{}': expected a finite number, found {}", file_, prefix_, key, *v);
+      out = *v;
     }
   }
   void get(const std::string& key, std::string& out) {
@@ -92,6 +95,8 @@ class TableReader {
       for (auto& item : *array) {
         auto v = item.value_exact<int64_t>();
         if (!v) wrong_type(key, item, "an array of integers");
+        if (*v < INT32_MIN || *v > INT32_MAX)
+          input_error("{}: key '{}{}': {} is out of range", file_, prefix_, key, *v);
         out.push_back(int(*v));
       }
     }
@@ -249,7 +254,8 @@ Config load_config(const std::string& path, const std::vector<std::string>& over
                   g.name, prefix);
     check_choice(path, prefix + "encoder", g.encoder, {"cnn", "mlp"});
     if (g.channels.size() != 2 || g.channels[0] < 1 || g.channels[1] < 1)
-      input_error("{}: key '{}channels': expected two positive integers [c1, c2]", path, prefix);
+      input_error("{}: key '{}channels': expected two positive integers [c1, c2], found {}", path,
+                  prefix, fmt::format("{}", fmt::join(g.channels, ", ")));
     if (g.kernel < 1) input_error("{}: key '{}kernel': expected a positive integer", path, prefix);
     for (int h : g.hidden)
       if (h < 1)
@@ -269,6 +275,7 @@ Config load_config(const std::string& path, const std::vector<std::string>& over
   m.finish();
   check_positive(path, "model.latent_dim", c.model.latent_dim);
   check_positive(path, "model.classifier_hidden", c.model.classifier_hidden);
+  check_positive(path, "model.anchor_scale", c.model.anchor_scale);
   check_choice(path, "model.classifier", c.model.classifier, {"linear", "mlp2"});
   check_choice(path, "model.latent_activation", c.model.latent_activation, {"none", "relu"});
   check_choice(path, "model.anchor_mean_init", c.model.anchor_mean_init, {"zero", "random"});

@@ -17,17 +17,11 @@ bool ends_with(const std::string& s, const std::string& suffix) {
          s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
 }
 
-std::string shape_str(const std::vector<int64_t>& shape) {
-  std::string s = "[";
-  for (size_t i = 0; i < shape.size(); ++i) s += (i ? "," : "") + std::to_string(shape[i]);
-  return s + "]";
-}
-
 Array<float> read_features(const std::string& path, const GroupConfig& group) {
   if (!std::filesystem::exists(path))
     input_error("{}: file not found (group '{}')", path, group.name);
   if (ends_with(path, ".npy")) return read_npy_features(path);
-  if (ends_with(path, ".csv")) return read_csv(path, group.label_column).x;
+  if (ends_with(path, ".csv")) return read_csv(path, group.label_column, false).x;
   Array<uint8_t> raw = read_idx(path);
   Array<float> x{raw.shape, std::vector<float>(raw.data.size())};
   for (size_t i = 0; i < raw.data.size(); ++i) x.data[i] = raw.data[i] * (1.0f / 255.0f);
@@ -41,7 +35,8 @@ std::vector<int32_t> read_labels(const std::string& path, const GroupConfig& gro
   if (ends_with(path, ".csv")) return read_csv(path, group.label_column).y;
   Array<uint8_t> raw = read_idx(path);
   if (raw.shape.size() != 1)
-    input_error("{}: labels must be one-dimensional, found shape {}", path, shape_str(raw.shape));
+    input_error("{}: labels must be one-dimensional, found shape {}", path,
+                shape_string(raw.shape));
   return std::vector<int32_t>(raw.data.begin(), raw.data.end());
 }
 
@@ -75,7 +70,7 @@ std::vector<int64_t> encoder_input_shape(const GroupConfig& group, const Array<f
   if (group.encoder == "mlp") {
     if (s.size() != 2 || s[1] < 1)
       input_error("{}: group '{}' has encoder \"mlp\", which takes vectors [n,d]; found shape {}",
-                  path, group.name, shape_str(s));
+                  path, group.name, shape_string(s));
     return {s[1]};
   }
   // cnn: two valid k×k convolutions, then a 2×2 max-pool that needs at least 2×2 left.
@@ -86,7 +81,7 @@ std::vector<int64_t> encoder_input_shape(const GroupConfig& group, const Array<f
     input_error(
         "{}: group '{}' has encoder \"cnn\" (kernel {}), which takes one-channel images "
         "[n,H,W] or [n,1,H,W] with H, W ≥ {}; found shape {}",
-        path, group.name, group.kernel, min_side, shape_str(s));
+        path, group.name, group.kernel, min_side, shape_string(s));
   return {1, h, w};
 }
 
@@ -111,7 +106,7 @@ std::vector<GroupData> load_groups(const Config& config) {
       input_error(
           "{}: test features have shape {} per sample, but the training features ({}) "
           "have {}",
-          g.test_x, shape_str(d.test.x.shape), g.train_x, shape_str(d.train.x.shape));
+          g.test_x, shape_string(d.test.x.shape), g.train_x, shape_string(d.train.x.shape));
     groups.push_back(std::move(d));
   }
   return groups;

@@ -64,13 +64,14 @@ LossTerms loss_and_grad(const Model& model, const LossSettings& s, const T* P, T
   ws.weight.resize(B);
   double total_loss = 0;
   for (int i = 0; i < B; ++i) total_loss += double(ws.loss[i]);
-  for (int g = 0; g < groups; ++g) terms.group_loss[g] = double(group_sum[g]) / batch.n[g];
+  for (int g = 0; g < groups; ++g)
+    terms.group_loss[g] = batch.n[g] > 0 ? double(group_sum[g]) / batch.n[g] : 0.0;
   if (s.objective == "groupdro") {
     HETDRO_ASSERT(int(q.size()) == groups);
     if (backward && s.groupdro_eta > 0) {
       double sum = 0;
-      for (int g = 0; g < groups; ++g)
-        sum += q[g] *= std::exp(s.groupdro_eta * terms.group_loss[g]);
+      for (int g = 0; g < groups; ++g)  // a group absent from the batch keeps its weight
+        sum += q[g] *= batch.n[g] > 0 ? std::exp(s.groupdro_eta * terms.group_loss[g]) : 1.0;
       for (int g = 0; g < groups; ++g) q[g] /= sum;
     }
     for (int g = 0; g < groups; ++g) terms.clf += q[g] * terms.group_loss[g];

@@ -130,16 +130,13 @@ int main(int argc, char** argv) {
   auto* eval = app.add_subcommand("eval",
                                   "Per-group test accuracy and confusion matrices of a "
                                   "checkpoint");
-  for (auto* cmd : {eval}) {
+  auto* predict = app.add_subcommand("predict", "Predicted classes for new samples of one group");
+  for (auto* cmd : {eval, predict}) {
     cmd->add_option("--run", run, "Run folder written by `hetdro train`");
     cmd->add_option("--checkpoint", checkpoint, "Checkpoint (with --config)");
     cmd->add_option("--config", config_path, "Config TOML (with --checkpoint)");
     cmd->add_option("--set", overrides, "Override a config key");
   }
-  auto* predict = app.add_subcommand("predict", "Predicted classes for new samples of one group");
-  predict->add_option("--run", run, "Run folder written by `hetdro train`");
-  predict->add_option("--checkpoint", checkpoint, "Checkpoint (with --config)");
-  predict->add_option("--config", config_path, "Config TOML (with --checkpoint)");
   predict->add_option("--group", group, "Group whose encoder to use")->required();
   predict->add_option("--input", input, "Features: NPY, IDX or CSV, shaped like the group's")
       ->required();

@@ -20,16 +20,6 @@ namespace {
 namespace fs = std::filesystem;
 using Clock = std::chrono::steady_clock;
 
-void write_file_atomic(const std::string& path, const std::string& text) {
-  const std::string tmp = path + ".tmp";
-  {
-    std::ofstream f(tmp);
-    f << text;
-    if (!f) throw std::runtime_error(fmt::format("{}: cannot write", tmp));
-  }
-  fs::rename(tmp, path);
-}
-
 double median(std::vector<double> v) {
   if (v.empty()) return 0;
   std::nth_element(v.begin(), v.begin() + v.size() / 2, v.end());
@@ -72,6 +62,13 @@ Trainer::Trainer(Config config, std::vector<GroupData> groups)
   state_.q.assign(groups_.size(), 1.0 / double(groups_.size()));
   grads_.resize(model_.size());
   const int G = int(groups_.size());
+  for (int g = 0; g < G; ++g)
+    if (groups_[g].train.size() < sampler_.per_batch()[g])
+      input_error(
+          "{}: group '{}' has {} training samples, fewer than the {} that every batch of "
+          "train.batch_size = {} takes from it; lower train.batch_size",
+          config_.path, groups_[g].name, groups_[g].train.size(), sampler_.per_batch()[g],
+          config_.train.batch_size);
   batch_x_.resize(G);
   batch_.x.resize(G);
   batch_.n = sampler_.per_batch();
@@ -173,9 +170,14 @@ void Trainer::train(const std::string& out_dir, bool overwrite, int64_t max_step
         "pass --overwrite",
         out_dir);
   std::error_code ec;
+  if (!config_.path.empty() && fs::equivalent(out_dir + "/config.toml", config_.path, ec))
+    input_error(
+        "{}: --out holds the input config {}; writing the run there would replace it. "
+        "Choose another --out",
+        out_dir, config_.path);
   fs::create_directories(out_dir, ec);
   if (ec) input_error("{}: cannot create the run folder: {}", out_dir, ec.message());
-  write_file_atomic(out_dir + "/config.toml", to_toml(config_));
+  write_text_file(out_dir + "/config.toml", to_toml(config_));
   std::ofstream metrics(metrics_path, std::ios::trunc);
   if (!metrics) input_error("{}: cannot write", metrics_path);
 
@@ -194,6 +196,7 @@ void Trainer::train(const std::string& out_dir, bool overwrite, int64_t max_step
   const auto run_start = Clock::now();
   std::vector<double> all_step_ms;
   Evaluation eval;
+  bool evaluated = false;
   int64_t total_steps = 0;
   for (int epoch = 1; epoch <= t.epochs; ++epoch) {
     sampler_.start_epoch(epoch - 1);
@@ -227,6 +230,8 @@ void Trainer::train(const std::string& out_dir, bool overwrite, int64_t max_step
     }
     if (done == 0) break;
     eval = evaluate();
+    evaluated = true;
+    const bool complete = done == steps;  // --max-steps can end an epoch early
     const double ms = median(step_ms);
     double mean_ms = 0;
     for (double v : step_ms) mean_ms += v / double(step_ms.size());
@@ -234,6 +239,7 @@ void Trainer::train(const std::string& out_dir, bool overwrite, int64_t max_step
     nlohmann::json m;
     m["epoch"] = epoch;
     m["step"] = state_.step;
+    if (!complete) m["partial_epoch_steps"] = done;
     m["loss"] = loss / double(done);
     m["loss_clf"] = clf / double(done);
     m["loss_fit"] = fit / double(done);
@@ -253,17 +259,17 @@ void Trainer::train(const std::string& out_dir, bool overwrite, int64_t max_step
     for (auto& g : eval.groups) accs += fmt::format("{} {:.4f}  ", g.name, g.accuracy);
     for (int g = 0; g < G; ++g) weights += fmt::format("{}{:.3f}", g ? " " : "", state_.q[g]);
     fmt::print(
-        "epoch {}/{}  loss {:.4f} (clf {:.4f} fit {:.3f} sep {:.4f})  test {}| worst {:.4f} "
+        "epoch {}/{}{}  loss {:.4f} (clf {:.4f} fit {:.3f} sep {:.4f})  test {}| worst {:.4f} "
         "mean {:.4f}  q [{}]  {:.1f} ms/step  {:.0f} samples/s{}\n",
-        epoch, t.epochs, loss / double(done), clf / double(done), fit / double(done),
-        sep / double(done), accs, eval.worst, eval.mean, weights, ms,
-        t.batch_size * 1000.0 / mean_ms,
+        epoch, t.epochs, complete ? "" : fmt::format(" ({} of {} steps)", done, steps),
+        loss / double(done), clf / double(done), fit / double(done), sep / double(done), accs,
+        eval.worst, eval.mean, weights, ms, t.batch_size * 1000.0 / mean_ms,
         skipped ? fmt::format("  (fit skipped {} class-batches with n < 2)", skipped) : "");
     std::fflush(stdout);
-    state_.epoch = epoch;
+    if (complete) state_.epoch = epoch;
     save_checkpoint(out_dir + "/checkpoint.safetensors", model_, state_);
   }
-  if (state_.epoch == 0) {  // no epoch ran: still leave a checkpoint of the initial model
+  if (!evaluated) {  // no step ran: still leave a checkpoint of the initial model
     eval = evaluate();
     save_checkpoint(out_dir + "/checkpoint.safetensors", model_, state_);
   }
@@ -288,7 +294,7 @@ void Trainer::train(const std::string& out_dir, bool overwrite, int64_t max_step
   }
   report["worst_group_acc"] = eval.worst;
   report["mean_group_acc"] = eval.mean;
-  write_file_atomic(out_dir + "/report.json", report.dump(2) + "\n");
+  write_text_file(out_dir + "/report.json", report.dump(2) + "\n");
 
   fmt::print("\n{:<12} {:>8} {:>8} {:>10}\n", "group", "train", "test", "accuracy");
   for (int g = 0; g < G; ++g)

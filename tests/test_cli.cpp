@@ -152,12 +152,34 @@ TEST_F(Cli, FeatureShapeTheEncoderCannotTake) {
       "test_x = \"vec16_test_x.npy\"\ntest_y = \"vec16_test_y.npy\"\nencoder = \"mlp\"",
       "name = \"vec16\"\ntrain_x = \"vec16_train_x.npy\"\ntrain_y = \"vec16_train_y.npy\"\n"
       "test_x = \"vec16_test_x.npy\"\ntest_y = \"vec16_test_y.npy\"\nencoder = \"cnn\"");
-  expect_bad_input({"vec16_train_x.npy", "cnn", "[600,16]"});
+  expect_bad_input({"vec16_train_x.npy", "cnn", "600x16"});
 }
 
 TEST_F(Cli, BatchSmallerThanTheNumberOfGroups) {
   expect_bad_input({"train.batch_size", "smaller than the number of groups"},
                    "--set train.batch_size=2");
+}
+
+TEST_F(Cli, BatchLargerThanAGroupCanFill) {
+  // 1800 samples in all: a batch of 2000 wants 1111 of img8's 1000 per step.
+  expect_bad_input(
+      {"config.toml", "img8", "1000 training samples", "1111", "train.batch_size = 2000"},
+      "--set train.batch_size=2000");
+}
+
+TEST_F(Cli, NonFiniteConfigNumbers) {
+  expect_bad_input({"train.lr", "finite", "inf"}, "--set train.lr=inf");
+  expect_bad_input({"train.lambda_fit", "finite", "nan"}, "--set train.lambda_fit=nan");
+  expect_bad_input({"model.anchor_scale"}, "--set model.anchor_scale=0.0");
+}
+
+TEST_F(Cli, RefusesToWriteTheRunOverItsOwnConfig) {
+  const std::string before = read_text(config_);
+  Result r = run("train --config " + config_ + " --out " + (dir_ / "data").string() +
+                 " --set train.epochs=0");
+  EXPECT_EQ(r.code, 2) << r.output;
+  EXPECT_NE(r.output.find("would replace it"), std::string::npos) << r.output;
+  EXPECT_EQ(read_text(config_), before);
 }
 
 TEST_F(Cli, UnknownConfigKeyIsNamed) {

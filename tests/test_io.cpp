@@ -282,6 +282,19 @@ TEST_F(Io, CsvMissingLabelColumn) {
   expect_input_error([&] { read_csv(file, "label"); }, file, {"empty", "header"});
 }
 
+TEST_F(Io, CsvWithoutLabelsIsAllFeaturesWhenLabelsAreNotRequired) {
+  const std::string file = path("features.csv");
+  write_bytes(file, "x,y,target\n1,2,0\n3,4,5\n");
+  CsvTable t = read_csv(file, "label", false);
+  EXPECT_EQ(t.x.shape, (std::vector<int64_t>{2, 3}));
+  EXPECT_EQ(t.x.data, (std::vector<float>{1, 2, 0, 3, 4, 5}));
+  EXPECT_TRUE(t.y.empty());
+  // When the label column is there, it is still left out of the features.
+  t = read_csv(file, "target", false);
+  EXPECT_EQ(t.x.shape, (std::vector<int64_t>{2, 2}));
+  EXPECT_EQ(t.y, (std::vector<int32_t>{0, 5}));
+}
+
 // --- safetensors ----------------------------------------------------------------------------
 
 TEST_F(Io, SafetensorsRoundTripWithMetadata) {

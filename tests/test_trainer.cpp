@@ -213,7 +213,16 @@ TEST(Checkpoint, NamesAndShapesFollowTheContractAndRoundTrip) {
   EXPECT_EQ(back.q, state.q);
   EXPECT_EQ(back.step, 1234);
   EXPECT_EQ(back.epoch, 3);
+  // Metadata that is not a number is bad input, named, not a crash.
+  write_safetensors(path, file.tensors, {{"step", "abc"}});
+  try {
+    load_checkpoint(path, model);
+    FAIL() << "a non-numeric step was accepted";
+  } catch (const InputError& e) {
+    EXPECT_NE(std::string(e.what()).find("\"abc\""), std::string::npos) << e.what();
+  }
   // A model of another shape is refused, naming the tensor.
+  save_checkpoint(path, model, state);
   Config other = c;
   other.model.latent_dim = 4;
   Model bigger(other, {{1, 6, 6}, {5}});

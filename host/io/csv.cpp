@@ -98,7 +98,7 @@ Parsed parse_number(std::string_view text, T& value) {
 
 }  // namespace
 
-CsvTable read_csv(const std::string& path, const std::string& label_column) {
+CsvTable read_csv(const std::string& path, const std::string& label_column, bool require_label) {
   io::InputFile file(path, "a CSV file with a header row");
   const std::string text = file.read_rest();
   std::string_view rest = text;
@@ -109,7 +109,7 @@ CsvTable read_csv(const std::string& path, const std::string& label_column) {
                 io::escape_bytes(rest.data(), std::min<size_t>(rest.size(), 8)));
 
   std::vector<std::string> header, fields;
-  size_t columns = 0, label = 0;
+  size_t columns = 0, label = SIZE_MAX;  // SIZE_MAX: no label column
   std::vector<std::string> feature_names;
   CsvTable table;
   int64_t line_no = 0, rows = 0;
@@ -127,7 +127,7 @@ CsvTable read_csv(const std::string& path, const std::string& label_column) {
       size_t matches = 0;
       for (size_t c = 0; c < columns; ++c)
         if (header[c] == label_column) label = c, ++matches;
-      if (matches == 0) {
+      if (matches == 0 && require_label) {
         std::string names;
         for (size_t c = 0; c < std::min<size_t>(columns, 10); ++c)
           names += (c ? ", " : "") + shown(header[c]);
@@ -138,7 +138,7 @@ CsvTable read_csv(const std::string& path, const std::string& label_column) {
       if (matches > 1)
         input_error("{}: the header (line {}) names the label column '{}' {} times: expected once",
                     path, line_no, label_column, matches);
-      if (columns < 2)
+      if (matches == 1 && columns < 2)
         input_error(
             "{}: the header (line {}) names only the label column '{}': expected feature "
             "columns too",
@@ -177,7 +177,7 @@ CsvTable read_csv(const std::string& path, const std::string& label_column) {
     }
   }
   if (columns == 0) input_error("{}: empty file: expected a header row naming the columns", path);
-  table.x.shape = {rows, int64_t(columns - 1)};
+  table.x.shape = {rows, int64_t(label == SIZE_MAX ? columns : columns - 1)};
   return table;
 }
 

@@ -79,13 +79,6 @@ void write_atomically(const std::string& path, const std::vector<Bytes>& pieces)
   if (std::rename(tmp.c_str(), path.c_str()) != 0) fail("renaming");
 }
 
-std::string shape_string(const std::vector<int64_t>& shape) {
-  if (shape.empty()) return "scalar";
-  std::string s;
-  for (size_t i = 0; i < shape.size(); ++i) s += (i ? "x" : "") + std::to_string(shape[i]);
-  return s;
-}
-
 int64_t element_count(const std::vector<int64_t>& shape, const std::string& path,
                       int64_t item_size) {
   int64_t bytes = item_size;
@@ -113,3 +106,18 @@ std::string escape_bytes(const void* data, size_t n) {
 }
 
 }  // namespace hetdro::io
+
+namespace hetdro {
+
+std::string shape_string(const std::vector<int64_t>& shape) {
+  if (shape.empty()) return "scalar";
+  std::string s;
+  for (size_t i = 0; i < shape.size(); ++i) s += (i ? "x" : "") + std::to_string(shape[i]);
+  return s;
+}
+
+void write_text_file(const std::string& path, const std::string& text) {
+  io::write_atomically(path, {{text.data(), text.size()}});
+}
+
+}  // namespace hetdro

@@ -8,7 +8,11 @@
 #include <string>
 #include <vector>
 
+#include "hetdro/io.h"  // shape_string
+
 namespace hetdro::io {
+
+using hetdro::shape_string;
 
 static_assert(__BYTE_ORDER__ == __ORDER_LITTLE_ENDIAN__,
               "the readers copy little-endian payloads straight into memory");
@@ -45,9 +49,6 @@ struct Bytes {
 // Writes the pieces to `path + ".tmp-<pid>"`, then renames it over `path`; on any failure the
 // temporary file is removed and an error thrown (InputError when the path cannot be created).
 void write_atomically(const std::string& path, const std::vector<Bytes>& pieces);
-
-// "60000x28x28" (or "scalar" for a 0-d shape).
-std::string shape_string(const std::vector<int64_t>& shape);
 
 // The product of the dimensions; InputError naming the file when a dimension is negative or
 // the payload (count times item_size bytes) would not fit in int64.

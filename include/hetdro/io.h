@@ -33,10 +33,18 @@ Array<uint8_t> read_idx(const std::string& path);
 
 // --- CSV: numeric, one header row naming the columns --------------------------------------
 struct CsvTable {
-  Array<float> x;          // [n, columns - 1]
-  std::vector<int32_t> y;  // [n]
+  Array<float> x;          // [n, feature columns]
+  std::vector<int32_t> y;  // [n]; empty when the label column is absent and not required
 };
-CsvTable read_csv(const std::string& path, const std::string& label_column);
+// With require_label false, a file without `label_column` is all features (for `predict`).
+CsvTable read_csv(const std::string& path, const std::string& label_column,
+                  bool require_label = true);
+
+// --- text files, written through a temporary file and a rename ---------------------------
+void write_text_file(const std::string& path, const std::string& text);
+
+// "60000x28x28": how every message shows a shape.
+std::string shape_string(const std::vector<int64_t>& shape);
 
 // --- safetensors: float32 tensors and string metadata --------------------------------------
 struct NamedTensor {
