@@ -4,7 +4,6 @@
 #include <algorithm>
 #include <cmath>
 #include <filesystem>
-#include <fstream>
 #include <numeric>
 
 #include "hetdro/check.h"
@@ -20,16 +19,6 @@ void make_dir(const std::string& dir) {
   std::error_code ec;
   fs::create_directories(dir, ec);
   if (ec) input_error("{}: cannot create the output folder: {}", dir, ec.message());
-}
-
-void write_text(const std::string& path, const std::string& text) {
-  const std::string tmp = path + ".tmp";
-  {
-    std::ofstream f(tmp);
-    f << text;
-    if (!f) input_error("{}: cannot write", tmp);
-  }
-  fs::rename(tmp, path);
 }
 
 // Seeded permutation of [0, n) (Fisher–Yates on the counter RNG).
@@ -200,7 +189,7 @@ void prepare_hetero_fashion(const std::string& out_dir, const std::string& sourc
     write_group_files(out_dir, "train", train_x, train_y, rows, g, projection);
     write_group_files(out_dir, "test", test_x, test_y, test_rows, g, projection);
   }
-  write_text(out_dir + "/config.toml", hetero_fashion_config());
+  write_text_file(out_dir + "/config.toml", hetero_fashion_config());
   fmt::print("wrote {}/config.toml\n", out_dir);
 }
 
@@ -263,7 +252,7 @@ batch_size = 60
 lr = 3e-3
 seed = 0
 )";
-  write_text(out_dir + "/config.toml", config);
+  write_text_file(out_dir + "/config.toml", config);
   fmt::print("wrote synthetic data and {}/config.toml\n", out_dir);
 }
 
