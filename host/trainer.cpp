@@ -101,6 +101,13 @@ LossTerms Trainer::step(int64_t step_in_epoch) {
         "the loss became {} at step {} (clf {}, fit {}, sep {}); stopping before the parameters "
         "are spoiled. Try a smaller train.lr or a larger train.eps.",
         terms.total, state_.step + 1, terms.clf, terms.fit, terms.sep));
+  for (const ParamInfo& p : model_.params())
+    if (!std::all_of(grads_.begin() + p.offset, grads_.begin() + p.offset + p.size,
+                     [](float g) { return std::isfinite(g); }))
+      throw std::runtime_error(fmt::format(
+          "the gradient of {} became non-finite at step {} (loss {}); stopping before the "
+          "parameters are spoiled. Try a smaller train.lr or a larger train.eps.",
+          p.name, state_.step + 1, terms.total));
   ++state_.step;
   const TrainConfig& t = config_.train;
   cpu::adam_update(state_.params.data(), state_.adam_m.data(), state_.adam_v.data(), grads_.data(),
