@@ -149,17 +149,20 @@ StratifiedSampler::StratifiedSampler(const std::vector<int64_t>& group_sizes, in
 }
 
 void StratifiedSampler::start_epoch(int epoch) {
-  for (size_t g = 0; g < sizes_.size(); ++g) {
-    auto& o = order_[g];
-    o.resize(sizes_[g]);
-    std::iota(o.begin(), o.end(), int64_t(0));
-    // Fisher–Yates with the counter RNG: the same on every platform and standard library.
-    const uint64_t stream = splitmix64(seed_ ^ splitmix64(uint64_t(epoch) * 1000003 + g));
-    for (int64_t i = int64_t(o.size()) - 1; i > 0; --i) {
-      int64_t j = int64_t(uniform01(stream, uint64_t(i)) * double(i + 1));
-      std::swap(o[i], o[std::min(j, i)]);
-    }
+  for (size_t g = 0; g < sizes_.size(); ++g)
+    order_[g] = seeded_permutation(sizes_[g],
+                                   splitmix64(seed_ ^ splitmix64(uint64_t(epoch) * 1000003 + g)));
+}
+
+std::vector<int64_t> seeded_permutation(int64_t n, uint64_t seed) {
+  // Fisher–Yates with the counter RNG: the same on every platform and standard library.
+  std::vector<int64_t> p(n);
+  std::iota(p.begin(), p.end(), int64_t(0));
+  for (int64_t i = n - 1; i > 0; --i) {
+    int64_t j = std::min(i, int64_t(uniform01(seed, uint64_t(i)) * double(i + 1)));
+    std::swap(p[i], p[j]);
   }
+  return p;
 }
 
 }  // namespace hetdro

@@ -7,6 +7,7 @@
 #include <numeric>
 
 #include "hetdro/check.h"
+#include "hetdro/data.h"  // seeded_permutation
 #include "hetdro/io.h"
 #include "hetdro/rng.h"
 
@@ -19,17 +20,6 @@ void make_dir(const std::string& dir) {
   std::error_code ec;
   fs::create_directories(dir, ec);
   if (ec) input_error("{}: cannot create the output folder: {}", dir, ec.message());
-}
-
-// Seeded permutation of [0, n) (Fisher–Yates on the counter RNG).
-std::vector<int64_t> permutation(int64_t n, uint64_t seed) {
-  std::vector<int64_t> p(n);
-  std::iota(p.begin(), p.end(), int64_t(0));
-  for (int64_t i = n - 1; i > 0; --i) {
-    int64_t j = std::min(i, int64_t(uniform01(seed, uint64_t(i)) * double(i + 1)));
-    std::swap(p[i], p[j]);
-  }
-  return p;
 }
 
 std::vector<int32_t> labels_of(const Array<uint8_t>& y, const std::vector<int64_t>& rows) {
@@ -175,7 +165,7 @@ void prepare_hetero_fashion(const std::string& out_dir, const std::string& sourc
   make_dir(out_dir);
   // 70% / 25% / 5% of the training images, by a seeded permutation (DESIGN §5).
   const int64_t n = train_x.rows();
-  std::vector<int64_t> perm = permutation(n, splitmix64(seed ^ 0x5EED5EEDull));
+  std::vector<int64_t> perm = seeded_permutation(n, splitmix64(seed ^ 0x5EED5EEDull));
   const int64_t n0 = (n * 70 + 50) / 100, n1 = (n * 25 + 50) / 100;
   const std::vector<int64_t> cuts = {0, n0, n0 + n1, n};
   std::vector<int64_t> test_rows(test_x.rows());

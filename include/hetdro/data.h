@@ -60,6 +60,9 @@ class StratifiedSampler {
   std::vector<std::vector<int64_t>> order_;
 };
 
+// A permutation of [0, n) that depends on (n, seed) alone (the sampler's epochs, prepare's split).
+std::vector<int64_t> seeded_permutation(int64_t n, uint64_t seed);
+
 // round(B·N_g/N) by largest remainder, at least one per group, summing to B.
 std::vector<int> stratified_counts(const std::vector<int64_t>& group_sizes, int batch_size);
 
