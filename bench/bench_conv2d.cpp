@@ -8,7 +8,6 @@
 #include <cstdint>
 #include <vector>
 
-#include "../host/ops/eigen_maps.h"  // RowMat, MapMat for the batched-GEMM variant
 #include "hetdro/ops.h"
 
 namespace {
@@ -72,32 +71,34 @@ void BM_conv2_dweight_partials(benchmark::State& state) {
   state.SetItemsProcessed(state.iterations() * kBatch);
 }
 
-// The alternative: gather the batch's im2col [taps, n·pix] and dout [c_out, n·pix], then one
-// GEMM that Eigen threads itself. Costs n·taps·pix floats of scratch (46 MB here).
+// The alternative: gather the batch's im2col and dout, one row per output pixel of every
+// sample ([n·pix, taps] and [n·pix, c_out]), then one GEMM over the whole batch:
+// dweight += doutᵀ col, which is linear_backward's weight gradient. Costs n·taps·pix floats of
+// scratch (46 MB here).
 void BM_conv2_dweight_batched(benchmark::State& state) {
-  using Mat = hetdro::cpu::RowMat<float>;
   const Layer l = kConv2;
   Buffers<float> b(l);
   const int taps = l.c_in * l.k * l.k, pix = l.oh() * l.ow();
-  const int64_t cols = int64_t(kBatch) * pix;
-  Mat col(taps, cols), dcat(l.c_out, cols);
+  const int64_t rows = int64_t(kBatch) * pix;
+  std::vector<float> col(rows * taps), dcat(rows * l.c_out);
   for (auto _ : state) {
 #pragma omp parallel for schedule(static)
     for (int s = 0; s < kBatch; ++s) {
       const float* in = b.in.data() + int64_t(s) * l.c_in * l.h * l.w;
-      for (int c = 0; c < l.c_in; ++c)
-        for (int i = 0; i < l.k; ++i)
-          for (int j = 0; j < l.k; ++j) {
-            float* dst = col.data() + ((c * l.k + i) * l.k + j) * cols + int64_t(s) * pix;
-            for (int y = 0; y < l.oh(); ++y)
-              for (int x = 0; x < l.ow(); ++x)
-                dst[y * l.ow() + x] = in[(c * l.h + y + i) * l.w + j + x];
-          }
+      for (int y = 0; y < l.oh(); ++y)
+        for (int x = 0; x < l.ow(); ++x) {
+          float* dst = col.data() + (int64_t(s) * pix + y * l.ow() + x) * taps;
+          for (int c = 0; c < l.c_in; ++c)
+            for (int i = 0; i < l.k; ++i)
+              for (int j = 0; j < l.k; ++j)
+                dst[(c * l.k + i) * l.k + j] = in[(c * l.h + y + i) * l.w + j + x];
+        }
       for (int o = 0; o < l.c_out; ++o)
         for (int p = 0; p < pix; ++p)
-          dcat(o, int64_t(s) * pix + p) = b.out[(int64_t(s) * l.c_out + o) * pix + p];
+          dcat[(int64_t(s) * pix + p) * l.c_out + o] = b.out[(int64_t(s) * l.c_out + o) * pix + p];
     }
-    hetdro::cpu::MapMat<float>(b.dweight.data(), l.c_out, taps).noalias() += dcat * col.transpose();
+    hetdro::cpu::linear_backward<float>(nullptr, b.dweight.data(), nullptr, dcat.data(),
+                                        col.data(), b.weight.data(), int(rows), taps, l.c_out);
     benchmark::DoNotOptimize(b.dweight.data());
   }
   state.SetItemsProcessed(state.iterations() * kBatch);

@@ -6,18 +6,18 @@
 #include <cstdint>
 #include <vector>
 
-#include "../tests/testing.h"  // random_vector
+#include "bench_inputs.h"  // uniform_inputs
 #include "hetdro/ops.h"
 
 namespace {
 
 namespace cpu = hetdro::cpu;
-using hetdro::testing::random_vector;
+using hetdro::bench::uniform_inputs;
 
 // Sample covariances of n = 10 latents: rank 9 + eps·I, as Ŝ is in training.
 std::vector<float> class_like_covariances(int pairs, int k, float eps) {
   const int n = 10;
-  const auto z = random_vector<float>(size_t(pairs) * n * k, 1);
+  const auto z = uniform_inputs<float>(size_t(pairs) * n * k, 1);
   std::vector<int32_t> slot(size_t(pairs) * n);
   for (size_t i = 0; i < slot.size(); ++i) slot[i] = int32_t(i / n);
   std::vector<float> mean(size_t(pairs) * k), cov(size_t(pairs) * k * k);
@@ -35,10 +35,10 @@ void BM_w2_gaussian(benchmark::State& state) {
   std::vector<float> B(size_t(pairs) * k * k, 0.0f);  // anchors at init: L = I
   for (int p = 0; p < pairs; ++p)
     for (int i = 0; i < k; ++i) B[size_t(p) * k * k + i * k + i] = 1.0f + eps;
-  const auto m1 = random_vector<float>(size_t(pairs) * k, 2);
-  const auto m2 = random_vector<float>(size_t(pairs) * k, 3);
+  const auto m1 = uniform_inputs<float>(size_t(pairs) * k, 2);
+  const auto m2 = uniform_inputs<float>(size_t(pairs) * k, 3);
   const std::vector<float> dw2(pairs, 1.0f);
-  std::vector<float> w2(pairs), saved(size_t(pairs) * cpu::w2_gaussian_saved_size(k));
+  std::vector<float> w2(pairs), saved(size_t(pairs) * hetdro::w2_gaussian_saved_size(k));
   std::vector<float> dm1(m1.size()), dA(A.size()), dm2(m2.size()), dB(B.size());
   for (auto _ : state) {
     cpu::w2_gaussian_forward(w2.data(), saved.data(), m1.data(), A.data(), m2.data(), B.data(),
@@ -62,11 +62,11 @@ BENCHMARK(BM_w2_gaussian_forward)->Arg(10)->Arg(30)->Unit(benchmark::kMicrosecon
 void BM_class_moments_forward_backward(benchmark::State& state) {
   const int n = 100, k = 64, slots = int(state.range(0));
   const float eps = 1e-5f;
-  const auto z = random_vector<float>(size_t(n) * k, 4);
+  const auto z = uniform_inputs<float>(size_t(n) * k, 4);
   std::vector<int32_t> slot(n);
   for (int i = 0; i < n; ++i) slot[i] = (i * 7) % slots;
-  const auto dmean = random_vector<float>(size_t(slots) * k, 5);
-  const auto dcov = random_vector<float>(size_t(slots) * k * k, 6);
+  const auto dmean = uniform_inputs<float>(size_t(slots) * k, 5);
+  const auto dcov = uniform_inputs<float>(size_t(slots) * k * k, 6);
   std::vector<float> mean(size_t(slots) * k), cov(size_t(slots) * k * k), dz(z.size());
   std::vector<int32_t> count(slots);
   for (auto _ : state) {
@@ -82,7 +82,7 @@ BENCHMARK(BM_class_moments_forward_backward)->Arg(10)->Unit(benchmark::kMicrosec
 
 void BM_class_moments_forward(benchmark::State& state) {
   const int n = 100, k = 64, slots = int(state.range(0));
-  const auto z = random_vector<float>(size_t(n) * k, 4);
+  const auto z = uniform_inputs<float>(size_t(n) * k, 4);
   std::vector<int32_t> slot(n);
   for (int i = 0; i < n; ++i) slot[i] = (i * 7) % slots;
   std::vector<float> mean(size_t(slots) * k), cov(size_t(slots) * k * k);

@@ -14,6 +14,27 @@
 namespace hetdro {
 namespace {
 
+// Each enum's spellings in the config, in the enum's order.
+template <typename E>
+struct Choices;
+#define HETDRO_CHOICES(E, ...)                              \
+  template <>                                               \
+  struct Choices<E> {                                       \
+    static constexpr const char* names[] = {__VA_ARGS__}; \
+  };
+HETDRO_CHOICES(Encoder, "cnn", "mlp")
+HETDRO_CHOICES(Classifier, "linear", "mlp2")
+HETDRO_CHOICES(LatentActivation, "none", "relu")
+HETDRO_CHOICES(AnchorMeanInit, "zero", "random")
+HETDRO_CHOICES(Fit, "pooled", "per_group", "none")
+HETDRO_CHOICES(Objective, "erm", "groupdro")
+#undef HETDRO_CHOICES
+
+template <typename E>
+const char* choice_name(E value) {
+  return Choices<E>::names[int(value)];
+}
+
 namespace fs = std::filesystem;
 
 std::string type_name(const toml::node& node) {
@@ -101,6 +122,23 @@ class TableReader {
       }
     }
   }
+  template <typename E>
+  void get_choice(const std::string& key, E& out) {
+    if (auto* node = find(key)) {
+      auto v = node->value_exact<std::string>();
+      if (!v) wrong_type(key, *node, "a string");
+      std::string list;
+      int i = 0;
+      for (const char* name : Choices<E>::names) {
+        if (*v == name) {
+          out = E(i);
+          return;
+        }
+        list += fmt::format("{}\"{}\"", i++ ? ", " : "", name);
+      }
+      input_error("{}: key '{}{}': \"{}\" is not one of {}", file_, prefix_, key, *v, list);
+    }
+  }
   void require(const std::string& key, std::string& out) {
     if (!find(key)) input_error("{}: missing key '{}{}'", file_, prefix_, key);
     get(key, out);
@@ -126,7 +164,7 @@ class TableReader {
 };
 
 void check_choice(const std::string& file, const std::string& key, const std::string& value,
-                  std::initializer_list<const char*> choices) {
+                  std::initializer_list<const char*> choices) {  // train.device
   std::string list;
   for (auto* c : choices) {
     if (value == c) return;
@@ -198,6 +236,13 @@ std::string resolve(const fs::path& base, const std::string& p) {
 
 }  // namespace
 
+const char* name(Encoder e) { return choice_name(e); }
+const char* name(Classifier c) { return choice_name(c); }
+const char* name(LatentActivation a) { return choice_name(a); }
+const char* name(AnchorMeanInit i) { return choice_name(i); }
+const char* name(Fit f) { return choice_name(f); }
+const char* name(Objective o) { return choice_name(o); }
+
 Config load_config(const std::string& path, const std::vector<std::string>& overrides) {
   if (!fs::exists(path)) input_error("{}: config file not found", path);
   toml::table root;
@@ -241,7 +286,7 @@ Config load_config(const std::string& path, const std::vector<std::string>& over
     r.require("train_y", g.train_y);
     r.require("test_x", g.test_x);
     r.require("test_y", g.test_y);
-    r.get("encoder", g.encoder);
+    r.get_choice("encoder", g.encoder);
     r.get("channels", g.channels);
     r.get("kernel", g.kernel);
     r.get("hidden", g.hidden);
@@ -252,7 +297,6 @@ Config load_config(const std::string& path, const std::vector<std::string>& over
     if (!names.insert(g.name).second)
       input_error("{}: duplicate group name '{}' ({}name): every group needs its own name", path,
                   g.name, prefix);
-    check_choice(path, prefix + "encoder", g.encoder, {"cnn", "mlp"});
     if (g.channels.size() != 2 || g.channels[0] < 1 || g.channels[1] < 1)
       input_error("{}: key '{}channels': expected two positive integers [c1, c2], found {}", path,
                   prefix, fmt::format("{}", fmt::join(g.channels, ", ")));
@@ -267,18 +311,15 @@ Config load_config(const std::string& path, const std::vector<std::string>& over
 
   TableReader m(subtable(root, path, "model"), path, "model.");
   m.get("latent_dim", c.model.latent_dim);
-  m.get("classifier", c.model.classifier);
+  m.get_choice("classifier", c.model.classifier);
   m.get("classifier_hidden", c.model.classifier_hidden);
-  m.get("latent_activation", c.model.latent_activation);
+  m.get_choice("latent_activation", c.model.latent_activation);
   m.get("anchor_scale", c.model.anchor_scale);
-  m.get("anchor_mean_init", c.model.anchor_mean_init);
+  m.get_choice("anchor_mean_init", c.model.anchor_mean_init);
   m.finish();
   check_positive(path, "model.latent_dim", c.model.latent_dim);
   check_positive(path, "model.classifier_hidden", c.model.classifier_hidden);
   check_positive(path, "model.anchor_scale", c.model.anchor_scale);
-  check_choice(path, "model.classifier", c.model.classifier, {"linear", "mlp2"});
-  check_choice(path, "model.latent_activation", c.model.latent_activation, {"none", "relu"});
-  check_choice(path, "model.anchor_mean_init", c.model.anchor_mean_init, {"zero", "random"});
 
   TrainConfig& t = c.train;
   TableReader r(subtable(root, path, "train"), path, "train.");
@@ -289,8 +330,8 @@ Config load_config(const std::string& path, const std::vector<std::string>& over
   r.get("lambda_sep", t.lambda_sep);
   r.get("samples_per_anchor", t.samples_per_anchor);
   r.get("eps", t.eps);
-  r.get("fit", t.fit);
-  r.get("objective", t.objective);
+  r.get_choice("fit", t.fit);
+  r.get_choice("objective", t.objective);
   r.get("groupdro_eta", t.groupdro_eta);
   r.get("weight_decay", t.weight_decay);
   r.get("seed", t.seed);
@@ -308,8 +349,6 @@ Config load_config(const std::string& path, const std::vector<std::string>& over
         "{}: keys 'train.lambda_fit', 'lambda_sep', 'groupdro_eta', 'weight_decay' "
         "must be ≥ 0",
         path);
-  check_choice(path, "train.fit", t.fit, {"pooled", "per_group", "none"});
-  check_choice(path, "train.objective", t.objective, {"erm", "groupdro"});
   check_choice(path, "train.device", t.device, {"auto", "cuda", "cpu"});
   if (t.batch_size < int(c.groups.size()))
     input_error(
@@ -328,8 +367,8 @@ std::string to_toml(const Config& c) {
   toml::array groups;
   for (auto& g : c.groups) {
     toml::table t{{"name", g.name},     {"train_x", g.train_x}, {"train_y", g.train_y},
-                  {"test_x", g.test_x}, {"test_y", g.test_y},   {"encoder", g.encoder}};
-    if (g.encoder == "cnn") {
+                  {"test_x", g.test_x}, {"test_y", g.test_y},   {"encoder", std::string(name(g.encoder))}};
+    if (g.encoder == Encoder::cnn) {
       t.insert("channels", ints(g.channels));
       t.insert("kernel", g.kernel);
     } else {
@@ -342,11 +381,11 @@ std::string to_toml(const Config& c) {
   const TrainConfig& t = c.train;
   toml::table root{{"data", toml::table{{"classes", c.classes}, {"groups", std::move(groups)}}},
                    {"model", toml::table{{"latent_dim", m.latent_dim},
-                                         {"classifier", m.classifier},
+                                         {"classifier", std::string(name(m.classifier))},
                                          {"classifier_hidden", m.classifier_hidden},
-                                         {"latent_activation", m.latent_activation},
+                                         {"latent_activation", std::string(name(m.latent_activation))},
                                          {"anchor_scale", m.anchor_scale},
-                                         {"anchor_mean_init", m.anchor_mean_init}}},
+                                         {"anchor_mean_init", std::string(name(m.anchor_mean_init))}}},
                    {"train", toml::table{{"epochs", t.epochs},
                                          {"batch_size", t.batch_size},
                                          {"lr", t.lr},
@@ -354,8 +393,8 @@ std::string to_toml(const Config& c) {
                                          {"lambda_sep", t.lambda_sep},
                                          {"samples_per_anchor", t.samples_per_anchor},
                                          {"eps", t.eps},
-                                         {"fit", t.fit},
-                                         {"objective", t.objective},
+                                         {"fit", std::string(name(t.fit))},
+                                         {"objective", std::string(name(t.objective))},
                                          {"groupdro_eta", t.groupdro_eta},
                                          {"weight_decay", t.weight_decay},
                                          {"seed", int64_t(t.seed)},

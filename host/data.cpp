@@ -67,7 +67,7 @@ int64_t Split::row_size() const {
 std::vector<int64_t> encoder_input_shape(const GroupConfig& group, const Array<float>& x,
                                          const std::string& path) {
   const auto& s = x.shape;
-  if (group.encoder == "mlp") {
+  if (group.encoder == Encoder::mlp) {
     if (s.size() != 2 || s[1] < 1)
       input_error("{}: group '{}' has encoder \"mlp\", which takes vectors [n,d]; found shape {}",
                   path, group.name, shape_string(s));

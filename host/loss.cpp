@@ -1,15 +1,11 @@
-// L = L_clf + λ_fit L_fit + λ_sep L_sep on one batch, forward and analytic backward (DESIGN §1–2).
+// L = L_clf + λ_fit L_fit + λ_sep L_sep on one batch, forward and analytic backward (DESIGN §1–2),
+// as a fixed sequence of backend ops over buffers planned once (DESIGN §6).
 #include "hetdro/loss.h"
 
-#include <algorithm>
-#include <cmath>
-
 #include "hetdro/check.h"
-#include "hetdro/ops.h"
+#include "hetdro/ops.h"  // w2_gaussian_saved_size
 
 namespace hetdro {
-
-namespace ops = hetdro::cpu;
 
 LossSettings LossSettings::from(const Config& c) {
   LossSettings s;
@@ -20,194 +16,225 @@ LossSettings LossSettings::from(const Config& c) {
   s.fit = c.train.fit;
   s.objective = c.train.objective;
   s.groupdro_eta = c.train.groupdro_eta;
-  s.latent_relu = c.model.latent_activation == "relu";
   s.seed = c.train.seed;
   return s;
 }
 
-template <typename T>
-LossTerms loss_and_grad(const Model& model, const LossSettings& s, const T* P, T* G,
-                        const Batch<T>& batch, std::vector<double>& q, uint64_t sample_counter,
-                        LossWorkspace<T>& ws) {
-  const int groups = int(batch.n.size()), k = model.latent_dim(), C = model.classes();
-  const int B = int(batch.y.size());
-  const bool backward = G != nullptr;
-  LossTerms terms;
-  ws.encoders.resize(groups);
-
-  // Encoders into the shared latent space, then the latent activation.
-  ws.z_pre.resize(size_t(B) * k);
-  ws.z.resize(size_t(B) * k);
-  for (int g = 0, row = 0; g < groups; row += batch.n[g], ++g)
-    model.encoder_forward(g, P, batch.x[g], batch.n[g], ws.z_pre.data() + size_t(row) * k,
-                          ws.encoders[g]);
-  if (s.latent_relu) {
-    ops::relu_forward(ws.z.data(), ws.z_pre.data(), int64_t(ws.z.size()));
-    for (int g = 0, row = 0; g < groups; row += batch.n[g], ++g) {
-      const T* zg = ws.z.data() + size_t(row) * k;
-      if (std::all_of(zg, zg + size_t(batch.n[g]) * k, [](T v) { return v == T(0); }))
-        terms.dead_groups.push_back(g);
-    }
-  } else {
-    ws.z = ws.z_pre;
-  }
-
-  // L_clf: ERM mean cross-entropy, or GroupDRO Σ_g q_g ℓ_g.
-  ws.logits.resize(size_t(B) * C);
-  ws.probs.resize(ws.logits.size());
-  ws.loss.resize(B);
-  std::vector<T> group_sum(groups);
-  model.classifier_forward(P, ws.z.data(), B, ws.logits.data(), ws.classifier);
-  ops::softmax_xent_forward(ws.probs.data(), ws.loss.data(), group_sum.data(), ws.logits.data(),
-                            batch.y.data(), batch.group.data(), B, C, groups);
-  terms.group_loss.resize(groups);
-  ws.weight.resize(B);
-  double total_loss = 0;
-  for (int i = 0; i < B; ++i) total_loss += double(ws.loss[i]);
-  for (int g = 0; g < groups; ++g)
-    terms.group_loss[g] = batch.n[g] > 0 ? double(group_sum[g]) / batch.n[g] : 0.0;
-  if (s.objective == "groupdro") {
-    HETDRO_ASSERT(int(q.size()) == groups);
-    if (backward && s.groupdro_eta > 0) {
-      double sum = 0;
-      for (int g = 0; g < groups; ++g)  // a group absent from the batch keeps its weight
-        sum += q[g] *= batch.n[g] > 0 ? std::exp(s.groupdro_eta * terms.group_loss[g]) : 1.0;
-      for (int g = 0; g < groups; ++g) q[g] /= sum;
-    }
-    for (int g = 0; g < groups; ++g) terms.clf += q[g] * terms.group_loss[g];
-    for (int i = 0; i < B; ++i) ws.weight[i] = T(q[batch.group[i]] / batch.n[batch.group[i]]);
-  } else {
-    terms.clf = total_loss / B;
-    std::fill(ws.weight.begin(), ws.weight.end(), T(1.0 / B));
-  }
-  if (backward) {
-    ws.dz.assign(size_t(B) * k, T(0));
-    std::vector<T> dlogits(ws.logits.size(), T(0));
-    ops::softmax_xent_backward(dlogits.data(), ws.probs.data(), batch.y.data(), ws.weight.data(), B,
-                               C);
-    model.classifier_backward(P, G, ws.z.data(), B, dlogits.data(), ws.dz.data(), ws.classifier);
-  }
-
-  // L_fit: W2² between each class's (or group-class pair's) batch Gaussian and its anchor.
-  const T* anchor_mean = P + model.anchor_mean();
-  const T* anchor_chol = P + model.anchor_chol();
-  const int64_t kk = int64_t(k) * k;
-  if (s.fit != "none") {
-    const bool per_group = s.fit == "per_group";
-    const int slots = per_group ? groups * C : C;
-    ws.slot.resize(B);
-    for (int i = 0; i < B; ++i)
-      ws.slot[i] = per_group ? batch.group[i] * C + batch.y[i] : batch.y[i];
-    ws.mean.resize(size_t(slots) * k);
-    ws.cov.resize(size_t(slots) * kk);
-    ws.count.resize(slots);
-    terms.skipped_slots =
-        ops::class_moments_forward(ws.mean.data(), ws.cov.data(), ws.count.data(), ws.z.data(),
-                                   ws.slot.data(), B, k, slots, T(s.eps));
-    ws.pair_slot.clear();
-    for (int sl = 0; sl < slots; ++sl)
-      if (ws.count[sl] >= 2) ws.pair_slot.push_back(sl);
-    const int pairs = int(ws.pair_slot.size());
-    terms.fit_pairs = pairs;
-    if (pairs > 0) {
-      ws.anchor_cov.resize(size_t(C) * kk);
-      ops::anchor_cov_forward(ws.anchor_cov.data(), anchor_chol, C, k, T(s.eps));
-      ws.m1.resize(size_t(pairs) * k);
-      ws.m2.resize(ws.m1.size());
-      ws.A.resize(size_t(pairs) * kk);
-      ws.B.resize(ws.A.size());
-      for (int p = 0; p < pairs; ++p) {
-        const int sl = ws.pair_slot[p], c = sl % C;
-        std::copy_n(ws.mean.data() + size_t(sl) * k, k, ws.m1.data() + size_t(p) * k);
-        std::copy_n(ws.cov.data() + size_t(sl) * kk, kk, ws.A.data() + size_t(p) * kk);
-        std::copy_n(anchor_mean + size_t(c) * k, k, ws.m2.data() + size_t(p) * k);
-        std::copy_n(ws.anchor_cov.data() + size_t(c) * kk, kk, ws.B.data() + size_t(p) * kk);
-      }
-      ws.w2.resize(pairs);
-      ws.saved.resize(size_t(pairs) * ops::w2_gaussian_saved_size(k));
-      ops::w2_gaussian_forward(ws.w2.data(), ws.saved.data(), ws.m1.data(), ws.A.data(),
-                               ws.m2.data(), ws.B.data(), pairs, k, T(s.eps));
-      for (int p = 0; p < pairs; ++p) terms.fit += double(ws.w2[p]);
-      if (backward) {
-        std::vector<T> dw2(pairs, T(s.lambda_fit));
-        ws.dm1.assign(ws.m1.size(), T(0));
-        ws.dm2.assign(ws.m2.size(), T(0));
-        ws.dA.assign(ws.A.size(), T(0));
-        ws.dB.assign(ws.B.size(), T(0));
-        ops::w2_gaussian_backward(ws.dm1.data(), ws.dA.data(), ws.dm2.data(), ws.dB.data(),
-                                  dw2.data(), ws.saved.data(), ws.m1.data(), ws.A.data(),
-                                  ws.m2.data(), ws.B.data(), pairs, k, T(s.eps));
-        ws.dmean.assign(ws.mean.size(), T(0));
-        ws.dcov.assign(ws.cov.size(), T(0));
-        ws.danchor_cov.assign(ws.anchor_cov.size(), T(0));
-        T* d_anchor_mean = G + model.anchor_mean();
-        for (int p = 0; p < pairs; ++p) {
-          const int sl = ws.pair_slot[p], c = sl % C;
-          for (int i = 0; i < k; ++i) {
-            ws.dmean[size_t(sl) * k + i] += ws.dm1[size_t(p) * k + i];
-            d_anchor_mean[size_t(c) * k + i] += ws.dm2[size_t(p) * k + i];
-          }
-          for (int64_t i = 0; i < kk; ++i) {
-            ws.dcov[size_t(sl) * kk + i] += ws.dA[size_t(p) * kk + i];
-            ws.danchor_cov[size_t(c) * kk + i] += ws.dB[size_t(p) * kk + i];
-          }
-        }
-        ops::class_moments_backward(ws.dz.data(), ws.dmean.data(), ws.dcov.data(), ws.z.data(),
-                                    ws.mean.data(), ws.count.data(), ws.slot.data(), B, k, slots);
-        ops::anchor_cov_backward(G + model.anchor_chol(), ws.danchor_cov.data(), anchor_chol, C, k);
-      }
-    }
-  }
-
-  // L_sep: anchor samples Z_cj = m_c + L_c ξ must be classified as c (mean CE over c and j).
-  if (s.samples_per_anchor > 0) {
-    const int J = s.samples_per_anchor, n = C * J;
-    ws.sep_z.resize(size_t(n) * k);
-    ws.sep_xi.resize(ws.sep_z.size());
-    ops::anchor_sample_forward(ws.sep_z.data(), ws.sep_xi.data(), anchor_mean, anchor_chol, C, J, k,
-                               s.seed, sample_counter);
-    ws.sep_labels.resize(n);
-    for (int i = 0; i < n; ++i) ws.sep_labels[i] = i / J;
-    ws.sep_logits.resize(size_t(n) * C);
-    ws.sep_probs.resize(ws.sep_logits.size());
-    ws.sep_loss.resize(n);
-    model.classifier_forward(P, ws.sep_z.data(), n, ws.sep_logits.data(), ws.sep_classifier);
-    ops::softmax_xent_forward<T>(ws.sep_probs.data(), ws.sep_loss.data(), nullptr,
-                                 ws.sep_logits.data(), ws.sep_labels.data(), nullptr, n, C, 0);
-    for (int i = 0; i < n; ++i) terms.sep += double(ws.sep_loss[i]) / n;
-    if (backward) {
-      ws.sep_weight.assign(n, T(s.lambda_sep / n));
-      std::vector<T> dlogits(ws.sep_logits.size(), T(0));
-      ops::softmax_xent_backward(dlogits.data(), ws.sep_probs.data(), ws.sep_labels.data(),
-                                 ws.sep_weight.data(), n, C);
-      ws.sep_dz.assign(ws.sep_z.size(), T(0));
-      model.classifier_backward(P, G, ws.sep_z.data(), n, dlogits.data(), ws.sep_dz.data(),
-                                ws.sep_classifier);
-      ops::anchor_sample_backward(G + model.anchor_mean(), G + model.anchor_chol(),
-                                  ws.sep_dz.data(), ws.sep_xi.data(), C, J, k);
-    }
-  }
-
-  terms.total = terms.clf + s.lambda_fit * terms.fit + s.lambda_sep * terms.sep;
-  if (!backward) return terms;
-
-  // Back through the latent activation into each group's encoder.
-  std::vector<T> dz_pre(ws.dz.size(), T(0));
-  if (s.latent_relu)
-    ops::relu_backward(dz_pre.data(), ws.dz.data(), ws.z.data(), int64_t(dz_pre.size()));
-  else
-    dz_pre = ws.dz;
-  for (int g = 0, row = 0; g < groups; row += batch.n[g], ++g)
-    model.encoder_backward(g, P, G, batch.x[g], batch.n[g], dz_pre.data() + size_t(row) * k,
-                           ws.encoders[g]);
-  return terms;
+LossTerms StepStats::decode(const double* stats, int groups, const LossSettings& settings) {
+  LossTerms t;
+  t.clf = stats[kClf];
+  t.fit = stats[kFit];
+  t.sep = stats[kSep];
+  t.total = t.clf + settings.lambda_fit * t.fit + settings.lambda_sep * t.sep;
+  t.fit_pairs = stats[kFitPairs];
+  t.skipped_slots = stats[kSkippedSlots];
+  t.group_loss.assign(stats + kGroupLoss, stats + kGroupLoss + groups);
+  t.dead.assign(stats + dead(groups), stats + dead(groups) + groups);
+  return t;
 }
 
-template LossTerms loss_and_grad(const Model&, const LossSettings&, const float*, float*,
-                                 const Batch<float>&, std::vector<double>&, uint64_t,
-                                 LossWorkspace<float>&);
-template LossTerms loss_and_grad(const Model&, const LossSettings&, const double*, double*,
-                                 const Batch<double>&, std::vector<double>&, uint64_t,
-                                 LossWorkspace<double>&);
+const char* StepStats::name(int i) {
+  switch (i) {
+    case kClf:
+      return "loss_clf";
+    case kFit:
+      return "loss_fit";
+    case kFitPairs:
+      return "fit pair count";
+    case kSkippedSlots:
+      return "fit skipped count";
+    case kSep:
+      return "loss_sep";
+    default:
+      return "a group's mean cross-entropy";
+  }
+}
+
+template <typename T>
+Loss<T>::Loss(const Model& model, const LossSettings& settings, Backend<T>& backend,
+              const std::vector<int>& rows)
+    : model_(model), s_(settings), be_(backend), rows_(rows) {
+  HETDRO_ASSERT(int(rows_.size()) == model.groups());
+  const int C = model.classes(), G = int(rows_.size());
+  for (int n : rows_) B_ += n;
+  slots_ = s_.fit == Fit::per_group ? G * C : s_.fit == Fit::pooled ? C : 0;
+  sep_n_ = C * s_.samples_per_anchor;
+  block_ = plan(be_, [this](Arena& a) { layout(a); });
+
+  // Constants of the batch's fixed shape, uploaded once.
+  std::vector<int32_t> group, sep_labels(sep_n_);
+  for (int g = 0; g < G; ++g) group.insert(group.end(), rows_[g], g);
+  be_.upload(group_, group.data(), group.size() * sizeof(int32_t));
+  be_.upload(group_count_, rows_.data(), rows_.size() * sizeof(int32_t));
+  for (int i = 0; i < sep_n_; ++i) sep_labels[i] = i / s_.samples_per_anchor;
+  std::vector<T> sep_weight(sep_n_, T(s_.lambda_sep / sep_n_));
+  be_.upload(sep_labels_, sep_labels.data(), sep_labels.size() * sizeof(int32_t));
+  be_.upload(sep_weight_, sep_weight.data(), sep_weight.size() * sizeof(T));
+}
+
+template <typename T>
+void Loss<T>::layout(Arena& a) {
+  const int G = int(rows_.size()), C = model_.classes(), k = model_.latent_dim();
+  const int64_t kk = int64_t(k) * k, S = slots_;
+  x_.assign(G, nullptr);
+  for (int g = 0; g < G; ++g) x_[g] = a.take<T>(int64_t(rows_[g]) * model_.encoder(g).input_size());
+  y_ = a.take<int32_t>(B_);
+  group_ = a.take<int32_t>(B_);
+  group_count_ = a.take<int32_t>(G);
+  stats_ = a.take<double>(stats_size());
+
+  enc_.assign(G, {});
+  for (int g = 0; g < G; ++g) model_.plan_encoder(a, g, rows_[g], true, enc_[g]);
+  model_.plan_classifier(a, B_, true, cls_);
+  model_.plan_classifier(a, sep_n_, true, sep_cls_);
+  z_ = a.take<T>(int64_t(B_) * k);
+  logits_ = a.take<T>(int64_t(B_) * C);
+  probs_ = a.take<T>(int64_t(B_) * C);
+  loss_ = a.take<T>(B_);
+  weight_ = a.take<T>(B_);
+  group_sum_ = a.take<T>(G);
+
+  slot_ = a.take<int32_t>(B_);
+  count_ = a.take<int32_t>(S);
+  mean_ = a.take<T>(S * k);
+  cov_ = a.take<T>(S * kk);
+  w2_ = a.take<T>(S);
+  dw2_ = a.take<T>(S);
+  saved_ = a.take<T>(S * w2_gaussian_saved_size(k));
+  const bool repeated = s_.fit == Fit::per_group;
+  anchor_cov_ = a.take<T>(S > 0 ? C * kk : 0);
+  m2_ = a.take<T>(repeated ? S * k : 0);
+  B2_ = a.take<T>(repeated ? S * kk : 0);
+
+  sep_z_ = a.take<T>(int64_t(sep_n_) * k);
+  sep_xi_ = a.take<T>(int64_t(sep_n_) * k);
+  sep_logits_ = a.take<T>(int64_t(sep_n_) * C);
+  sep_probs_ = a.take<T>(int64_t(sep_n_) * C);
+  sep_loss_ = a.take<T>(sep_n_);
+  sep_weight_ = a.take<T>(sep_n_);
+  sep_labels_ = a.take<int32_t>(sep_n_);
+
+  grad_begin_ = dz_ = a.take<T>(int64_t(B_) * k);
+  dlogits_ = a.take<T>(int64_t(B_) * C);
+  dmean_ = a.take<T>(S * k);
+  dcov_ = a.take<T>(S * kk);
+  danchor_cov_ = a.take<T>(S > 0 ? C * kk : 0);
+  dm2_ = a.take<T>(repeated ? S * k : 0);
+  dB2_ = a.take<T>(repeated ? S * kk : 0);
+  sep_dlogits_ = a.take<T>(int64_t(sep_n_) * C);
+  sep_dz_ = a.take<T>(int64_t(sep_n_) * k);
+  grad_end_ = a.take<T>(0);
+}
+
+template <typename T>
+void Loss<T>::run(const T* P, T* G, double* q, uint64_t sample_counter) {
+  be_.zero(stats_, size_t(stats_size()) * sizeof(double));
+  if (G) be_.zero(grad_begin_, size_t(grad_end_ - grad_begin_) * sizeof(T));
+  encode(P);
+  clf_term(P, G, q);
+  if (s_.fit != Fit::none) fit_term(P, G);
+  if (s_.samples_per_anchor > 0) sep_term(P, G, sample_counter);
+  if (G) encode_backward(P, G);
+}
+
+// Each group's encoder into its rows of the shared latent z (group order), and the dead-latent
+// flags (DESIGN §1).
+template <typename T>
+void Loss<T>::encode(const T* P) {
+  const int G = int(rows_.size()), k = model_.latent_dim();
+  for (int g = 0, row = 0; g < G; row += rows_[g], ++g) {
+    T* zg = z_ + int64_t(row) * k;
+    model_.encoder_forward(be_, g, P, x_[g], rows_[g], zg, enc_[g]);
+    be_.all_zero(stats_ + StepStats::dead(G) + g, zg, int64_t(rows_[g]) * k);
+  }
+}
+
+// L_clf: ERM mean cross-entropy, or GroupDRO Σ_g q_g ℓ_g (DESIGN §1).
+template <typename T>
+void Loss<T>::clf_term(const T* P, T* G, double* q) {
+  const int groups = int(rows_.size()), C = model_.classes();
+  model_.classifier_forward(be_, P, z_, B_, logits_, cls_);
+  be_.softmax_xent_forward(probs_, loss_, group_sum_, logits_, y_, group_, B_, C, groups);
+  const bool groupdro = s_.objective == Objective::groupdro;
+  be_.clf_objective(stats_ + StepStats::kClf, stats_ + StepStats::kGroupLoss, q, weight_,
+                    group_sum_, group_count_, group_, B_, groups, groupdro,
+                    G ? s_.groupdro_eta : 0.0);
+  if (!G) return;
+  be_.softmax_xent_backward(dlogits_, probs_, y_, weight_, B_, C);
+  model_.classifier_backward(be_, P, G, z_, B_, dlogits_, dz_, cls_);
+}
+
+// L_fit: W2² between every slot's batch Gaussian and its class anchor; slots with n < 2 are
+// masked (DESIGN §1, §6). Pooled slots are the classes, so slot s pairs with anchor s in place;
+// per_group slots g·C + c pair with the anchors repeated once per group.
+template <typename T>
+void Loss<T>::fit_term(const T* P, T* G) {
+  const int C = model_.classes(), k = model_.latent_dim(), groups = int(rows_.size());
+  const int64_t kk = int64_t(k) * k;
+  const bool repeated = s_.fit == Fit::per_group;
+  const T* anchor_mean = P + model_.anchor_mean();
+  const T* anchor_chol = P + model_.anchor_chol();
+  const T eps = T(s_.eps);
+  be_.fit_slots(slot_, y_, repeated ? group_ : nullptr, B_, C);
+  be_.class_moments_forward(mean_, cov_, count_, z_, slot_, B_, k, slots_, eps);
+  be_.anchor_cov_forward(anchor_cov_, anchor_chol, C, k, eps);
+  const T* m2 = anchor_mean;
+  const T* B2 = anchor_cov_;
+  if (repeated) {
+    be_.repeat_forward(m2_, anchor_mean, int64_t(C) * k, groups);
+    be_.repeat_forward(B2_, anchor_cov_, C * kk, groups);
+    m2 = m2_;
+    B2 = B2_;
+  }
+  be_.w2_gaussian_forward(w2_, saved_, mean_, cov_, m2, B2, slots_, k, eps);
+  be_.fit_reduce(stats_ + StepStats::kFit, dw2_, w2_, count_, slots_, T(s_.lambda_fit));
+  if (!G) return;
+  T* d_anchor_mean = G + model_.anchor_mean();
+  be_.w2_gaussian_backward(dmean_, dcov_, repeated ? dm2_ : d_anchor_mean,
+                           repeated ? dB2_ : danchor_cov_, dw2_, saved_, mean_, cov_, m2, B2,
+                           slots_, k, eps);
+  if (repeated) {
+    be_.repeat_backward(d_anchor_mean, dm2_, int64_t(C) * k, groups);
+    be_.repeat_backward(danchor_cov_, dB2_, C * kk, groups);
+  }
+  be_.class_moments_backward(dz_, dmean_, dcov_, z_, mean_, count_, slot_, B_, k, slots_);
+  be_.anchor_cov_backward(G + model_.anchor_chol(), danchor_cov_, anchor_chol, C, k);
+}
+
+// L_sep: anchor samples Z_cj = m_c + L_c ξ must be classified as c (mean CE over c and j).
+template <typename T>
+void Loss<T>::sep_term(const T* P, T* G, uint64_t sample_counter) {
+  const int C = model_.classes(), k = model_.latent_dim(), J = s_.samples_per_anchor;
+  be_.anchor_sample_forward(sep_z_, sep_xi_, P + model_.anchor_mean(), P + model_.anchor_chol(),
+                            C, J, k, s_.seed, sample_counter);
+  model_.classifier_forward(be_, P, sep_z_, sep_n_, sep_logits_, sep_cls_);
+  be_.softmax_xent_forward(sep_probs_, sep_loss_, nullptr, sep_logits_, sep_labels_, nullptr,
+                           sep_n_, C, 0);
+  be_.sum_scaled(stats_ + StepStats::kSep, sep_loss_, sep_n_, 1.0 / sep_n_);
+  if (!G) return;
+  be_.softmax_xent_backward(sep_dlogits_, sep_probs_, sep_labels_, sep_weight_, sep_n_, C);
+  model_.classifier_backward(be_, P, G, sep_z_, sep_n_, sep_dlogits_, sep_dz_, sep_cls_);
+  be_.anchor_sample_backward(G + model_.anchor_mean(), G + model_.anchor_chol(), sep_dz_, sep_xi_,
+                             C, J, k);
+}
+
+// Back from the latent into each group's encoder.
+template <typename T>
+void Loss<T>::encode_backward(const T* P, T* G) {
+  const int k = model_.latent_dim();
+  for (int g = 0, row = 0; g < int(rows_.size()); row += rows_[g], ++g)
+    model_.encoder_backward(be_, g, P, G, x_[g], rows_[g], z_ + int64_t(row) * k,
+                            dz_ + int64_t(row) * k, enc_[g]);
+}
+
+template <typename T>
+LossTerms Loss<T>::read() const {
+  std::vector<double> host(stats_size());
+  be_.download(host.data(), stats_, host.size() * sizeof(double));
+  return StepStats::decode(host.data(), int(rows_.size()), s_);
+}
+
+template class Loss<float>;
+template class Loss<double>;
 
 }  // namespace hetdro

@@ -7,6 +7,7 @@
 #include <filesystem>
 
 #include "hetdro/check.h"
+#include "hetdro/backend.h"
 #include "hetdro/config.h"
 #include "hetdro/data.h"
 #include "hetdro/device.h"
@@ -31,31 +32,7 @@ void print_info() {
   for (size_t i = 0; i < r.gpus.size(); ++i)
     fmt::print("GPU {}: {}, {:.1f} GiB, compute capability {}.{}\n", i, r.gpus[i].name,
                double(r.gpus[i].memory_bytes) / (1 << 30), r.gpus[i].major, r.gpus[i].minor);
-  fmt::print("training path: CPU (the CUDA training path is not built yet)\n");
-}
-
-// "auto" and "cpu" run on the CPU and say why; "cuda" cannot run yet and says so.
-void resolve_device(const Config& config) {
-  DeviceReport r = query_devices();
-  if (config.train.device == "cuda") {
-    if (r.gpus.empty())
-      input_error("{}: train.device = \"cuda\", but {}. Use \"auto\" or \"cpu\".", config.path,
-                  r.status);
-    input_error(
-        "{}: train.device = \"cuda\": the CUDA training path is not implemented yet; "
-        "use \"auto\" or \"cpu\"",
-        config.path);
-  }
-  if (config.train.device == "cpu") {
-    fmt::print("device: cpu (train.device = \"cpu\"), {} thread(s)\n", omp_get_max_threads());
-  } else if (r.gpus.empty()) {
-    fmt::print("device: cpu ({}), {} thread(s)\n", r.status, omp_get_max_threads());
-  } else {
-    fmt::print(
-        "device: cpu: GPU {} found, but the CUDA training path is not implemented yet; "
-        "{} thread(s)\n",
-        r.gpus[0].name, omp_get_max_threads());
-  }
+  fmt::print("training backends: cpu (the cuda backend is not built yet)\n");
 }
 
 // The run's config and data, from --run DIR or from --config (with --checkpoint).
@@ -116,7 +93,8 @@ int main(int argc, char** argv) {
   std::vector<std::string> overrides;
   bool overwrite = false;
   int64_t max_steps = 0;
-  auto* train = app.add_subcommand("train", "Train on the CPU (the CUDA path comes later)");
+  auto* train = app.add_subcommand(
+      "train", "Train on the backend train.device picks (today: the CPU; CUDA comes next)");
   train->add_option("--config", config_path, "Config TOML (DESIGN §4)")->required();
   train
       ->add_option("--out", out,
@@ -164,8 +142,10 @@ int main(int argc, char** argv) {
       prepare_synthetic(out, seed);
     } else if (train->parsed()) {
       Config config = load_config(config_path, overrides);
-      resolve_device(config);
-      Trainer trainer(config, load_groups(config));
+      std::string why;
+      auto backend = make_backend(config.train.device, config.path, &why);
+      fmt::print("{}\n", why);
+      Trainer trainer(config, load_groups(config), std::move(backend));
       trainer.train(out, overwrite, max_steps);
     } else if (eval->parsed() || predict->parsed()) {
       Loaded l = load_run(run, config_path, checkpoint, overrides);
@@ -194,7 +174,7 @@ int main(int argc, char** argv) {
         if (g < 0) input_error("--group '{}': no such group in {}", group, l.config.path);
         Array<float> x = load_features(input, l.config.groups[g]);
         const auto shape = encoder_input_shape(l.config.groups[g], x, input);
-        const auto expected = trainer.sample_shape(g);
+        const auto expected = trainer.model().encoder(g).sample_shape();
         if (shape != expected)
           input_error("{}: samples of shape {}, but group '{}' was trained on samples of shape {}",
                       input, fmt::join(shape, "x"), group, fmt::join(expected, "x"));

@@ -1,20 +1,28 @@
 // The model: flat parameter layout (names as DESIGN §4), init, and the encoder and classifier
-// passes composed from the CPU ops.
+// passes composed from a backend's ops.
 #include "hetdro/model.h"
 
 #include <algorithm>
 #include <cmath>
 
 #include "hetdro/check.h"
-#include "hetdro/ops.h"
 #include "hetdro/rng.h"
 
 namespace hetdro {
 
-namespace ops = hetdro::cpu;
-
 int64_t EncoderLayout::input_size() const {
-  return kind == "cnn" ? int64_t(h) * w : layers.front().in;
+  return kind == Encoder::cnn ? int64_t(h) * w : layers.front().in;
+}
+
+std::vector<int64_t> EncoderLayout::sample_shape() const {
+  if (kind == Encoder::cnn) return {1, h, w};
+  return {layers.front().in};
+}
+
+const ParamInfo& Model::param_at(int64_t i) const {
+  HETDRO_ASSERT(i >= 0 && i < size_);
+  return *std::find_if(params_.begin(), params_.end(),
+                       [&](const ParamInfo& p) { return i < p.offset + p.size; });
 }
 
 int64_t Model::add(const std::string& name, std::vector<int64_t> shape) {
@@ -35,6 +43,7 @@ LinearLayer Model::add_linear(const std::string& prefix, int in, int out) {
 Model::Model(const Config& config, const std::vector<std::vector<int64_t>>& sample_shapes)
     : latent_(config.model.latent_dim),
       classes_(config.classes),
+      latent_relu_(config.model.latent_activation == LatentActivation::relu),
       anchor_mean_init_(config.model.anchor_mean_init),
       anchor_scale_(config.model.anchor_scale) {
   HETDRO_ASSERT(sample_shapes.size() == config.groups.size());
@@ -43,7 +52,7 @@ Model::Model(const Config& config, const std::vector<std::vector<int64_t>>& samp
     const std::string prefix = "encoders." + gc.name;
     EncoderLayout e;
     e.kind = gc.encoder;
-    if (e.kind == "cnn") {
+    if (e.kind == Encoder::cnn) {
       e.h = int(sample_shapes[g][1]);
       e.w = int(sample_shapes[g][2]);
       e.c1 = gc.channels[0];
@@ -65,7 +74,7 @@ Model::Model(const Config& config, const std::vector<std::vector<int64_t>>& samp
     }
     encoders_.push_back(e);
   }
-  if (config.model.classifier == "linear") {
+  if (config.model.classifier == Classifier::linear) {
     classifier_.push_back(add_linear("classifier", latent_, classes_));
   } else {
     classifier_.push_back(
@@ -98,7 +107,7 @@ void Model::init(T* params, uint64_t seed) const {
   }
   for (int c = 0; c < classes_; ++c) {
     for (int i = 0; i < latent_; ++i) {
-      if (anchor_mean_init_ == "random")
+      if (anchor_mean_init_ == AnchorMeanInit::random)
         params[anchor_mean_ + c * latent_ + i] =
             T(normal01(stream ^ 0xA0C4ull, uint64_t(c * latent_ + i)));
       params[anchor_chol_ + (int64_t(c) * latent_ + i) * latent_ + i] = T(anchor_scale_);
@@ -107,120 +116,161 @@ void Model::init(T* params, uint64_t seed) const {
 }
 
 template <typename T>
-void Model::encoder_forward(int g, const T* P, const T* x, int n, T* z,
-                            EncoderActivations<T>& act) const {
+void Model::plan_encoder(Arena& arena, int g, int rows, bool backward, EncoderBuffers<T>& b) const {
   const EncoderLayout& e = encoders_[g];
-  if (e.kind == "cnn") {
-    act.a1.resize(size_t(n) * e.c1 * e.h1() * e.w1());
-    act.a2.resize(size_t(n) * e.c2 * e.h2() * e.w2());
-    act.pooled.resize(size_t(n) * e.c2 * e.hp() * e.wp());
-    act.act.resize(act.pooled.size());
-    ops::conv2d_forward(act.a1.data(), x, P + e.conv1_w, P + e.conv1_b, n, 1, e.h, e.w, e.c1, e.k,
-                        e.k);
-    ops::conv2d_forward(act.a2.data(), act.a1.data(), P + e.conv2_w, P + e.conv2_b, n, e.c1, e.h1(),
-                        e.w1(), e.c2, e.k, e.k);
-    ops::maxpool2x2_forward(act.pooled.data(), act.a2.data(), n, e.c2, e.h2(), e.w2());
-    ops::sigmoid_forward(act.act.data(), act.pooled.data(), int64_t(act.pooled.size()));
-    const LinearLayer& fc = e.layers[0];
-    ops::linear_forward(z, act.act.data(), P + fc.w, P + fc.b, n, fc.in, fc.out);
-    return;
-  }
-  act.hidden.resize(e.layers.size() - 1);
-  const T* in = x;
-  for (size_t i = 0; i < e.layers.size(); ++i) {
-    const LinearLayer& l = e.layers[i];
-    const bool last = i + 1 == e.layers.size();
-    T* out = z;
-    if (!last) {
-      act.hidden[i].resize(size_t(n) * l.out);
-      out = act.hidden[i].data();
+  const int64_t n = rows;
+  b.hidden.clear();
+  if (e.kind == Encoder::cnn) {
+    const int64_t a1 = n * e.c1 * e.h1() * e.w1(), a2 = n * e.c2 * e.h2() * e.w2();
+    const int64_t pooled = n * e.c2 * e.hp() * e.wp();
+    b.a1 = arena.take<T>(a1);
+    b.a2 = arena.take<T>(a2);
+    b.pooled = arena.take<T>(pooled);
+    b.act = arena.take<T>(pooled);
+    if (backward) {  // the backward alternates: grad_a holds d(act), d(a2); grad_b d(pooled), d(a1)
+      b.grad_a = arena.take<T>(std::max(pooled, a2));
+      b.grad_b = arena.take<T>(std::max(pooled, a1));
     }
-    ops::linear_forward(out, in, P + l.w, P + l.b, n, l.in, l.out);
-    if (!last) ops::relu_forward(out, out, int64_t(n) * l.out);
-    in = out;
+  } else {
+    int64_t widest = 0;
+    for (size_t i = 0; i + 1 < e.layers.size(); ++i) {
+      b.hidden.push_back(arena.take<T>(n * e.layers[i].out));
+      widest = std::max<int64_t>(widest, e.layers[i].out);
+    }
+    if (backward) {
+      b.grad_a = arena.take<T>(n * widest);
+      b.grad_b = arena.take<T>(n * widest);
+    }
+  }
+  if (backward && latent_relu_) b.dz_pre = arena.take<T>(n * latent_);
+}
+
+template <typename T>
+void Model::plan_classifier(Arena& arena, int rows, bool backward, ClassifierBuffers<T>& b) const {
+  if (classifier_.size() == 1) return;
+  const int64_t size = int64_t(rows) * classifier_[0].out;
+  b.hidden = arena.take<T>(size);
+  if (backward) {
+    b.grad_post = arena.take<T>(size);
+    b.grad_hidden = arena.take<T>(size);
   }
 }
 
 template <typename T>
-void Model::encoder_backward(int g, const T* P, T* G, const T* x, int n, const T* dz,
-                             EncoderActivations<T>& act) const {
+void Model::encoder_forward(Backend<T>& be, int g, const T* P, const T* x, int n, T* z,
+                            const EncoderBuffers<T>& b) const {
   const EncoderLayout& e = encoders_[g];
-  auto zeroed = [](std::vector<T>& v, size_t count) {
-    v.assign(count, T(0));
-    return v.data();
-  };
-  if (e.kind == "cnn") {
+  if (e.kind == Encoder::cnn) {
+    const int64_t pooled = int64_t(n) * e.c2 * e.hp() * e.wp();
+    be.conv2d_forward(b.a1, x, P + e.conv1_w, P + e.conv1_b, n, 1, e.h, e.w, e.c1, e.k, e.k);
+    be.conv2d_forward(b.a2, b.a1, P + e.conv2_w, P + e.conv2_b, n, e.c1, e.h1(), e.w1(), e.c2,
+                      e.k, e.k);
+    be.maxpool2x2_forward(b.pooled, b.a2, n, e.c2, e.h2(), e.w2());
+    be.sigmoid_forward(b.act, b.pooled, pooled);
     const LinearLayer& fc = e.layers[0];
-    T* d_act = zeroed(act.grad_a, act.act.size());
-    ops::linear_backward(d_act, G + fc.w, G + fc.b, dz, act.act.data(), P + fc.w, n, fc.in, fc.out);
-    T* d_pooled = zeroed(act.grad_b, act.pooled.size());
-    ops::sigmoid_backward(d_pooled, d_act, act.act.data(), int64_t(act.act.size()));
-    T* d_a2 = zeroed(act.grad_a, act.a2.size());
-    ops::maxpool2x2_backward(d_a2, d_pooled, act.a2.data(), n, e.c2, e.h2(), e.w2());
-    T* d_a1 = zeroed(act.grad_b, act.a1.size());
-    ops::conv2d_backward(d_a1, G + e.conv2_w, G + e.conv2_b, d_a2, act.a1.data(), P + e.conv2_w, n,
-                         e.c1, e.h1(), e.w1(), e.c2, e.k, e.k);
-    ops::conv2d_backward<T>(nullptr, G + e.conv1_w, G + e.conv1_b, d_a1, x, P + e.conv1_w, n, 1,
-                            e.h, e.w, e.c1, e.k, e.k);
+    be.linear_forward(z, b.act, P + fc.w, P + fc.b, n, fc.in, fc.out);
+  } else {
+    const T* in = x;
+    for (size_t i = 0; i < e.layers.size(); ++i) {
+      const LinearLayer& l = e.layers[i];
+      const bool last = i + 1 == e.layers.size();
+      T* out = last ? z : b.hidden[i];
+      be.linear_forward(out, in, P + l.w, P + l.b, n, l.in, l.out);
+      if (!last) be.relu_forward(out, out, int64_t(n) * l.out);
+      in = out;
+    }
+  }
+  if (latent_relu_) be.relu_forward(z, z, int64_t(n) * latent_);  // DESIGN §1
+}
+
+template <typename T>
+void Model::encoder_backward(Backend<T>& be, int g, const T* P, T* G, const T* x, int n,
+                             const T* z, const T* dz, const EncoderBuffers<T>& b) const {
+  const EncoderLayout& e = encoders_[g];
+  auto zeroed = [&](T* p, int64_t count) {
+    be.zero(p, size_t(count) * sizeof(T));
+    return p;
+  };
+  if (latent_relu_) {
+    be.relu_backward(zeroed(b.dz_pre, int64_t(n) * latent_), dz, z, int64_t(n) * latent_);
+    dz = b.dz_pre;
+  }
+  if (e.kind == Encoder::cnn) {
+    const int64_t a1 = int64_t(n) * e.c1 * e.h1() * e.w1(), a2 = int64_t(n) * e.c2 * e.h2() * e.w2();
+    const int64_t pooled = int64_t(n) * e.c2 * e.hp() * e.wp();
+    const LinearLayer& fc = e.layers[0];
+    T* d_act = zeroed(b.grad_a, pooled);
+    be.linear_backward(d_act, G + fc.w, G + fc.b, dz, b.act, P + fc.w, n, fc.in, fc.out);
+    T* d_pooled = zeroed(b.grad_b, pooled);
+    be.sigmoid_backward(d_pooled, d_act, b.act, pooled);
+    T* d_a2 = zeroed(b.grad_a, a2);
+    be.maxpool2x2_backward(d_a2, d_pooled, b.a2, n, e.c2, e.h2(), e.w2());
+    T* d_a1 = zeroed(b.grad_b, a1);
+    be.conv2d_backward(d_a1, G + e.conv2_w, G + e.conv2_b, d_a2, b.a1, P + e.conv2_w, n, e.c1,
+                       e.h1(), e.w1(), e.c2, e.k, e.k);
+    be.conv2d_backward(nullptr, G + e.conv1_w, G + e.conv1_b, d_a1, x, P + e.conv1_w, n, 1, e.h,
+                       e.w, e.c1, e.k, e.k);
     return;
   }
-  // mlp, last layer first; grad_a holds the gradient flowing into the current layer's output.
-  std::vector<T> upstream(dz, dz + size_t(n) * latent_);
+  // mlp, last layer first: `upstream` is the gradient at the current layer's output; grad_a
+  // takes the gradient at its input, grad_b the same after the ReLU below it.
+  const T* upstream = dz;
   for (size_t i = e.layers.size(); i-- > 0;) {
     const LinearLayer& l = e.layers[i];
-    const T* in = i == 0 ? x : act.hidden[i - 1].data();
-    T* d_in = i == 0 ? nullptr : zeroed(act.grad_a, size_t(n) * l.in);
-    ops::linear_backward(d_in, G + l.w, G + l.b, upstream.data(), in, P + l.w, n, l.in, l.out);
+    const T* in = i == 0 ? x : b.hidden[i - 1];
+    T* d_in = i == 0 ? nullptr : zeroed(b.grad_a, int64_t(n) * l.in);
+    be.linear_backward(d_in, G + l.w, G + l.b, upstream, in, P + l.w, n, l.in, l.out);
     if (i == 0) break;
-    upstream.assign(size_t(n) * l.in, T(0));
-    ops::relu_backward(upstream.data(), d_in, act.hidden[i - 1].data(), int64_t(n) * l.in);
+    be.relu_backward(zeroed(b.grad_b, int64_t(n) * l.in), d_in, b.hidden[i - 1],
+                     int64_t(n) * l.in);
+    upstream = b.grad_b;
   }
 }
 
 template <typename T>
-void Model::classifier_forward(const T* P, const T* z, int n, T* logits,
-                               ClassifierActivations<T>& act) const {
+void Model::classifier_forward(Backend<T>& be, const T* P, const T* z, int n, T* logits,
+                               const ClassifierBuffers<T>& b) const {
   if (classifier_.size() == 1) {
     const LinearLayer& l = classifier_[0];
-    ops::linear_forward(logits, z, P + l.w, P + l.b, n, l.in, l.out);
+    be.linear_forward(logits, z, P + l.w, P + l.b, n, l.in, l.out);
     return;
   }
   const LinearLayer &l0 = classifier_[0], &l1 = classifier_[1];
-  act.hidden.resize(size_t(n) * l0.out);
-  ops::linear_forward(act.hidden.data(), z, P + l0.w, P + l0.b, n, l0.in, l0.out);
-  ops::relu_forward(act.hidden.data(), act.hidden.data(), int64_t(act.hidden.size()));
-  ops::linear_forward(logits, act.hidden.data(), P + l1.w, P + l1.b, n, l1.in, l1.out);
+  be.linear_forward(b.hidden, z, P + l0.w, P + l0.b, n, l0.in, l0.out);
+  be.relu_forward(b.hidden, b.hidden, int64_t(n) * l0.out);
+  be.linear_forward(logits, b.hidden, P + l1.w, P + l1.b, n, l1.in, l1.out);
 }
 
 template <typename T>
-void Model::classifier_backward(const T* P, T* G, const T* z, int n, const T* dlogits, T* dz,
-                                ClassifierActivations<T>& act) const {
+void Model::classifier_backward(Backend<T>& be, const T* P, T* G, const T* z, int n,
+                                const T* dlogits, T* dz, const ClassifierBuffers<T>& b) const {
   if (classifier_.size() == 1) {
     const LinearLayer& l = classifier_[0];
-    ops::linear_backward(dz, G + l.w, G + l.b, dlogits, z, P + l.w, n, l.in, l.out);
+    be.linear_backward(dz, G + l.w, G + l.b, dlogits, z, P + l.w, n, l.in, l.out);
     return;
   }
   const LinearLayer &l0 = classifier_[0], &l1 = classifier_[1];
-  std::vector<T> d_post(act.hidden.size(), T(0));
-  ops::linear_backward(d_post.data(), G + l1.w, G + l1.b, dlogits, act.hidden.data(), P + l1.w, n,
-                       l1.in, l1.out);
-  act.grad_hidden.assign(act.hidden.size(), T(0));
-  ops::relu_backward(act.grad_hidden.data(), d_post.data(), act.hidden.data(),
-                     int64_t(act.hidden.size()));
-  ops::linear_backward(dz, G + l0.w, G + l0.b, act.grad_hidden.data(), z, P + l0.w, n, l0.in,
-                       l0.out);
+  const int64_t size = int64_t(n) * l0.out;
+  be.zero(b.grad_post, size_t(size) * sizeof(T));
+  be.linear_backward(b.grad_post, G + l1.w, G + l1.b, dlogits, b.hidden, P + l1.w, n, l1.in,
+                     l1.out);
+  be.zero(b.grad_hidden, size_t(size) * sizeof(T));
+  be.relu_backward(b.grad_hidden, b.grad_post, b.hidden, size);
+  be.linear_backward(dz, G + l0.w, G + l0.b, b.grad_hidden, z, P + l0.w, n, l0.in, l0.out);
 }
 
-#define HETDRO_INSTANTIATE(T)                                                                     \
-  template void Model::init(T*, uint64_t) const;                                                  \
-  template void Model::encoder_forward(int, const T*, const T*, int, T*, EncoderActivations<T>&)  \
-      const;                                                                                      \
-  template void Model::encoder_backward(int, const T*, T*, const T*, int, const T*,               \
-                                        EncoderActivations<T>&) const;                            \
-  template void Model::classifier_forward(const T*, const T*, int, T*, ClassifierActivations<T>&) \
-      const;                                                                                      \
-  template void Model::classifier_backward(const T*, T*, const T*, int, const T*, T*,             \
-                                           ClassifierActivations<T>&) const;
+#define HETDRO_INSTANTIATE(T)                                                                   \
+  template void Model::init(T*, uint64_t) const;                                                \
+  template void Model::plan_encoder(Arena&, int, int, bool, EncoderBuffers<T>&) const;          \
+  template void Model::plan_classifier(Arena&, int, bool, ClassifierBuffers<T>&) const;         \
+  template void Model::encoder_forward(Backend<T>&, int, const T*, const T*, int, T*,           \
+                                       const EncoderBuffers<T>&) const;                         \
+  template void Model::encoder_backward(Backend<T>&, int, const T*, T*, const T*, int,          \
+                                        const T*, const T*, const EncoderBuffers<T>&) const;    \
+  template void Model::classifier_forward(Backend<T>&, const T*, const T*, int, T*,             \
+                                          const ClassifierBuffers<T>&) const;                   \
+  template void Model::classifier_backward(Backend<T>&, const T*, T*, const T*, int, const T*, \
+                                           T*, const ClassifierBuffers<T>&) const;
 HETDRO_INSTANTIATE(float)
 HETDRO_INSTANTIATE(double)
 #undef HETDRO_INSTANTIATE

@@ -29,8 +29,12 @@ Moments moments(const std::vector<double>& z, const std::vector<int32_t>& slot, 
   out.mean.assign(size_t(slots) * k, -7.0);  // garbage: the forward must overwrite
   out.cov.assign(size_t(slots) * k * k, -7.0);
   out.count.assign(slots, -7);
-  out.skipped = cpu::class_moments_forward(out.mean.data(), out.cov.data(), out.count.data(),
-                                           z.data(), slot.data(), int(slot.size()), k, slots, eps);
+  cpu::class_moments_forward(out.mean.data(), out.cov.data(), out.count.data(), z.data(),
+                             slot.data(), int(slot.size()), k, slots, eps);
+  // The fit counts the skipped slots from these counts (fit_reduce; DESIGN §6).
+  std::vector<double> w2(slots, 1.0), dw2(slots), fit(3);
+  cpu::fit_reduce(fit.data(), dw2.data(), w2.data(), out.count.data(), slots, 1.0);
+  out.skipped = int(fit[2]);
   return out;
 }
 

@@ -2,6 +2,7 @@
 // key, and leaves no run folder behind. Also --help, --set and the subcommand stubs.
 #include <gtest/gtest.h>
 #include <sys/wait.h>
+#include <unistd.h>  // getpid
 
 #include <array>
 #include <cmath>
@@ -45,10 +46,12 @@ void write_text(const std::string& path, const std::string& text) { std::ofstrea
 class Cli : public ::testing::Test {
  protected:
   static void SetUpTestSuite() {
-    source_ = fs::path(::testing::TempDir()) / "hetdro_cli_synthetic";
+    // One source per process: ctest -j runs each test in a process of its own.
+    source_ = fs::path(::testing::TempDir()) / ("hetdro_cli_synthetic_" + std::to_string(getpid()));
     fs::remove_all(source_);
     prepare_synthetic(source_.string());
   }
+  static void TearDownTestSuite() { fs::remove_all(source_); }
   void SetUp() override {
     dir_ = fs::path(::testing::TempDir()) /
            (std::string("hetdro_cli_") +

@@ -51,20 +51,20 @@ TEST(Config, DefaultsFollowTheDesign) {
   Config c = load_config(write_config("min.toml", kMinimal));
   EXPECT_EQ(c.classes, 3);
   ASSERT_EQ(c.groups.size(), 2u);
-  EXPECT_EQ(c.groups[0].encoder, "cnn");
+  EXPECT_EQ(c.groups[0].encoder, Encoder::cnn);
   EXPECT_EQ(c.groups[0].channels, (std::vector<int>{32, 64}));
   EXPECT_EQ(c.groups[1].hidden, (std::vector<int>{16, 8}));
   EXPECT_EQ(c.model.latent_dim, 64);
-  EXPECT_EQ(c.model.classifier, "linear");
-  EXPECT_EQ(c.model.latent_activation, "none");
+  EXPECT_EQ(c.model.classifier, Classifier::linear);
+  EXPECT_EQ(c.model.latent_activation, LatentActivation::none);
   EXPECT_EQ(c.train.batch_size, 100);
   EXPECT_DOUBLE_EQ(c.train.lr, 1e-3);
   EXPECT_DOUBLE_EQ(c.train.lambda_fit, 1e-3);
   EXPECT_DOUBLE_EQ(c.train.lambda_sep, 1e-3);
   EXPECT_EQ(c.train.samples_per_anchor, 16);
   EXPECT_DOUBLE_EQ(c.train.eps, 1e-5);
-  EXPECT_EQ(c.train.fit, "pooled");
-  EXPECT_EQ(c.train.objective, "erm");
+  EXPECT_EQ(c.train.fit, Fit::pooled);
+  EXPECT_EQ(c.train.objective, Objective::erm);
   EXPECT_DOUBLE_EQ(c.train.groupdro_eta, 0.01);
   // Relative paths resolve against the config's folder; absolute ones stay.
   EXPECT_EQ(
@@ -78,7 +78,7 @@ TEST(Config, OverridesUseTomlValuesAndArrayIndices) {
                          {"train.epochs=3", "train.fit=per_group", "model.latent_dim=8",
                           "data.groups.1.hidden=[4]", "train.lr=0.01"});
   EXPECT_EQ(c.train.epochs, 3);
-  EXPECT_EQ(c.train.fit, "per_group");
+  EXPECT_EQ(c.train.fit, Fit::per_group);
   EXPECT_EQ(c.model.latent_dim, 8);
   EXPECT_EQ(c.groups[1].hidden, (std::vector<int>{4}));
   EXPECT_DOUBLE_EQ(c.train.lr, 0.01);
@@ -113,7 +113,7 @@ TEST(Config, ResolvedTomlLoadsBackToTheSameConfig) {
   const std::string path = write_config("resolved.toml", to_toml(c));
   Config d = load_config(path);
   EXPECT_EQ(to_toml(d), to_toml(c));
-  EXPECT_EQ(d.train.objective, "groupdro");
+  EXPECT_EQ(d.train.objective, Objective::groupdro);
   EXPECT_EQ(d.train.seed, 7u);
   EXPECT_EQ(d.groups[0].test_x, "/abs/a_tx.npy");
 }

@@ -109,9 +109,9 @@ TEST_F(HeteroFashion, SplitIs70_25_5AndEveryTestImageIsInEveryGroup) {
 TEST_F(HeteroFashion, ConfigIsReadyToTrain) {
   Config c = load_config(out_ + "/config.toml");
   EXPECT_EQ(c.classes, 10);
-  EXPECT_EQ(c.groups[2].encoder, "mlp");
+  EXPECT_EQ(c.groups[2].encoder, Encoder::mlp);
   EXPECT_EQ(c.train.epochs, 2);
-  EXPECT_EQ(c.model.latent_activation, "none");
+  EXPECT_EQ(c.model.latent_activation, LatentActivation::none);
 }
 
 TEST(PrepareSynthetic, IsSeededAndLoads) {

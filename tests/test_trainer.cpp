@@ -8,6 +8,7 @@
 #include <fstream>
 #include <nlohmann/json.hpp>
 
+#include "hetdro/backend.h"
 #include "hetdro/check.h"
 #include "hetdro/checkpoint.h"
 #include "hetdro/io.h"
@@ -22,18 +23,18 @@ namespace {
 namespace fs = std::filesystem;
 
 // A tiny two-group model: a cnn on 6x6 images and an mlp on 5-d vectors, latent 3, 2 classes.
-Config tiny_config(const std::string& fit, const std::string& objective,
-                   const std::string& classifier, const std::string& activation) {
+Config tiny_config(Fit fit, Objective objective, Classifier classifier,
+                   LatentActivation activation) {
   Config c;
   c.classes = 2;
   GroupConfig img;
   img.name = "img";
-  img.encoder = "cnn";
+  img.encoder = Encoder::cnn;
   img.channels = {2, 3};
   img.kernel = 2;
   GroupConfig vec;
   vec.name = "vec";
-  vec.encoder = "mlp";
+  vec.encoder = Encoder::mlp;
   vec.hidden = {4};
   c.groups = {img, vec};
   c.model.latent_dim = 3;
@@ -49,67 +50,86 @@ Config tiny_config(const std::string& fit, const std::string& objective,
   return c;
 }
 
-// The batch every tiny-model test uses: 8 samples per group, classes alternating, so every
-// (group, class) slot holds 4 samples.
+// The tiny model's loss on the CPU backend, with the batch every tiny-model test uses: 8 samples
+// per group, classes alternating, so every (group, class) slot holds 4 samples.
 template <typename T>
-struct TinyBatch {
-  std::vector<T> x_img = testing::random_vector<T>(8 * 36, 1, T(0), T(1));
-  std::vector<T> x_vec = testing::random_vector<T>(8 * 5, 2);
-  Batch<T> batch;
-  TinyBatch() {
-    batch.x = {x_img.data(), x_vec.data()};
-    batch.n = {8, 8};
-    for (int i = 0; i < 16; ++i) {
-      batch.y.push_back(i % 2);
-      batch.group.push_back(i / 8);
-    }
+struct TinyLoss {
+  Model model;
+  LossSettings settings;
+  std::unique_ptr<Backend<T>> backend = make_cpu_backend<T>();
+  std::unique_ptr<Loss<T>> loss;
+  Buffer<T> params, grads;
+  Buffer<double> q;
+
+  TinyLoss(const Config& c, double groupdro_eta)
+      : model(c, {{1, 6, 6}, {5}}), settings(LossSettings::from(c)) {
+    settings.groupdro_eta = groupdro_eta;
+    loss = std::make_unique<Loss<T>>(model, settings, *backend, std::vector<int>{8, 8});
+    params = Buffer<T>(*backend, model.size());
+    grads = Buffer<T>(*backend, model.size());
+    q = Buffer<double>(*backend, 2);
+    std::vector<int32_t> y;
+    for (int i = 0; i < 16; ++i) y.push_back(i % 2);
+    backend->upload(loss->batch_x(0), testing::random_vector<T>(8 * 36, 1, T(0), T(1)).data(),
+                    8 * 36 * sizeof(T));
+    backend->upload(loss->batch_x(1), testing::random_vector<T>(8 * 5, 2).data(),
+                    8 * 5 * sizeof(T));
+    backend->upload(loss->batch_y(), y.data(), y.size() * sizeof(int32_t));
   }
-  TinyBatch(const TinyBatch&) = delete;  // batch.x points into this object
+  // The loss at p with GroupDRO weights q0; with `gradient`, also its gradient.
+  LossTerms run(const std::vector<T>& p, const std::vector<double>& q0,
+                std::vector<T>* gradient = nullptr) {
+    params.upload(p);
+    q.upload(q0);
+    grads.zero();
+    loss->run(params.data(), gradient ? grads.data() : nullptr, q.data(), 11);
+    if (gradient) *gradient = grads.download();
+    return loss->read();
+  }
 };
 
 struct GradCase {
-  std::string fit, objective, classifier, activation;
+  Fit fit;
+  Objective objective;
+  Classifier classifier;
+  LatentActivation activation;
 };
-void PrintTo(const GradCase& c, std::ostream* os) {
-  *os << c.fit << "/" << c.objective << "/" << c.classifier << "/" << c.activation;
+std::string case_name(const GradCase& c) {
+  return std::string(name(c.fit)) + "_" + name(c.objective) + "_" + name(c.classifier) + "_" +
+         name(c.activation);
 }
+void PrintTo(const GradCase& c, std::ostream* os) { *os << case_name(c); }
 
 class WholeLoss : public ::testing::TestWithParam<GradCase> {};
 
 TEST_P(WholeLoss, GradientOfEveryTensorMatchesCentralDifferences) {
   const GradCase& gc = GetParam();
   Config c = tiny_config(gc.fit, gc.objective, gc.classifier, gc.activation);
-  Model model(c, {{1, 6, 6}, {5}});
-  LossSettings s = LossSettings::from(c);
-  s.groupdro_eta = 0;  // q is a constant of the loss, not differentiated (DESIGN §1)
+  // q is a constant of the loss, not differentiated (DESIGN §1): η = 0 keeps it fixed.
+  TinyLoss<double> tiny(c, 0.0);
+  const Model& model = tiny.model;
   // Every (group, class) slot has n = 4 > k, so each Ŝ is full rank and the loss is smooth.
-  TinyBatch<double> tiny;
-  const Batch<double>& batch = tiny.batch;
   std::vector<double> params(model.size());
   model.init(params.data(), 5);
   // Move the anchors off their symmetric init so every gradient is generic.
   auto noise = testing::random_vector<double>(model.size(), 9, -0.2, 0.2);
   for (int64_t i = model.anchor_mean(); i < model.size(); ++i) params[i] += noise[i];
-  if (gc.activation == "relu")  // keep pre-activations away from the kink at 0
+  if (gc.activation == LatentActivation::relu)  // keep pre-activations away from the kink at 0
     for (const ParamInfo& p : model.params())
       if (p.name == "encoders.img.fc.bias" || p.name == "encoders.vec.layers.1.bias")
         for (int64_t i = 0; i < p.size; ++i) params[p.offset + i] += 2.0;
-  std::vector<double> q = {0.3, 0.7};
-  LossWorkspace<double> ws;
-  std::vector<double> grads(model.size(), 0.0);
-  LossTerms terms = loss_and_grad(model, s, params.data(), grads.data(), batch, q, 11, ws);
+  const std::vector<double> q = {0.3, 0.7};
+  std::vector<double> grads;
+  LossTerms terms = tiny.run(params, q, &grads);
   EXPECT_TRUE(std::isfinite(terms.total));
-  if (gc.fit != "none")
+  if (gc.fit != Fit::none)
     EXPECT_GT(terms.fit, 0);
   else
     EXPECT_EQ(terms.fit, 0);
   EXPECT_GT(terms.sep, 0);
-  EXPECT_EQ(terms.fit_pairs, gc.fit == "none" ? 0 : gc.fit == "pooled" ? 2 : 4);
+  EXPECT_EQ(terms.fit_pairs, gc.fit == Fit::none ? 0 : gc.fit == Fit::pooled ? 2 : 4);
 
-  auto loss = [&](const std::vector<double>& p) {
-    std::vector<double> qq = q;
-    return loss_and_grad<double>(model, s, p.data(), nullptr, batch, qq, 11, ws).total;
-  };
+  auto loss = [&](const std::vector<double>& p) { return tiny.run(p, q).total; };
   std::vector<double> numeric = testing::numeric_gradient(loss, params, 1e-6);
   for (const ParamInfo& p : model.params()) {
     std::vector<double> a(grads.begin() + p.offset, grads.begin() + p.offset + p.size);
@@ -118,30 +138,24 @@ TEST_P(WholeLoss, GradientOfEveryTensorMatchesCentralDifferences) {
   }
 }
 
-INSTANTIATE_TEST_SUITE_P(Options, WholeLoss,
-                         ::testing::Values(GradCase{"pooled", "erm", "linear", "none"},
-                                           GradCase{"per_group", "erm", "linear", "none"},
-                                           GradCase{"pooled", "groupdro", "linear", "none"},
-                                           GradCase{"per_group", "groupdro", "linear", "none"},
-                                           GradCase{"none", "erm", "linear", "none"},
-                                           GradCase{"pooled", "erm", "mlp2", "relu"}),
-                         [](const ::testing::TestParamInfo<GradCase>& p) {
-                           return p.param.fit + "_" + p.param.objective + "_" + p.param.classifier +
-                                  "_" + p.param.activation;
-                         });
+INSTANTIATE_TEST_SUITE_P(
+    Options, WholeLoss,
+    ::testing::Values(
+        GradCase{Fit::pooled, Objective::erm, Classifier::linear, LatentActivation::none},
+        GradCase{Fit::per_group, Objective::erm, Classifier::linear, LatentActivation::none},
+        GradCase{Fit::pooled, Objective::groupdro, Classifier::linear, LatentActivation::none},
+        GradCase{Fit::per_group, Objective::groupdro, Classifier::linear, LatentActivation::none},
+        GradCase{Fit::none, Objective::erm, Classifier::linear, LatentActivation::none},
+        GradCase{Fit::pooled, Objective::erm, Classifier::mlp2, LatentActivation::relu}),
+    [](const ::testing::TestParamInfo<GradCase>& p) { return case_name(p.param); });
 
 TEST(GroupDro, WeightsMoveTowardTheWorseGroup) {
-  Config c = tiny_config("none", "groupdro", "linear", "none");
-  Model model(c, {{1, 6, 6}, {5}});
-  LossSettings s = LossSettings::from(c);
-  s.groupdro_eta = 0.5;
-  TinyBatch<double> tiny;
-  const Batch<double>& batch = tiny.batch;
-  std::vector<double> params(model.size()), grads(model.size());
-  model.init(params.data(), 5);
-  std::vector<double> q = {0.5, 0.5};
-  LossWorkspace<double> ws;
-  LossTerms t = loss_and_grad(model, s, params.data(), grads.data(), batch, q, 0, ws);
+  Config c = tiny_config(Fit::none, Objective::groupdro, Classifier::linear, LatentActivation::none);
+  TinyLoss<double> tiny(c, 0.5);
+  std::vector<double> params(tiny.model.size()), grads;
+  tiny.model.init(params.data(), 5);
+  LossTerms t = tiny.run(params, {0.5, 0.5}, &grads);
+  const std::vector<double> q = tiny.q.download();
   // q_g ∝ 0.5·exp(η ℓ_g), and L_clf = Σ q_g ℓ_g with the new q.
   const double a = 0.5 * std::exp(0.5 * t.group_loss[0]), b = 0.5 * std::exp(0.5 * t.group_loss[1]);
   EXPECT_NEAR(q[0], a / (a + b), 1e-12);
@@ -151,27 +165,22 @@ TEST(GroupDro, WeightsMoveTowardTheWorseGroup) {
 }
 
 TEST(DeadLatents, AGroupWhoseReluLatentIsAllZeroIsReported) {
-  Config c = tiny_config("pooled", "erm", "linear", "relu");
-  Model model(c, {{1, 6, 6}, {5}});
-  LossSettings s = LossSettings::from(c);
-  TinyBatch<float> tiny;
-  const Batch<float>& batch = tiny.batch;
-  std::vector<float> params(model.size()), grads(model.size());
-  model.init(params.data(), 5);
-  for (const ParamInfo& p : model.params())
+  Config c = tiny_config(Fit::pooled, Objective::erm, Classifier::linear, LatentActivation::relu);
+  TinyLoss<float> tiny(c, 0.0);
+  std::vector<float> params(tiny.model.size()), grads;
+  tiny.model.init(params.data(), 5);
+  for (const ParamInfo& p : tiny.model.params())
     if (p.name == "encoders.img.fc.bias")
       for (int64_t i = 0; i < p.size; ++i) params[p.offset + i] = -100.0f;
-  std::vector<double> q = {0.5, 0.5};
-  LossWorkspace<float> ws;
-  LossTerms t = loss_and_grad(model, s, params.data(), grads.data(), batch, q, 0, ws);
-  EXPECT_EQ(t.dead_groups, std::vector<int>{0});
+  LossTerms t = tiny.run(params, {0.5, 0.5}, &grads);
+  EXPECT_EQ(t.dead, (std::vector<double>{1, 0}));
   for (float g : grads) EXPECT_TRUE(std::isfinite(g));
   // The dead encoder gets no gradient through its latent; its Ŝ is exactly εI: still finite.
   EXPECT_TRUE(std::isfinite(t.fit));
 }
 
 TEST(Checkpoint, NamesAndShapesFollowTheContractAndRoundTrip) {
-  Config c = tiny_config("pooled", "erm", "mlp2", "none");
+  Config c = tiny_config(Fit::pooled, Objective::erm, Classifier::mlp2, LatentActivation::none);
   Model model(c, {{1, 6, 6}, {5}});
   std::map<std::string, std::vector<int64_t>> expected = {
       {"encoders.img.conv1.weight", {2, 1, 2, 2}},

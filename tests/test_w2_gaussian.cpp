@@ -39,7 +39,7 @@ std::vector<T> w2_forward(const std::vector<T>& m1, const std::vector<T>& A,
                           T eps, std::vector<T>* saved = nullptr) {
   std::vector<T> w2(pairs), scratch;
   if (saved == nullptr) saved = &scratch;
-  saved->assign(size_t(pairs) * cpu::w2_gaussian_saved_size(k), T(0));
+  saved->assign(size_t(pairs) * hetdro::w2_gaussian_saved_size(k), T(0));
   cpu::w2_gaussian_forward(w2.data(), saved->data(), m1.data(), A.data(), m2.data(), B.data(),
                            pairs, k, eps);
   return w2;

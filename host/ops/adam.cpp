@@ -8,7 +8,8 @@ namespace hetdro::cpu {
 
 template <typename T>
 void adam_update(T* param, T* m, T* v, const T* grad, int64_t count, T lr, T beta1, T beta2, T eps,
-                 T weight_decay, int64_t step) {
+                 T weight_decay, int64_t step, const int64_t* status) {
+  if (status && status[0] >= 0) return;  // a non-finite loss or gradient: keep the parameters
   // Bias corrections in double as PyTorch does (Python floats), then folded into two scalars:
   // lr·m̂/(√v̂+ε) = (lr/bc1)·m / (√v/√bc2 + ε).
   const double bc1 = 1.0 - std::pow(double(beta1), double(step));
@@ -26,8 +27,8 @@ void adam_update(T* param, T* m, T* v, const T* grad, int64_t count, T lr, T bet
 }
 
 template void adam_update<float>(float*, float*, float*, const float*, int64_t, float, float, float,
-                                 float, float, int64_t);
+                                 float, float, int64_t, const int64_t*);
 template void adam_update<double>(double*, double*, double*, const double*, int64_t, double, double,
-                                  double, double, double, int64_t);
+                                  double, double, double, int64_t, const int64_t*);
 
 }  // namespace hetdro::cpu

@@ -1,5 +1,5 @@
-// Class anchors (DESIGN §1, §2): covariance S_c = L_c L_cᵀ + εI and samples Z_cj = m_c + L_c ξ_cj.
-// C ≈ 10 classes of k×k with k ≈ 64: a loop over classes with one small product each.
+// anchor_sample (DESIGN §1, §2): samples Z_cj = m_c + L_c ξ_cj of each class anchor. C ≈ 10
+// classes of k×k with k ≈ 64: a loop over classes with one small product each.
 #include <cstdint>
 
 #include "eigen_maps.h"  // MapMat, CMapMat, CMapVec
@@ -7,27 +7,6 @@
 #include "hetdro/rng.h"  // normal01
 
 namespace hetdro::cpu {
-
-template <typename T>
-void anchor_cov_forward(T* cov, const T* chol, int classes, int k, T eps) {
-  const int64_t kk = int64_t(k) * k;
-  for (int c = 0; c < classes; ++c) {
-    const CMapMat<T> L(chol + c * kk, k, k);
-    MapMat<T> S(cov + c * kk, k, k);
-    S.noalias() = L * L.transpose();
-    S.diagonal().array() += eps;
-  }
-}
-
-template <typename T>
-void anchor_cov_backward(T* dchol, const T* dcov, const T* chol, int classes, int k) {
-  const int64_t kk = int64_t(k) * k;
-  for (int c = 0; c < classes; ++c) {
-    const CMapMat<T> G(dcov + c * kk, k, k);
-    MapMat<T>(dchol + c * kk, k, k).noalias() +=
-        (G + G.transpose()) * CMapMat<T>(chol + c * kk, k, k);
-  }
-}
 
 template <typename T>
 void anchor_sample_forward(T* z, T* xi, const T* mean, const T* chol, int classes, int J, int k,
@@ -58,8 +37,6 @@ void anchor_sample_backward(T* dmean, T* dchol, const T* dz, const T* xi, int cl
 }
 
 #define HETDRO_INSTANTIATE(T)                                                                 \
-  template void anchor_cov_forward<T>(T*, const T*, int, int, T);                             \
-  template void anchor_cov_backward<T>(T*, const T*, const T*, int, int);                     \
   template void anchor_sample_forward<T>(T*, T*, const T*, const T*, int, int, int, uint64_t, \
                                          uint64_t);                                           \
   template void anchor_sample_backward<T>(T*, T*, const T*, const T*, int, int, int);

@@ -37,14 +37,10 @@ inline void one_thread_per_slot() { omp_set_num_threads(1); }
 }  // namespace
 
 template <typename T>
-int class_moments_forward(T* mean, T* cov, int32_t* count, const T* z, const int32_t* slot, int n,
-                          int k, int slots, T eps) {
+void class_moments_forward(T* mean, T* cov, int32_t* count, const T* z, const int32_t* slot, int n,
+                           int k, int slots, T eps) {
   const auto members = slot_members(slot, n, slots);
-  int skipped = 0;
-  for (int s = 0; s < slots; ++s) {
-    count[s] = int32_t(members[s].size());
-    if (count[s] == 1) ++skipped;
-  }
+  for (int s = 0; s < slots; ++s) count[s] = int32_t(members[s].size());
   Eigen::Map<const RowMat<T>> Z(z, n, k);
 
 #pragma omp parallel for schedule(dynamic) if (worth_a_team(n, k))
@@ -70,7 +66,6 @@ int class_moments_forward(T* mean, T* cov, int32_t* count, const T* z, const int
     full.diagonal().array() += eps;
     S = full;
   }
-  return skipped;
 }
 
 template <typename T>
@@ -107,10 +102,10 @@ void class_moments_backward(T* dz, const T* dmean, const T* dcov, const T* z, co
   }
 }
 
-template int class_moments_forward<float>(float*, float*, int32_t*, const float*, const int32_t*,
-                                          int, int, int, float);
-template int class_moments_forward<double>(double*, double*, int32_t*, const double*,
-                                           const int32_t*, int, int, int, double);
+template void class_moments_forward<float>(float*, float*, int32_t*, const float*, const int32_t*,
+                                           int, int, int, float);
+template void class_moments_forward<double>(double*, double*, int32_t*, const double*,
+                                            const int32_t*, int, int, int, double);
 template void class_moments_backward<float>(float*, const float*, const float*, const float*,
                                             const float*, const int32_t*, const int32_t*, int, int,
                                             int);

@@ -8,10 +8,24 @@
 
 namespace hetdro {
 
+// The choices of the config's enumerated keys, parsed once; name() gives the config's spelling.
+enum class Encoder { cnn, mlp };
+enum class Classifier { linear, mlp2 };
+enum class LatentActivation { none, relu };
+enum class AnchorMeanInit { zero, random };  // m = 0, or m ~ N(0, 1)
+enum class Fit { pooled, per_group, none };
+enum class Objective { erm, groupdro };
+const char* name(Encoder e);
+const char* name(Classifier c);
+const char* name(LatentActivation a);
+const char* name(AnchorMeanInit i);
+const char* name(Fit f);
+const char* name(Objective o);
+
 struct GroupConfig {
   std::string name;
   std::string train_x, train_y, test_x, test_y;  // resolved against the config file's folder
-  std::string encoder = "cnn";                   // "cnn" | "mlp"
+  Encoder encoder = Encoder::cnn;
   std::vector<int> channels = {32, 64};          // cnn
   int kernel = 3;                                // cnn
   std::vector<int> hidden = {128};               // mlp
@@ -20,11 +34,11 @@ struct GroupConfig {
 
 struct ModelConfig {
   int latent_dim = 64;
-  std::string classifier = "linear";       // "linear" | "mlp2"
-  int classifier_hidden = 128;             // mlp2
-  std::string latent_activation = "none";  // "none" | "relu"
-  double anchor_scale = 1.0;               // L_c = scale·I at init
-  std::string anchor_mean_init = "zero";   // "zero" | "random" (N(0, 1))
+  Classifier classifier = Classifier::linear;
+  int classifier_hidden = 128;  // mlp2
+  LatentActivation latent_activation = LatentActivation::none;
+  double anchor_scale = 1.0;  // L_c = scale·I at init
+  AnchorMeanInit anchor_mean_init = AnchorMeanInit::zero;
 };
 
 struct TrainConfig {
@@ -35,8 +49,8 @@ struct TrainConfig {
   double lambda_sep = 1e-3;
   int samples_per_anchor = 16;  // J
   double eps = 1e-5;
-  std::string fit = "pooled";     // "pooled" | "per_group" | "none"
-  std::string objective = "erm";  // "erm" | "groupdro"
+  Fit fit = Fit::pooled;
+  Objective objective = Objective::erm;
   double groupdro_eta = 0.01;
   double weight_decay = 0.0;  // decoupled (AdamW) when > 0
   uint64_t seed = 0;

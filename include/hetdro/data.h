@@ -51,6 +51,8 @@ class StratifiedSampler {
   const int64_t* batch(int g, int64_t step) const {
     return order_[g].data() + step * per_batch_[g];
   }
+  // The current epoch's whole order of group g; step s takes per_batch()[g] from s·per_batch()[g].
+  const std::vector<int64_t>& order(int g) const { return order_[g]; }
 
  private:
   std::vector<int64_t> sizes_;

@@ -1,11 +1,12 @@
 // The method's loss on one batch, L = L_clf + λ_fit L_fit + λ_sep L_sep (DESIGN §1), with its
-// analytic gradient (DESIGN §2). Templated on float (training) and double (gradient checks).
+// analytic gradient (DESIGN §2), written once against Backend<T>. Templated on float (training)
+// and double (gradient checks).
 #pragma once
 
 #include <cstdint>
-#include <string>
 #include <vector>
 
+#include "hetdro/backend.h"
 #include "hetdro/config.h"
 #include "hetdro/model.h"
 
@@ -14,52 +15,96 @@ namespace hetdro {
 struct LossSettings {
   double lambda_fit = 1e-3, lambda_sep = 1e-3, eps = 1e-5;
   int samples_per_anchor = 16;
-  std::string fit = "pooled";     // "pooled" | "per_group" | "none"
-  std::string objective = "erm";  // "erm" | "groupdro"
-  double groupdro_eta = 0.01;     // 0 keeps q fixed (the gradient checks)
-  bool latent_relu = false;
+  Fit fit = Fit::pooled;
+  Objective objective = Objective::erm;
+  double groupdro_eta = 0.01;  // 0 keeps q fixed (the gradient checks)
   uint64_t seed = 0;
   static LossSettings from(const Config& config);
 };
 
-// One stratified batch: group g's n[g] samples (rows of x[g]) come in group order, so rows
-// [offset_g, offset_g + n[g]) of the latent matrix belong to group g.
-template <typename T>
-struct Batch {
-  std::vector<const T*> x;     // per group, [n_g, input_size]
-  std::vector<int> n;          // per group
-  std::vector<int32_t> y;      // [B], in group order
-  std::vector<int32_t> group;  // [B]
-};
-
+// What one step (or a window of steps, summed) reports. A host value, decoded from the step's
+// statistics vector (StepStats) once the trainer has downloaded it.
 struct LossTerms {
   double total = 0, clf = 0, fit = 0, sep = 0;
-  std::vector<double> group_loss;  // mean cross-entropy of each group's samples (GroupDRO)
-  int fit_pairs = 0;               // Gaussian pairs in L_fit
-  int skipped_slots = 0;           // classes (or group-class pairs) present with n < 2
-  std::vector<int> dead_groups;    // groups whose latent units were all 0 over the batch
+  std::vector<double> group_loss;  // mean cross-entropy of each group's samples
+  double fit_pairs = 0;            // Gaussian pairs in L_fit (slots with n ≥ 2)
+  double skipped_slots = 0;        // classes (or group-class pairs) present with n = 1
+  std::vector<double> dead;        // per group: 1 when its latent units were all 0 (summed)
 };
 
-template <typename T>
-struct LossWorkspace {
-  std::vector<EncoderActivations<T>> encoders;
-  ClassifierActivations<T> classifier, sep_classifier;
-  std::vector<T> z_pre, z, dz, logits, probs, loss, weight;
-  std::vector<T> mean, cov, dmean, dcov, anchor_cov, danchor_cov;
-  std::vector<int32_t> count, slot, pair_slot;
-  std::vector<T> m1, A, m2, B, w2, saved, dm1, dA, dm2, dB;
-  std::vector<T> sep_z, sep_xi, sep_logits, sep_probs, sep_loss, sep_weight, sep_dz;
-  std::vector<int32_t> sep_labels;
+// The layout of the step's statistics vector, doubles in backend memory.
+struct StepStats {
+  static constexpr int kClf = 0, kFit = 1, kFitPairs = 2, kSkippedSlots = 3, kSep = 4;
+  static constexpr int kGroupLoss = 5;  // then ℓ_g for each group, then each group's dead flag
+  static int size(int groups) { return kGroupLoss + 2 * groups; }
+  static int dead(int groups) { return kGroupLoss + groups; }
+  // The stats that must be finite for a step to count (the dead flags are 0 or 1).
+  static int checked(int groups) { return kGroupLoss + groups; }
+  static LossTerms decode(const double* stats, int groups, const LossSettings& settings);
+  static const char* name(int i);  // "loss_clf", ... for messages
 };
 
-// Loss on `batch`, and (when grads is not null) its gradient accumulated into grads.
-// q: the GroupDRO weights. With the groupdro objective and grads given, they are first updated
-// from this batch's group losses, q_g ← q_g·exp(η ℓ_g), renormalised (Sagawa et al.), and the
-// loss uses the new q; q is not differentiated.
-// sample_counter: where this step's anchor samples start in the counter RNG stream.
+// The loss's buffers are planned once, for batches of rows[g] samples of each group g; run()
+// then allocates nothing and never reads backend memory on the host.
 template <typename T>
-LossTerms loss_and_grad(const Model& model, const LossSettings& settings, const T* params, T* grads,
-                        const Batch<T>& batch, std::vector<double>& q, uint64_t sample_counter,
-                        LossWorkspace<T>& ws);
+class Loss {
+ public:
+  Loss(const Model& model, const LossSettings& settings, Backend<T>& backend,
+       const std::vector<int>& rows);
+
+  // The batch, filled by the caller before run(): group g's rows (its n_g × input_size
+  // features), then every label in group order.
+  T* batch_x(int g) const { return x_[g]; }
+  int32_t* batch_y() const { return y_; }
+  const std::vector<int>& rows() const { return rows_; }
+
+  // The loss on the batch, into stats(); with grads (backend, model.size()), its gradient
+  // accumulated there. q (backend, double[groups]): the GroupDRO weights; with the groupdro
+  // objective and grads given they are first updated from this batch (Sagawa et al.), and the
+  // loss uses the new q. sample_counter: where this step's anchor draws start in the RNG stream.
+  void run(const T* params, T* grads, double* q, uint64_t sample_counter);
+
+  const double* stats() const { return stats_; }  // StepStats layout
+  int stats_size() const { return StepStats::size(int(rows_.size())); }
+  // Downloads stats() (a host synchronisation) and decodes it: for tests and tools.
+  LossTerms read() const;
+
+ private:
+  void encode(const T* P);
+  void clf_term(const T* P, T* G, double* q);
+  void fit_term(const T* P, T* G);
+  void sep_term(const T* P, T* G, uint64_t sample_counter);
+  void encode_backward(const T* P, T* G);
+  void layout(Arena& arena);
+
+  const Model& model_;
+  LossSettings s_;
+  Backend<T>& be_;
+  std::vector<int> rows_;
+  int B_ = 0, slots_ = 0, sep_n_ = 0;
+  Buffer<std::byte> block_;
+  std::vector<T*> x_;
+  int32_t *y_ = nullptr, *group_ = nullptr, *group_count_ = nullptr;
+  double* stats_ = nullptr;
+  // encoders and L_clf
+  std::vector<EncoderBuffers<T>> enc_;
+  ClassifierBuffers<T> cls_, sep_cls_;
+  T *z_ = nullptr, *logits_ = nullptr, *probs_ = nullptr, *loss_ = nullptr, *weight_ = nullptr;
+  T* group_sum_ = nullptr;
+  // L_fit: every slot, masked (DESIGN §6)
+  int32_t *slot_ = nullptr, *count_ = nullptr;
+  T *mean_ = nullptr, *cov_ = nullptr, *w2_ = nullptr, *dw2_ = nullptr, *saved_ = nullptr;
+  T* anchor_cov_ = nullptr;
+  T *m2_ = nullptr, *B2_ = nullptr;  // per_group: the anchors repeated once per group
+  // L_sep
+  T *sep_z_ = nullptr, *sep_xi_ = nullptr, *sep_logits_ = nullptr, *sep_probs_ = nullptr;
+  T *sep_loss_ = nullptr, *sep_weight_ = nullptr;
+  int32_t* sep_labels_ = nullptr;
+  // gradient scratch, contiguous so one zero() clears it each step
+  T *grad_begin_ = nullptr, *grad_end_ = nullptr;
+  T *dz_ = nullptr, *dlogits_ = nullptr, *dmean_ = nullptr, *dcov_ = nullptr;
+  T *danchor_cov_ = nullptr, *dm2_ = nullptr, *dB2_ = nullptr, *sep_dlogits_ = nullptr;
+  T* sep_dz_ = nullptr;
+};
 
 }  // namespace hetdro

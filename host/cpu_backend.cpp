@@ -1,0 +1,79 @@
+// The CPU backend: host memory and the reference ops (host/ops/), and the run-time choice of
+// the training backend (DESIGN §6).
+#include <omp.h>  // omp_get_max_threads
+
+#include <cstdlib>  // std::aligned_alloc, std::free
+#include <cstring>  // std::memcpy, std::memset
+#include <new>      // std::bad_alloc
+
+#include "hetdro/backend.h"
+#include "hetdro/check.h"   // input_error
+#include "hetdro/device.h"  // query_devices
+#include "hetdro/ops.h"
+
+namespace hetdro {
+namespace {
+
+template <typename T>
+class CpuBackend final : public Backend<T> {
+ public:
+  std::string name() const override { return "cpu"; }
+  void release(void* p) override { std::free(p); }
+  void upload(void* dst, const void* src, size_t bytes) override { std::memcpy(dst, src, bytes); }
+  void download(void* dst, const void* src, size_t bytes) override {
+    std::memcpy(dst, src, bytes);
+  }
+  void zero(void* dst, size_t bytes) override { std::memset(dst, 0, bytes); }
+  void synchronize() override {}
+  bool synchronous() const override { return true; }
+
+#define HETDRO_OP(name, params, args) \
+  void name params override { cpu::name<T> args; }
+#include "hetdro/ops.def"
+#undef HETDRO_OP
+
+ protected:
+  void* allocate_bytes(size_t bytes) override {
+    constexpr size_t kAlign = 64;
+    void* p = std::aligned_alloc(kAlign, (bytes + kAlign - 1) / kAlign * kAlign);
+    if (!p) throw std::bad_alloc();
+    return p;
+  }
+};
+
+}  // namespace
+
+template <typename T>
+std::unique_ptr<Backend<T>> make_cpu_backend() {
+  return std::make_unique<CpuBackend<T>>();
+}
+template std::unique_ptr<Backend<float>> make_cpu_backend<float>();
+template std::unique_ptr<Backend<double>> make_cpu_backend<double>();
+
+std::unique_ptr<Backend<float>> make_backend(const std::string& device,
+                                             const std::string& config_path, std::string* why) {
+  const DeviceReport r = query_devices();
+  const int threads = omp_get_max_threads();
+  if (device == "cuda") {
+    if (r.gpus.empty())
+      input_error("{}: train.device = \"cuda\", but {}. Use \"auto\" or \"cpu\".", config_path,
+                  r.status);
+    input_error(
+        "{}: train.device = \"cuda\": the CUDA backend is not built yet (GPU {} found); use "
+        "\"auto\" or \"cpu\"",
+        config_path, r.gpus[0].name);
+  }
+  if (why) {
+    if (device == "cpu")
+      *why = fmt::format("device: cpu (train.device = \"cpu\"), {} thread(s)", threads);
+    else if (r.gpus.empty())
+      *why = fmt::format("device: cpu ({}), {} thread(s)", r.status, threads);
+    else
+      *why = fmt::format(
+          "device: cpu: GPU {} found, but the CUDA backend is not built yet; {} thread(s)",
+          r.gpus[0].name, threads);
+  }
+  return make_cpu_backend<float>();
+}
+
+}  // namespace hetdro

@@ -1,0 +1,147 @@
+// The backend: where the step's memory lives and where its ops run (DESIGN §6). The model, the
+// loss and the trainer are written once against Backend<T>; the CPU backend runs the reference
+// ops on host memory, the CUDA backend runs kernels on device memory.
+#pragma once
+
+#include <algorithm>  // std::max
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <utility>  // std::swap
+#include <vector>
+
+namespace hetdro {
+
+// Backend memory: allocated once, reached by the host only through copies.
+class Memory {
+ public:
+  virtual ~Memory() = default;
+  virtual std::string name() const = 0;  // "cpu", "cuda", ...
+
+  // Counted, so a test can prove that a step allocates nothing.
+  void* allocate(size_t bytes) {
+    ++allocations_;
+    return allocate_bytes(bytes);
+  }
+  virtual void release(void* p) = 0;
+  int64_t allocations() const { return allocations_; }
+
+  virtual void upload(void* dst, const void* host_src, size_t bytes) = 0;
+  virtual void download(void* host_dst, const void* src, size_t bytes) = 0;
+  virtual void zero(void* dst, size_t bytes) = 0;
+  // Waits until every op issued so far has finished.
+  virtual void synchronize() = 0;
+  // True when every op has finished by the time it returns (the CPU), so reading results on the
+  // host costs no wait.
+  virtual bool synchronous() const { return false; }
+
+ protected:
+  virtual void* allocate_bytes(size_t bytes) = 0;
+
+ private:
+  int64_t allocations_ = 0;
+};
+
+// One pure virtual method per op of ops.def, with the reference's name and parameters.
+template <typename T>
+class Backend : public Memory {
+ public:
+#define HETDRO_OP(name, params, args) virtual void name params = 0;
+#include "hetdro/ops.def"
+#undef HETDRO_OP
+};
+
+// The CPU backend: the reference ops (host/ops/) on host memory.
+template <typename T>
+std::unique_ptr<Backend<T>> make_cpu_backend();
+
+// The training backend for train.device ("auto" | "cpu" | "cuda"). `why` receives one line
+// saying which device runs and why. Throws an InputError naming `config_path` when the device
+// asked for cannot run.
+std::unique_ptr<Backend<float>> make_backend(const std::string& device,
+                                             const std::string& config_path, std::string* why);
+
+// An owned typed buffer in backend memory.
+template <typename U>
+class Buffer {
+ public:
+  Buffer() = default;
+  Buffer(Memory& memory, int64_t count)
+      : memory_(&memory),
+        data_(static_cast<U*>(memory.allocate(size_t(count) * sizeof(U)))),
+        count_(count) {}
+  Buffer(Buffer&& o) noexcept { swap(o); }
+  Buffer& operator=(Buffer&& o) noexcept {
+    Buffer taken(std::move(o));
+    taken.swap(*this);
+    return *this;
+  }
+  ~Buffer() {
+    if (data_) memory_->release(data_);
+  }
+
+  U* data() const { return data_; }
+  int64_t size() const { return count_; }
+  void upload(const std::vector<U>& host) const { upload(host.data(), int64_t(host.size())); }
+  void upload(const U* host, int64_t count, int64_t offset = 0) const {
+    memory_->upload(data_ + offset, host, size_t(count) * sizeof(U));
+  }
+  std::vector<U> download() const {
+    std::vector<U> host(static_cast<size_t>(count_));
+    memory_->download(host.data(), data_, host.size() * sizeof(U));
+    return host;
+  }
+  void zero() const { memory_->zero(data_, size_t(count_) * sizeof(U)); }
+
+ private:
+  void swap(Buffer& o) noexcept {
+    std::swap(memory_, o.memory_);
+    std::swap(data_, o.data_);
+    std::swap(count_, o.count_);
+  }
+  Memory* memory_ = nullptr;
+  U* data_ = nullptr;
+  int64_t count_ = 0;
+};
+
+// Carves many buffers out of one allocation (llm.c's activation block). A layout function runs
+// twice over an Arena: first unbound, to measure (every pointer it hands out is null), then
+// bound to an allocation of measure().size(), to hand out the real pointers.
+class Arena {
+ public:
+  Arena() = default;                     // measuring
+  explicit Arena(void* base) : base_(static_cast<std::byte*>(base)) {}
+
+  template <typename U>
+  U* take(int64_t count) {
+    offset_ = (offset_ + kAlign - 1) / kAlign * kAlign;
+    U* p = base_ ? reinterpret_cast<U*>(base_ + offset_) : nullptr;
+    offset_ += size_t(count) * sizeof(U);
+    return p;
+  }
+  size_t size() const { return offset_; }
+  // For buffers that are never live at once (e.g. each group's evaluation scratch): lay each out
+  // from the same start with rewind(), then skip past the largest.
+  size_t mark() const { return offset_; }
+  void rewind(size_t mark) { offset_ = mark; }
+  void skip_to(size_t end) { offset_ = end; }
+
+ private:
+  static constexpr size_t kAlign = 256;  // a cache line, and a GPU's preferred alignment
+  std::byte* base_ = nullptr;
+  size_t offset_ = 0;
+};
+
+// Runs `layout(Arena&)` twice (measure, then bind) and returns the one allocation behind it.
+template <typename Layout>
+Buffer<std::byte> plan(Memory& memory, Layout&& layout) {
+  Arena measure;
+  layout(measure);
+  Buffer<std::byte> block(memory, int64_t(std::max<size_t>(measure.size(), 1)));
+  Arena bound(block.data());
+  layout(bound);
+  return block;
+}
+
+}  // namespace hetdro
