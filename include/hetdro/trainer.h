@@ -65,6 +65,8 @@ class Trainer {
 
   // A host copy of the parameters, Adam state, GroupDRO weights, step and epoch.
   TrainState state() const;
+  // A host copy of the last step's gradient.
+  std::vector<float> gradient() const { return grads_.download(); }
   void load(const std::string& checkpoint_path);
   const Model& model() const { return model_; }
   Backend<float>& backend() { return *backend_; }
