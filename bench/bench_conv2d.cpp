@@ -1,4 +1,4 @@
-// conv2d forward and backward on the default encoder's two layers at batch 70 (DESIGN §1:
+// conv2d forward and backward on the default encoder's two layers at batch 70 (docs/DESIGN.md §1:
 // conv 1->32 on 28x28, conv 32->64 on 26x26). items/s counts samples per second of wall time.
 //   ./build/bench_conv2d [--benchmark_filter=...]
 // BM_conv2_dweight_* compare the two ways to sum the weight gradient over the batch: per-thread
@@ -97,8 +97,8 @@ void BM_conv2_dweight_batched(benchmark::State& state) {
         for (int p = 0; p < pix; ++p)
           dcat[(int64_t(s) * pix + p) * l.c_out + o] = b.out[(int64_t(s) * l.c_out + o) * pix + p];
     }
-    hetdro::cpu::linear_backward<float>(nullptr, b.dweight.data(), nullptr, dcat.data(),
-                                        col.data(), b.weight.data(), int(rows), taps, l.c_out);
+    hetdro::cpu::linear_backward<float>(nullptr, b.dweight.data(), nullptr, dcat.data(), col.data(),
+                                        b.weight.data(), int(rows), taps, l.c_out);
     benchmark::DoNotOptimize(b.dweight.data());
   }
   state.SetItemsProcessed(state.iterations() * kBatch);

@@ -1,4 +1,4 @@
-// Checkpoint files (DESIGN §4) on top of the safetensors reader and writer.
+// Checkpoint files (docs/DESIGN.md §4) on top of the safetensors reader and writer.
 #include "hetdro/checkpoint.h"
 
 #include <charconv>

@@ -1,4 +1,4 @@
-// TOML configuration (DESIGN §4): parse, apply --set overrides, validate, and write back.
+// TOML configuration (docs/DESIGN.md §4): parse, apply --set overrides, validate, and write back.
 #include "hetdro/config.h"
 
 #include <fmt/ranges.h>
@@ -17,9 +17,9 @@ namespace {
 // Each enum's spellings in the config, in the enum's order.
 template <typename E>
 struct Choices;
-#define HETDRO_CHOICES(E, ...)                              \
-  template <>                                               \
-  struct Choices<E> {                                       \
+#define HETDRO_CHOICES(E, ...)                            \
+  template <>                                             \
+  struct Choices<E> {                                     \
     static constexpr const char* names[] = {__VA_ARGS__}; \
   };
 HETDRO_CHOICES(Encoder, "cnn", "mlp")
@@ -366,8 +366,9 @@ std::string to_toml(const Config& c) {
   };
   toml::array groups;
   for (auto& g : c.groups) {
-    toml::table t{{"name", g.name},     {"train_x", g.train_x}, {"train_y", g.train_y},
-                  {"test_x", g.test_x}, {"test_y", g.test_y},   {"encoder", std::string(name(g.encoder))}};
+    toml::table t{{"name", g.name},       {"train_x", g.train_x},
+                  {"train_y", g.train_y}, {"test_x", g.test_x},
+                  {"test_y", g.test_y},   {"encoder", std::string(name(g.encoder))}};
     if (g.encoder == Encoder::cnn) {
       t.insert("channels", ints(g.channels));
       t.insert("kernel", g.kernel);
@@ -379,27 +380,28 @@ std::string to_toml(const Config& c) {
   }
   const ModelConfig& m = c.model;
   const TrainConfig& t = c.train;
-  toml::table root{{"data", toml::table{{"classes", c.classes}, {"groups", std::move(groups)}}},
-                   {"model", toml::table{{"latent_dim", m.latent_dim},
-                                         {"classifier", std::string(name(m.classifier))},
-                                         {"classifier_hidden", m.classifier_hidden},
-                                         {"latent_activation", std::string(name(m.latent_activation))},
-                                         {"anchor_scale", m.anchor_scale},
-                                         {"anchor_mean_init", std::string(name(m.anchor_mean_init))}}},
-                   {"train", toml::table{{"epochs", t.epochs},
-                                         {"batch_size", t.batch_size},
-                                         {"lr", t.lr},
-                                         {"lambda_fit", t.lambda_fit},
-                                         {"lambda_sep", t.lambda_sep},
-                                         {"samples_per_anchor", t.samples_per_anchor},
-                                         {"eps", t.eps},
-                                         {"fit", std::string(name(t.fit))},
-                                         {"objective", std::string(name(t.objective))},
-                                         {"groupdro_eta", t.groupdro_eta},
-                                         {"weight_decay", t.weight_decay},
-                                         {"seed", int64_t(t.seed)},
-                                         {"device", t.device},
-                                         {"eval_batch", t.eval_batch}}}};
+  toml::table root{
+      {"data", toml::table{{"classes", c.classes}, {"groups", std::move(groups)}}},
+      {"model", toml::table{{"latent_dim", m.latent_dim},
+                            {"classifier", std::string(name(m.classifier))},
+                            {"classifier_hidden", m.classifier_hidden},
+                            {"latent_activation", std::string(name(m.latent_activation))},
+                            {"anchor_scale", m.anchor_scale},
+                            {"anchor_mean_init", std::string(name(m.anchor_mean_init))}}},
+      {"train", toml::table{{"epochs", t.epochs},
+                            {"batch_size", t.batch_size},
+                            {"lr", t.lr},
+                            {"lambda_fit", t.lambda_fit},
+                            {"lambda_sep", t.lambda_sep},
+                            {"samples_per_anchor", t.samples_per_anchor},
+                            {"eps", t.eps},
+                            {"fit", std::string(name(t.fit))},
+                            {"objective", std::string(name(t.objective))},
+                            {"groupdro_eta", t.groupdro_eta},
+                            {"weight_decay", t.weight_decay},
+                            {"seed", int64_t(t.seed)},
+                            {"device", t.device},
+                            {"eval_batch", t.eval_batch}}}};
   std::ostringstream out;
   out << root << "\n";
   return out.str();

@@ -1,5 +1,5 @@
 // The CPU backend: host memory and the reference ops (host/ops/), and the run-time choice of
-// the training backend (DESIGN §6).
+// the training backend (docs/DESIGN.md §6).
 #include <omp.h>  // omp_get_max_threads
 
 #include <cstdlib>  // std::aligned_alloc, std::free
@@ -20,11 +20,8 @@ class CpuBackend final : public Backend<T> {
   std::string name() const override { return "cpu"; }
   void release(void* p) override { std::free(p); }
   void upload(void* dst, const void* src, size_t bytes) override { std::memcpy(dst, src, bytes); }
-  void download(void* dst, const void* src, size_t bytes) override {
-    std::memcpy(dst, src, bytes);
-  }
+  void download(void* dst, const void* src, size_t bytes) override { std::memcpy(dst, src, bytes); }
   void zero(void* dst, size_t bytes) override { std::memset(dst, 0, bytes); }
-  void synchronize() override {}
   bool synchronous() const override { return true; }
 
 #define HETDRO_OP(name, params, args) \

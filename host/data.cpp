@@ -1,4 +1,4 @@
-// Loading and validating each group's data, and the stratified sampler (DESIGN §1).
+// Loading and validating each group's data, and the stratified sampler (docs/DESIGN.md §1).
 #include "hetdro/data.h"
 
 #include <algorithm>
@@ -57,12 +57,6 @@ Split load_split(const std::string& x_path, const std::string& y_path, const Gro
 }
 
 }  // namespace
-
-int64_t Split::row_size() const {
-  int64_t r = 1;
-  for (size_t i = 1; i < x.shape.size(); ++i) r *= x.shape[i];
-  return r;
-}
 
 std::vector<int64_t> encoder_input_shape(const GroupConfig& group, const Array<float>& x,
                                          const std::string& path) {

@@ -1,5 +1,5 @@
-// L = L_clf + λ_fit L_fit + λ_sep L_sep on one batch, forward and analytic backward (DESIGN §1–2),
-// as a fixed sequence of backend ops over buffers planned once (DESIGN §6).
+// L = L_clf + λ_fit L_fit + λ_sep L_sep on one batch, forward and analytic backward (docs/DESIGN.md
+// §1–2), as a fixed sequence of backend ops over buffers planned once (docs/DESIGN.md §6).
 #include "hetdro/loss.h"
 
 #include "hetdro/check.h"
@@ -138,7 +138,7 @@ void Loss<T>::run(const T* P, T* G, double* q, uint64_t sample_counter) {
 }
 
 // Each group's encoder into its rows of the shared latent z (group order), and the dead-latent
-// flags (DESIGN §1).
+// flags (docs/DESIGN.md §1).
 template <typename T>
 void Loss<T>::encode(const T* P) {
   const int G = int(rows_.size()), k = model_.latent_dim();
@@ -149,7 +149,7 @@ void Loss<T>::encode(const T* P) {
   }
 }
 
-// L_clf: ERM mean cross-entropy, or GroupDRO Σ_g q_g ℓ_g (DESIGN §1).
+// L_clf: ERM mean cross-entropy, or GroupDRO Σ_g q_g ℓ_g (docs/DESIGN.md §1).
 template <typename T>
 void Loss<T>::clf_term(const T* P, T* G, double* q) {
   const int groups = int(rows_.size()), C = model_.classes();
@@ -165,8 +165,8 @@ void Loss<T>::clf_term(const T* P, T* G, double* q) {
 }
 
 // L_fit: W2² between every slot's batch Gaussian and its class anchor; slots with n < 2 are
-// masked (DESIGN §1, §6). Pooled slots are the classes, so slot s pairs with anchor s in place;
-// per_group slots g·C + c pair with the anchors repeated once per group.
+// masked (docs/DESIGN.md §1, §6). Pooled slots are the classes, so slot s pairs with anchor s in
+// place; per_group slots g·C + c pair with the anchors repeated once per group.
 template <typename T>
 void Loss<T>::fit_term(const T* P, T* G) {
   const int C = model_.classes(), k = model_.latent_dim(), groups = int(rows_.size());
@@ -205,8 +205,8 @@ void Loss<T>::fit_term(const T* P, T* G) {
 template <typename T>
 void Loss<T>::sep_term(const T* P, T* G, uint64_t sample_counter) {
   const int C = model_.classes(), k = model_.latent_dim(), J = s_.samples_per_anchor;
-  be_.anchor_sample_forward(sep_z_, sep_xi_, P + model_.anchor_mean(), P + model_.anchor_chol(),
-                            C, J, k, s_.seed, sample_counter);
+  be_.anchor_sample_forward(sep_z_, sep_xi_, P + model_.anchor_mean(), P + model_.anchor_chol(), C,
+                            J, k, s_.seed, sample_counter);
   model_.classifier_forward(be_, P, sep_z_, sep_n_, sep_logits_, sep_cls_);
   be_.softmax_xent_forward(sep_probs_, sep_loss_, nullptr, sep_logits_, sep_labels_, nullptr,
                            sep_n_, C, 0);

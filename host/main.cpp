@@ -6,8 +6,8 @@
 #include <cstdio>
 #include <filesystem>
 
-#include "hetdro/check.h"
 #include "hetdro/backend.h"
+#include "hetdro/check.h"
 #include "hetdro/config.h"
 #include "hetdro/data.h"
 #include "hetdro/device.h"
@@ -77,7 +77,7 @@ int main(int argc, char** argv) {
   auto* hf = prepare->add_subcommand(
       "hetero-fashion",
       "Fashion-MNIST as three groups: full28 (28x28), low16 (16x16), proj64 "
-      "(64-d random projection); DESIGN §5");
+      "(64-d random projection); docs/DESIGN.md §5");
   hf->add_option("--out", out, "Output folder")->required();
   hf->add_option("--source", source,
                  "Folder with Fashion-MNIST's four .gz IDX files (default: " +
@@ -95,7 +95,7 @@ int main(int argc, char** argv) {
   int64_t max_steps = 0;
   auto* train = app.add_subcommand(
       "train", "Train on the backend train.device picks (today: the CPU; CUDA comes next)");
-  train->add_option("--config", config_path, "Config TOML (DESIGN §4)")->required();
+  train->add_option("--config", config_path, "Config TOML (docs/DESIGN.md §4)")->required();
   train
       ->add_option("--out", out,
                    "Run folder for config.toml, metrics.jsonl, "

@@ -1,5 +1,5 @@
-// The model: flat parameter layout (names as DESIGN §4), init, and the encoder and classifier
-// passes composed from a backend's ops.
+// The model: flat parameter layout (names as docs/DESIGN.md §4), init, and the encoder and
+// classifier passes composed from a backend's ops.
 #include "hetdro/model.h"
 
 #include <algorithm>
@@ -163,8 +163,8 @@ void Model::encoder_forward(Backend<T>& be, int g, const T* P, const T* x, int n
   if (e.kind == Encoder::cnn) {
     const int64_t pooled = int64_t(n) * e.c2 * e.hp() * e.wp();
     be.conv2d_forward(b.a1, x, P + e.conv1_w, P + e.conv1_b, n, 1, e.h, e.w, e.c1, e.k, e.k);
-    be.conv2d_forward(b.a2, b.a1, P + e.conv2_w, P + e.conv2_b, n, e.c1, e.h1(), e.w1(), e.c2,
-                      e.k, e.k);
+    be.conv2d_forward(b.a2, b.a1, P + e.conv2_w, P + e.conv2_b, n, e.c1, e.h1(), e.w1(), e.c2, e.k,
+                      e.k);
     be.maxpool2x2_forward(b.pooled, b.a2, n, e.c2, e.h2(), e.w2());
     be.sigmoid_forward(b.act, b.pooled, pooled);
     const LinearLayer& fc = e.layers[0];
@@ -180,12 +180,12 @@ void Model::encoder_forward(Backend<T>& be, int g, const T* P, const T* x, int n
       in = out;
     }
   }
-  if (latent_relu_) be.relu_forward(z, z, int64_t(n) * latent_);  // DESIGN §1
+  if (latent_relu_) be.relu_forward(z, z, int64_t(n) * latent_);  // docs/DESIGN.md §1
 }
 
 template <typename T>
-void Model::encoder_backward(Backend<T>& be, int g, const T* P, T* G, const T* x, int n,
-                             const T* z, const T* dz, const EncoderBuffers<T>& b) const {
+void Model::encoder_backward(Backend<T>& be, int g, const T* P, T* G, const T* x, int n, const T* z,
+                             const T* dz, const EncoderBuffers<T>& b) const {
   const EncoderLayout& e = encoders_[g];
   auto zeroed = [&](T* p, int64_t count) {
     be.zero(p, size_t(count) * sizeof(T));
@@ -196,7 +196,8 @@ void Model::encoder_backward(Backend<T>& be, int g, const T* P, T* G, const T* x
     dz = b.dz_pre;
   }
   if (e.kind == Encoder::cnn) {
-    const int64_t a1 = int64_t(n) * e.c1 * e.h1() * e.w1(), a2 = int64_t(n) * e.c2 * e.h2() * e.w2();
+    const int64_t a1 = int64_t(n) * e.c1 * e.h1() * e.w1(),
+                  a2 = int64_t(n) * e.c2 * e.h2() * e.w2();
     const int64_t pooled = int64_t(n) * e.c2 * e.hp() * e.wp();
     const LinearLayer& fc = e.layers[0];
     T* d_act = zeroed(b.grad_a, pooled);
@@ -221,8 +222,7 @@ void Model::encoder_backward(Backend<T>& be, int g, const T* P, T* G, const T* x
     T* d_in = i == 0 ? nullptr : zeroed(b.grad_a, int64_t(n) * l.in);
     be.linear_backward(d_in, G + l.w, G + l.b, upstream, in, P + l.w, n, l.in, l.out);
     if (i == 0) break;
-    be.relu_backward(zeroed(b.grad_b, int64_t(n) * l.in), d_in, b.hidden[i - 1],
-                     int64_t(n) * l.in);
+    be.relu_backward(zeroed(b.grad_b, int64_t(n) * l.in), d_in, b.hidden[i - 1], int64_t(n) * l.in);
     upstream = b.grad_b;
   }
 }
@@ -259,18 +259,18 @@ void Model::classifier_backward(Backend<T>& be, const T* P, T* G, const T* z, in
   be.linear_backward(dz, G + l0.w, G + l0.b, b.grad_hidden, z, P + l0.w, n, l0.in, l0.out);
 }
 
-#define HETDRO_INSTANTIATE(T)                                                                   \
-  template void Model::init(T*, uint64_t) const;                                                \
-  template void Model::plan_encoder(Arena&, int, int, bool, EncoderBuffers<T>&) const;          \
-  template void Model::plan_classifier(Arena&, int, bool, ClassifierBuffers<T>&) const;         \
-  template void Model::encoder_forward(Backend<T>&, int, const T*, const T*, int, T*,           \
-                                       const EncoderBuffers<T>&) const;                         \
-  template void Model::encoder_backward(Backend<T>&, int, const T*, T*, const T*, int,          \
-                                        const T*, const T*, const EncoderBuffers<T>&) const;    \
-  template void Model::classifier_forward(Backend<T>&, const T*, const T*, int, T*,             \
-                                          const ClassifierBuffers<T>&) const;                   \
-  template void Model::classifier_backward(Backend<T>&, const T*, T*, const T*, int, const T*, \
-                                           T*, const ClassifierBuffers<T>&) const;
+#define HETDRO_INSTANTIATE(T)                                                                      \
+  template void Model::init(T*, uint64_t) const;                                                   \
+  template void Model::plan_encoder(Arena&, int, int, bool, EncoderBuffers<T>&) const;             \
+  template void Model::plan_classifier(Arena&, int, bool, ClassifierBuffers<T>&) const;            \
+  template void Model::encoder_forward(Backend<T>&, int, const T*, const T*, int, T*,              \
+                                       const EncoderBuffers<T>&) const;                            \
+  template void Model::encoder_backward(Backend<T>&, int, const T*, T*, const T*, int, const T*,   \
+                                        const T*, const EncoderBuffers<T>&) const;                 \
+  template void Model::classifier_forward(Backend<T>&, const T*, const T*, int, T*,                \
+                                          const ClassifierBuffers<T>&) const;                      \
+  template void Model::classifier_backward(Backend<T>&, const T*, T*, const T*, int, const T*, T*, \
+                                           const ClassifierBuffers<T>&) const;
 HETDRO_INSTANTIATE(float)
 HETDRO_INSTANTIATE(double)
 #undef HETDRO_INSTANTIATE

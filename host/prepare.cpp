@@ -1,4 +1,4 @@
-// The built-in datasets: hetero-fashion (DESIGN §5) and a small synthetic one for tests.
+// The built-in datasets: hetero-fashion (docs/DESIGN.md §5) and a small synthetic one for tests.
 #include "hetdro/prepare.h"
 
 #include <algorithm>
@@ -90,7 +90,8 @@ std::string group_toml(const std::string& name, const std::string& encoder_lines
 }
 
 std::string hetero_fashion_config() {
-  std::string config = R"(# hetero-fashion (DESIGN §5), written by `hetdro prepare hetero-fashion`.
+  std::string config =
+      R"(# hetero-fashion (docs/DESIGN.md §5), written by `hetdro prepare hetero-fashion`.
 # Paths are relative to this file's folder. Every key not set here has its default.
 [data]
 classes = 10
@@ -163,7 +164,7 @@ void prepare_hetero_fashion(const std::string& out_dir, const std::string& sourc
       if (label >= 10) input_error("{}: label {} is outside [0, 10)", src, int(label));
 
   make_dir(out_dir);
-  // 70% / 25% / 5% of the training images, by a seeded permutation (DESIGN §5).
+  // 70% / 25% / 5% of the training images, by a seeded permutation (docs/DESIGN.md §5).
   const int64_t n = train_x.rows();
   std::vector<int64_t> perm = seeded_permutation(n, splitmix64(seed ^ 0x5EED5EEDull));
   const int64_t n0 = (n * 70 + 50) / 100, n1 = (n * 25 + 50) / 100;

@@ -1,4 +1,4 @@
-// The run folder's files and the run's console lines (DESIGN §4).
+// The run folder's files and the run's console lines (docs/DESIGN.md §4).
 #include "hetdro/run_folder.h"
 
 #include <fmt/format.h>
@@ -48,9 +48,8 @@ void RunFolder::write_report(const std::string& json) {
 void print_header(const Config& config, const Model& model, const std::vector<GroupData>& groups,
                   const StratifiedSampler& sampler, const std::string& device) {
   const TrainConfig& t = config.train;
-  fmt::print("model: {} parameters; latent {}; classifier {}; fit {}; objective {}\n",
-             model.size(), model.latent_dim(), name(config.model.classifier), name(t.fit),
-             name(t.objective));
+  fmt::print("model: {} parameters; latent {}; classifier {}; fit {}; objective {}\n", model.size(),
+             model.latent_dim(), name(config.model.classifier), name(t.fit), name(t.objective));
   for (size_t g = 0; g < groups.size(); ++g)
     fmt::print("  group {:<10} encoder {:<4} train {:>6}  test {:>6}  per batch {:>3}\n",
                groups[g].name, name(config.groups[g].encoder), groups[g].train.size(),
@@ -73,8 +72,7 @@ std::string metrics_json(const EpochRecord& r, const Evaluation& eval) {
   for (auto& g : eval.groups) m["test_acc"][g.name] = g.accuracy;
   m["worst_group_acc"] = eval.worst;
   m["mean_group_acc"] = eval.mean;
-  for (size_t g = 0; g < r.group_names.size(); ++g)
-    m["group_weights"][r.group_names[g]] = r.q[g];
+  for (size_t g = 0; g < r.group_names.size(); ++g) m["group_weights"][r.group_names[g]] = r.q[g];
   m["step_ms"] = r.step_ms;
   m["samples_per_s"] = r.samples_per_s;
   m["fit_skipped"] = int64_t(r.skipped_slots);
@@ -92,9 +90,10 @@ void print_epoch(const EpochRecord& r, const Evaluation& eval) {
   fmt::print(
       "epoch {}/{}{}  loss {:.4f} (clf {:.4f} fit {:.3f} sep {:.4f})  test {}| worst {:.4f} "
       "mean {:.4f}  q [{}]  {:.1f} ms/step  {:.0f} samples/s{}\n",
-      r.epoch, r.epochs, complete ? "" : fmt::format(" ({} of {} steps)", r.done, r.steps_per_epoch),
-      r.mean.total, r.mean.clf, r.mean.fit, r.mean.sep, accs, eval.worst, eval.mean, weights,
-      r.step_ms, r.samples_per_s,
+      r.epoch, r.epochs,
+      complete ? "" : fmt::format(" ({} of {} steps)", r.done, r.steps_per_epoch), r.mean.total,
+      r.mean.clf, r.mean.fit, r.mean.sep, accs, eval.worst, eval.mean, weights, r.step_ms,
+      r.samples_per_s,
       r.skipped_slots > 0
           ? fmt::format("  (fit skipped {} class-batches with n < 2)", int64_t(r.skipped_slots))
           : "");

@@ -1,4 +1,4 @@
-// The training loop on a backend (DESIGN §6): stratified batches gathered from the uploaded
+// The training loop on a backend (docs/DESIGN.md §6): stratified batches gathered from the uploaded
 // data, the loss and its gradient, the non-finite check and Adam, all as backend ops; the host
 // reads the step statistics at its logging points and evaluates once per epoch.
 #include "hetdro/trainer.h"
@@ -156,8 +156,8 @@ void Trainer::step(int64_t step_in_epoch) {
   Backend<float>& be = *backend_;
   const std::vector<int>& rows = sampler_.per_batch();
   for (int g = 0, row = 0; g < int(groups_.size()); row += rows[g], ++g)
-    be.gather_batch(loss_.batch_x(g), loss_.batch_y() + row, train_x_[g].data(),
-                    train_y_[g].data(), order_[g].data() + step_in_epoch * rows[g], rows[g],
+    be.gather_batch(loss_.batch_x(g), loss_.batch_y() + row, train_x_[g].data(), train_y_[g].data(),
+                    order_[g].data() + step_in_epoch * rows[g], rows[g],
                     model_.encoder(g).input_size());
   grads_.zero();
   const int C = model_.classes(), J = settings_.samples_per_anchor, k = model_.latent_dim();
@@ -181,9 +181,9 @@ Window Trainer::read_window() {
   window_steps_ = 0;
   if (status[0] >= 0) {
     const int64_t where = status[1];
-    const std::string what =
-        where < 0 ? fmt::format("the loss term {}", StepStats::name(int(-1 - where)))
-                  : fmt::format("the gradient of {}", model_.param_at(where).name);
+    const std::string what = where < 0
+                                 ? fmt::format("the loss term {}", StepStats::name(int(-1 - where)))
+                                 : fmt::format("the gradient of {}", model_.param_at(where).name);
     throw std::runtime_error(fmt::format(
         "{} became non-finite at step {}; Adam skipped that step and every later one, so the "
         "parameters are those after step {}. Try a smaller train.lr or a larger train.eps.",
@@ -225,88 +225,90 @@ void Trainer::warn_dead_latents(const Window& w, int epoch, int64_t step,
     const int64_t steps = int64_t(w.sums.dead[g]);
     if (steps == 0) continue;
     if (dead[g] == 0)
-      fmt::print(stderr,
-                 "warning: epoch {} step {}: group '{}' has all {} latent units at 0 over its {} "
-                 "samples{} (dead ReLU latent; DESIGN §1). latent_activation = \"none\" avoids "
-                 "it.\n",
-                 epoch, step, groups_[g].name, model_.latent_dim(), sampler_.per_batch()[g],
-                 w.steps > 1 ? fmt::format(", in {} of the {} steps up to here", steps, w.steps)
-                             : "");
+      fmt::print(
+          stderr,
+          "warning: epoch {} step {}: group '{}' has all {} latent units at 0 over its {} "
+          "samples{} (dead ReLU latent; docs/DESIGN.md §1). latent_activation = \"none\" avoids "
+          "it.\n",
+          epoch, step, groups_[g].name, model_.latent_dim(), sampler_.per_batch()[g],
+          w.steps > 1 ? fmt::format(", in {} of the {} steps up to here", steps, w.steps) : "");
     dead[g] += steps;
   }
+}
+
+// One epoch's steps (at most `budget` of them when budget > 0), reading the statistics at the
+// logging points; fills r's step counts, means, timings and dead-latent counts.
+void Trainer::run_epoch(int epoch, int64_t budget, EpochRecord& r, std::vector<double>& step_ms) {
+  const int G = int(groups_.size());
+  const int64_t steps = sampler_.steps_per_epoch();
+  // Ops that finish before they return cost nothing to read after; others are read in windows.
+  const int64_t read_every = backend_->synchronous() ? 1 : kReadEvery;
+  const int64_t progress_every = steps >= 200 ? steps / 4 : steps + 1;
+  start_epoch(epoch - 1);
+  LossTerms sums;
+  std::vector<int64_t> dead(G, 0);
+  double epoch_ms = 0;
+  auto window_start = Clock::now();
+  for (int64_t s = 0; s < steps && !(budget > 0 && r.done >= budget); ++s) {
+    step(s);
+    ++r.done;
+    const bool last = s + 1 == steps || (budget > 0 && r.done >= budget);
+    const bool progress = (s + 1) % progress_every == 0;
+    if (!(last || progress || r.done % read_every == 0)) continue;
+    const Window w = read_window();
+    const double ms =
+        std::chrono::duration<double, std::milli>(Clock::now() - window_start).count();
+    step_ms.push_back(ms / double(w.steps));
+    epoch_ms += ms;
+    add(sums, w.sums);
+    warn_dead_latents(w, epoch, s + 1, dead);
+    if (progress)
+      fmt::print("  epoch {} step {}/{}  loss {:.4f}  {:.1f} ms/step\n", epoch, s + 1, steps,
+                 sums.total / double(r.done), median(step_ms));
+    std::fflush(stdout);
+    window_start = Clock::now();
+  }
+  if (r.done == 0) return;
+  const double n = double(r.done);
+  r.mean = sums;
+  r.mean.total /= n;
+  r.mean.clf /= n;
+  r.mean.fit /= n;
+  r.mean.sep /= n;
+  r.skipped_slots = sums.skipped_slots;
+  r.dead_steps.assign(dead.begin(), dead.end());
+  r.step = step_;
+  r.samples_per_s = config_.train.batch_size * 1000.0 * n / epoch_ms;
 }
 
 void Trainer::train(const std::string& out_dir, bool overwrite, int64_t max_steps) {
   const TrainConfig& t = config_.train;
   RunFolder folder(out_dir, overwrite, config_);
-  const int G = int(groups_.size());
-  const int64_t steps = sampler_.steps_per_epoch();
-  const bool relu = config_.model.latent_activation == LatentActivation::relu;
-  std::vector<std::string> names;
-  for (auto& g : groups_) names.push_back(g.name);
   print_header(config_, model_, groups_, sampler_, backend_->name());
-
-  // Ops that finish before they return cost nothing to read after; others are read in windows.
-  const int64_t read_every = backend_->synchronous() ? 1 : kReadEvery;
-  const int64_t progress_every = steps >= 200 ? steps / 4 : steps + 1;
   const auto run_start = Clock::now();
   std::vector<double> all_step_ms;
   Evaluation eval;
   bool evaluated = false;
   int64_t total_steps = 0;
   for (int epoch = 1; epoch <= t.epochs; ++epoch) {
-    start_epoch(epoch - 1);
     EpochRecord r;
     r.epoch = epoch;
     r.epochs = t.epochs;
-    r.steps_per_epoch = steps;
-    r.relu_latent = relu;
-    r.group_names = names;
-    r.dead_steps.assign(G, 0);
-    LossTerms sums;
-    std::vector<int64_t> dead(G, 0);
+    r.steps_per_epoch = sampler_.steps_per_epoch();
+    r.relu_latent = config_.model.latent_activation == LatentActivation::relu;
+    for (auto& g : groups_) r.group_names.push_back(g.name);
     std::vector<double> step_ms;
-    double epoch_ms = 0;
-    auto window_start = Clock::now();
-    for (int64_t s = 0; s < steps && !(max_steps > 0 && total_steps >= max_steps); ++s) {
-      step(s);
-      ++r.done;
-      ++total_steps;
-      const bool last = s + 1 == steps || (max_steps > 0 && total_steps >= max_steps);
-      const bool progress = (s + 1) % progress_every == 0;
-      if (!(last || progress || r.done % read_every == 0)) continue;
-      const Window w = read_window();
-      const double ms = std::chrono::duration<double, std::milli>(Clock::now() - window_start)
-                            .count();
-      step_ms.push_back(ms / double(w.steps));
-      epoch_ms += ms;
-      add(sums, w.sums);
-      warn_dead_latents(w, epoch, s + 1, dead);
-      if (progress)
-        fmt::print("  epoch {} step {}/{}  loss {:.4f}  {:.1f} ms/step\n", epoch, s + 1, steps,
-                   sums.total / double(r.done), median(step_ms));
-      std::fflush(stdout);
-      window_start = Clock::now();
-    }
+    run_epoch(epoch, max_steps > 0 ? max_steps - total_steps : 0, r, step_ms);
     if (r.done == 0) break;
+    total_steps += r.done;
     eval = evaluate();
     evaluated = true;
-    const double n = double(r.done);
-    r.mean = sums;
-    r.mean.total /= n;
-    r.mean.clf /= n;
-    r.mean.fit /= n;
-    r.mean.sep /= n;
-    r.skipped_slots = sums.skipped_slots;
-    for (int g = 0; g < G; ++g) r.dead_steps[g] = double(dead[g]);
-    r.step = step_;
     r.step_ms = median(step_ms);
-    r.samples_per_s = t.batch_size * 1000.0 * n / epoch_ms;
     r.q = q_.download();
     all_step_ms.insert(all_step_ms.end(), step_ms.begin(), step_ms.end());
     folder.append_metrics(metrics_json(r, eval));
     print_epoch(r, eval);
-    if (r.done == steps) epoch_ = epoch;  // --max-steps can end an epoch early
+    if (r.done == r.steps_per_epoch) epoch_ = epoch;  // --max-steps can end an epoch early
     save_checkpoint(folder.checkpoint_path(), model_, state());
   }
   if (!evaluated) {  // no step ran: still leave a checkpoint of the initial model

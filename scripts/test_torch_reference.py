@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Checks of scripts/torch_reference.py: the safe W2 backward (DESIGN §2) against float64
+"""Checks of scripts/torch_reference.py: the safe W2 backward (docs/DESIGN.md §2) against float64
 central differences, the claim that autograd through eigh breaks on repeated eigenvalues
 while the safe form does not, batch sizes, config errors and a tiny end-to-end run.
 
@@ -91,7 +91,7 @@ def test_w2_value_closed_form_for_commuting_case():
 
 
 def test_naive_nonfinite_safe_finite_on_dead_units():
-    # DESIGN §2: 20 of 64 latent units 0 for a class → Ŝ has exactly repeated eigenvalues
+    # docs/DESIGN.md §2: 20 of 64 latent units 0 for a class → Ŝ has exactly repeated eigenvalues
     # ε; autograd through eigh divides by their zero gaps.
     for dtype in (torch.float32, torch.float64):
         z, L, m2 = _gaussian_pair_inputs(k=64, n_samples=10, zero_units=20, seed=4, dtype=dtype)

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""PyTorch reference of hetdro's training method (DESIGN.md §1-§2, §4).
+"""PyTorch reference of hetdro's training method (docs/DESIGN.md §1-§2, §4).
 
 What this is for: the baseline a PyTorch user would write for the method, and the
 yardstick for the C++/CUDA trainer's accuracy and speed. It reads the same config.toml
@@ -160,7 +160,7 @@ def load_toml(path):
 
 
 # Every key with its default (None: required) and allowed values. Unknown keys are errors
-# (DESIGN §4), so a typo never silently trains with a default.
+# (docs/DESIGN.md §4), so a typo never silently trains with a default.
 _DATA_KEYS = {"classes": 10, "groups": None}
 _GROUP_KEYS = {"name": None, "train_x": None, "train_y": None, "test_x": None, "test_y": None,
                "encoder": "", "channels": [32, 64], "kernel": 3, "hidden": [128]}
@@ -317,7 +317,7 @@ def load_data(cfg):
 
 def group_batch_sizes(B, Ns):
     """n_g = round(B N_g / N) by the largest-remainder method, so that Σ n_g = B exactly
-    (DESIGN §1). Integer arithmetic: no float ties."""
+    (docs/DESIGN.md §1). Integer arithmetic: no float ties."""
     N = sum(Ns)
     base = [B * n // N for n in Ns]
     rem = [B * n % N for n in Ns]
@@ -328,7 +328,7 @@ def group_batch_sizes(B, Ns):
 
 
 # ----------------------------------------------------------------------------- model
-# Module and parameter names follow DESIGN §4's checkpoint names, so a state_dict of this
+# Module and parameter names follow docs/DESIGN.md §4's checkpoint names, so a state_dict of this
 # model and hetdro's checkpoint.safetensors share keys and layouts.
 
 def latent_act(name):
@@ -336,7 +336,7 @@ def latent_act(name):
 
 
 class CNNEncoder(nn.Module):
-    # DESIGN §1 literally: no activation between the convs; sigmoid after the pool.
+    # docs/DESIGN.md §1 literally: no activation between the convs; sigmoid after the pool.
     def __init__(self, in_shape, channels, kernel, k, act):
         super().__init__()
         if len(channels) != 2:
@@ -383,7 +383,7 @@ class MLP2(nn.Module):
 
 
 class Anchors(nn.Module):
-    """Per-class Gaussians N(m_c, L_c L_cᵀ + εI); init m = 0, L = I (DESIGN §1)."""
+    """Per-class Gaussians N(m_c, L_c L_cᵀ + εI); init m = 0, L = I (docs/DESIGN.md §1)."""
 
     def __init__(self, C, k):
         super().__init__()
@@ -420,7 +420,7 @@ def _trace(X):
 
 
 def _sqrt_divided_differences(a, fa, eps):
-    """K_ij of DESIGN §2 step 4 for f(a) = sqrt(max(a, eps)): the divided differences
+    """K_ij of docs/DESIGN.md §2 step 4 for f(a) = sqrt(max(a, eps)): the divided differences
     (f(a_i) - f(a_j)) / (a_i - a_j), written so that no branch divides by ~0."""
     ai, aj = a.unsqueeze(-1), a.unsqueeze(-2)
     fi, fj = fa.unsqueeze(-1), fa.unsqueeze(-2)
@@ -441,7 +441,7 @@ def _sqrt_divided_differences(a, fa, eps):
 
 
 class W2SquaredSafe(torch.autograd.Function):
-    """W2²(N(m1,A), N(m2,B)) for a batch of pairs, with DESIGN §2's analytic backward:
+    """W2²(N(m1,A), N(m2,B)) for a batch of pairs, with docs/DESIGN.md §2's analytic backward:
     two eigendecompositions in the forward, none in the backward, and no 1/(λ_i − λ_j)
     anywhere, so exactly repeated (clamped) eigenvalues give finite gradients.
     A, B: [P,k,k] symmetric; m1, m2: [P,k]. Returns [P]."""
@@ -619,7 +619,7 @@ def pick_device(cfg, arg):
 
 def main(argv=None):
     p = argparse.ArgumentParser(
-        description="PyTorch reference trainer for hetdro's method (DESIGN.md §1): per-group encoders, "
+        description="PyTorch reference trainer for hetdro's method (docs/DESIGN.md §1): per-group encoders, "
                     "shared classifier, Gaussian class anchors with W2 alignment and anchor separation.",
         epilog=__doc__.split("\n\n", 1)[1], formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", required=True, help="hetdro config.toml (paths relative to its folder)")
@@ -631,8 +631,8 @@ def main(argv=None):
     p.add_argument("--max-steps", type=int, help="stop after N optimizer steps in total (for timing)")
     p.add_argument("--eigh", choices=("naive", "safe"), default="safe",
                    help="W2 backward: naive = autograd through torch.linalg.eigh (paper's pseudocode); "
-                        "safe = DESIGN §2 analytic backward (default)")
-    p.add_argument("--json-out", help="write per-epoch metrics as JSON lines (DESIGN §4 metrics.jsonl) "
+                        "safe = docs/DESIGN.md §2 analytic backward (default)")
+    p.add_argument("--json-out", help="write per-epoch metrics as JSON lines (docs/DESIGN.md §4 metrics.jsonl) "
                                       "plus a final summary line")
     p.add_argument("--warmup", type=int, default=5,
                    help="steps at the start of each epoch left out of the median step time (default 5)")

@@ -1,5 +1,5 @@
-// A test backend that proves the host never touches backend memory outside an op (DESIGN §6):
-// it wraps the CPU backend, and keeps every buffer it allocates in pages protected with
+// A test backend that proves the host never touches backend memory outside an op (docs/DESIGN.md
+// §6): it wraps the CPU backend, and keeps every buffer it allocates in pages protected with
 // mprotect(PROT_NONE) whenever none of its ops (or copies) is running. A host read or write of
 // backend memory anywhere else ends the process with SIGSEGV, as it would fault on a GPU.
 #pragma once
@@ -25,13 +25,12 @@ class GuardedBackend final : public Backend<T> {
     for (auto& [p, bytes] : regions_) munmap(p, bytes);
   }
 
+  // Not synchronous(), so the trainer reads its statistics in windows, as it will on a GPU.
   std::string name() const override { return "guarded-cpu"; }
-  // Not synchronous, so the trainer reads its statistics in windows, as on a GPU.
-  void synchronize() override {}
-
   void release(void* p) override {
     auto it = regions_.find(p);
-    if (it == regions_.end()) throw std::logic_error("GuardedBackend: release of an unknown pointer");
+    if (it == regions_.end())
+      throw std::logic_error("GuardedBackend: release of an unknown pointer");
     munmap(it->first, it->second);
     regions_.erase(it);
   }
@@ -75,7 +74,8 @@ class GuardedBackend final : public Backend<T> {
   };
   void protect(int mode) {
     for (auto& [p, bytes] : regions_)
-      if (mprotect(p, bytes, mode) != 0) throw std::runtime_error("GuardedBackend: mprotect failed");
+      if (mprotect(p, bytes, mode) != 0)
+        throw std::runtime_error("GuardedBackend: mprotect failed");
   }
 
   std::unique_ptr<Backend<T>> inner_;

@@ -1,6 +1,7 @@
-// The backend seam (DESIGN §6): a training step and an evaluation never touch backend memory from
-// the host (the guarded backend), a step allocates nothing, a non-finite step never reaches the
-// parameters, and the trainer through the seam gives the numbers it gave before the seam.
+// The backend seam (docs/DESIGN.md §6): a training step and an evaluation never touch backend
+// memory from the host (the guarded backend), a step allocates nothing, a non-finite step never
+// reaches the parameters, and the trainer through the seam gives the numbers it gave before the
+// seam.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -38,7 +39,7 @@ struct SyntheticRun {
   Config config;
   std::unique_ptr<Trainer> trainer;
   explicit SyntheticRun(const std::vector<std::string>& overrides = {},
-               std::unique_ptr<Backend<float>> backend = nullptr)
+                        std::unique_ptr<Backend<float>> backend = nullptr)
       : config(load_config(synthetic_config(), overrides)),
         trainer(std::make_unique<Trainer>(config, load_groups(config), std::move(backend))) {}
 };
@@ -57,10 +58,9 @@ TEST(GuardedBackendTest, HostAccessOutsideAnOpFaults) {
 TEST(Seam, TrainingStepsAndEvaluationNeverTouchBackendMemoryFromTheHost) {
   // Every loss term and code path: per_group repeats the anchors, GroupDRO updates q, the mlp2
   // classifier and the relu latent plan extra scratch.
-  const std::vector<std::string> options = {"train.fit=\"per_group\"",
-                                            "train.objective=\"groupdro\"",
-                                            "model.classifier=\"mlp2\"",
-                                            "model.latent_activation=\"relu\""};
+  const std::vector<std::string> options = {
+      "train.fit=\"per_group\"", "train.objective=\"groupdro\"", "model.classifier=\"mlp2\"",
+      "model.latent_activation=\"relu\""};
   SyntheticRun guarded(options, std::make_unique<GuardedBackend<float>>());
   SyntheticRun plain(options);
   for (SyntheticRun* r : {&guarded, &plain}) {
@@ -120,9 +120,9 @@ TEST(Seam, ANonFiniteLossStopsTheRunAtTheNextReadAndAdamSkipsEveryStepFromIt) {
   }
   const TrainState after = t.state();
   ASSERT_EQ(after.params.size(), spoiled.params.size());
-  EXPECT_EQ(std::memcmp(after.params.data(), spoiled.params.data(),
-                        after.params.size() * sizeof(float)),
-            0);
+  EXPECT_EQ(
+      std::memcmp(after.params.data(), spoiled.params.data(), after.params.size() * sizeof(float)),
+      0);
   EXPECT_EQ(after.adam_m, spoiled.adam_m);
 }
 

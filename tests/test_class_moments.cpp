@@ -1,5 +1,5 @@
 // class_moments: hand-worked values, slot handling, and the backward against central
-// differences (DESIGN §1, §2).
+// differences (docs/DESIGN.md §1, §2).
 #include <gtest/gtest.h>
 
 #include <cstdint>
@@ -31,7 +31,7 @@ Moments moments(const std::vector<double>& z, const std::vector<int32_t>& slot, 
   out.count.assign(slots, -7);
   cpu::class_moments_forward(out.mean.data(), out.cov.data(), out.count.data(), z.data(),
                              slot.data(), int(slot.size()), k, slots, eps);
-  // The fit counts the skipped slots from these counts (fit_reduce; DESIGN §6).
+  // The fit counts the skipped slots from these counts (fit_reduce; docs/DESIGN.md §6).
   std::vector<double> w2(slots, 1.0), dw2(slots), fit(3);
   cpu::fit_reduce(fit.data(), dw2.data(), w2.data(), out.count.data(), slots, 1.0);
   out.skipped = int(fit[2]);

@@ -1,4 +1,5 @@
-// Config loading (DESIGN §4): defaults, overrides, errors that name the key, and write-back.
+// Config loading (docs/DESIGN.md §4): defaults, overrides, errors that name the key, and
+// write-back.
 #include <gtest/gtest.h>
 
 #include <filesystem>

@@ -1,4 +1,4 @@
-// `prepare hetero-fashion` (DESIGN §5) and `prepare synthetic`.
+// `prepare hetero-fashion` (docs/DESIGN.md §5) and `prepare synthetic`.
 #include <gtest/gtest.h>
 
 #include <cmath>

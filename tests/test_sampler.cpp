@@ -1,4 +1,4 @@
-// The stratified sampler (DESIGN §1): exact group counts, coverage, determinism.
+// The stratified sampler (docs/DESIGN.md §1): exact group counts, coverage, determinism.
 #include <gtest/gtest.h>
 
 #include <numeric>

@@ -222,8 +222,8 @@ TEST(StepOps, ClfObjectiveGradientWrtGroupSumsIsTheSampleWeight) {
     auto clf_of = [&](const std::vector<double>& s) {
       double clf;
       std::vector<double> gl(groups), q = q0, w(n);
-      cpu::clf_objective(&clf, gl.data(), q.data(), w.data(), s.data(), count.data(),
-                         group.data(), n, groups, groupdro, 0.0);
+      cpu::clf_objective(&clf, gl.data(), q.data(), w.data(), s.data(), count.data(), group.data(),
+                         n, groups, groupdro, 0.0);
       return clf;
     };
     const auto grad = numeric_gradient(clf_of, sums);
@@ -400,8 +400,8 @@ TEST(StepOps, AccumulateAddsTwice) {
 TEST(StepOps, ArgmaxRowsTiesNegativesOneColumn) {
   // Row 0: ties at columns 1 and 3 → 1. Row 1: all equal → 0. Row 2: negatives, max −1 at 2
   // (tied with col 3) → 2. Row 3: max at the last column → 3.
-  const std::vector<float> x = {0, 5, 1, 5,  //
-                                2, 2, 2, 2,  //
+  const std::vector<float> x = {0,  5,  1,  5,   //
+                                2,  2,  2,  2,   //
                                 -3, -2, -1, -1,  //
                                 -9, -8, -7, -6.5f};
   std::vector<int32_t> out(4, -1);

@@ -105,7 +105,7 @@ class WholeLoss : public ::testing::TestWithParam<GradCase> {};
 TEST_P(WholeLoss, GradientOfEveryTensorMatchesCentralDifferences) {
   const GradCase& gc = GetParam();
   Config c = tiny_config(gc.fit, gc.objective, gc.classifier, gc.activation);
-  // q is a constant of the loss, not differentiated (DESIGN §1): η = 0 keeps it fixed.
+  // q is a constant of the loss, not differentiated (docs/DESIGN.md §1): η = 0 keeps it fixed.
   TinyLoss<double> tiny(c, 0.0);
   const Model& model = tiny.model;
   // Every (group, class) slot has n = 4 > k, so each Ŝ is full rank and the loss is smooth.
@@ -150,7 +150,8 @@ INSTANTIATE_TEST_SUITE_P(
     [](const ::testing::TestParamInfo<GradCase>& p) { return case_name(p.param); });
 
 TEST(GroupDro, WeightsMoveTowardTheWorseGroup) {
-  Config c = tiny_config(Fit::none, Objective::groupdro, Classifier::linear, LatentActivation::none);
+  Config c =
+      tiny_config(Fit::none, Objective::groupdro, Classifier::linear, LatentActivation::none);
   TinyLoss<double> tiny(c, 0.5);
   std::vector<double> params(tiny.model.size()), grads;
   tiny.model.init(params.data(), 5);

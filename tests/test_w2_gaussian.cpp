@@ -1,5 +1,5 @@
 // w2_gaussian: closed forms, the analytic backward against central differences, and the
-// degenerate covariances that break autograd through eigh (DESIGN §1, §2).
+// degenerate covariances that break autograd through eigh (docs/DESIGN.md §1, §2).
 //
 // Gradient convention: dA and dB are gradients with respect to a symmetric matrix argument,
 // i.e. dW = ⟨dA, δA⟩ for every symmetric δA. So perturbing A_ij and A_ji together changes W by
@@ -330,8 +330,8 @@ TEST(W2Gaussian, FloatMatchesDouble) {
   EXPECT_LE(rel_error(as_double(gf.dB), gd.dB), 1e-4);
 }
 
-// The case DESIGN §2 is written for: a class whose ReLU latents have units that are 0 for all
-// its samples, so Ŝ has exactly repeated eigenvalues eps (and n_c ≤ k makes it rank-deficient
+// The case docs/DESIGN.md §2 is written for: a class whose ReLU latents have units that are 0 for
+// all its samples, so Ŝ has exactly repeated eigenvalues eps (and n_c ≤ k makes it rank-deficient
 // besides). Compose class_moments → w2_gaussian(Ŝ, B = L Lᵀ + eps·I) with L = I and compare
 // the gradients w.r.t. z and L with float64 central differences.
 struct DegenerateCase {
@@ -390,7 +390,7 @@ struct DegenerateCase {
                                  mean.data(), cov.data(), m2.data(), S.data(), 1, k, T(kEps));
     cpu::class_moments_backward(dz.data(), dmean.data(), dcov.data(), zt.data(), mean.data(),
                                 &count, slot.data(), int(slot.size()), k, 1);
-    // S = L Lᵀ + eps·I: dL = 2 sym(dS) L (DESIGN §2 step 5).
+    // S = L Lᵀ + eps·I: dL = 2 sym(dS) L (docs/DESIGN.md §2 step 5).
     Eigen::Map<const RowMat> ds(dS.data(), k, k), l(Lt.data(), k, k);
     Eigen::Map<RowMat>(dL.data(), k, k) = (ds + ds.transpose()) * l;
     return {dz, dL};

@@ -1,4 +1,4 @@
-// anchor_cov (DESIGN §1, §2): each class anchor's covariance S_c = L_c L_cᵀ + εI, and its
+// anchor_cov (docs/DESIGN.md §1, §2): each class anchor's covariance S_c = L_c L_cᵀ + εI, and its
 // backward dL_c += 2 sym(dS_c) L_c.
 #include <cstdint>
 
@@ -28,7 +28,7 @@ void anchor_cov_backward(T* dchol, const T* dcov, const T* chol, int classes, in
   }
 }
 
-#define HETDRO_INSTANTIATE(T)                                 \
+#define HETDRO_INSTANTIATE(T)                                     \
   template void anchor_cov_forward<T>(T*, const T*, int, int, T); \
   template void anchor_cov_backward<T>(T*, const T*, const T*, int, int);
 HETDRO_INSTANTIATE(float)

@@ -1,4 +1,4 @@
-// anchor_sample (DESIGN §1, §2): samples Z_cj = m_c + L_c ξ_cj of each class anchor. C ≈ 10
+// anchor_sample (docs/DESIGN.md §1, §2): samples Z_cj = m_c + L_c ξ_cj of each class anchor. C ≈ 10
 // classes of k×k with k ≈ 64: a loop over classes with one small product each.
 #include <cstdint>
 

@@ -1,5 +1,5 @@
-// CPU reference of class_moments: per-slot mean and unbiased covariance (DESIGN §1) and the
-// backward to the latents (DESIGN §2).
+// CPU reference of class_moments: per-slot mean and unbiased covariance (docs/DESIGN.md §1) and the
+// backward to the latents (docs/DESIGN.md §2).
 #include <omp.h>  // omp_set_num_threads
 
 #include <cstdint>
@@ -57,7 +57,8 @@ void class_moments_forward(T* mean, T* cov, int32_t* count, const T* z, const in
     Mat<T> Zc(ns, k);
     for (int r = 0; r < ns; ++r) Zc.row(r) = Z.row(members[s][r]);
     m = Zc.colwise().sum() / T(ns);
-    // Two passes, centre then sum: E[zzᵀ] − mmᵀ cancels catastrophically in fp32 (DESIGN §7).
+    // Two passes, centre then sum: E[zzᵀ] − mmᵀ cancels catastrophically in fp32 (docs/DESIGN.md
+    // §7).
     Zc.rowwise() -= m;
     Mat<T> lower = Mat<T>::Zero(k, k);
     lower.template selfadjointView<Eigen::Lower>().rankUpdate(Zc.transpose(), T(1) / T(ns - 1));
@@ -86,7 +87,7 @@ void class_moments_backward(T* dz, const T* dmean, const T* dcov, const T* z, co
     Eigen::Map<const RowVec<T>> m(mean + int64_t(s) * k, k);
     Mat<T> Zc(ns, k);
     for (int r = 0; r < ns; ++r) Zc.row(r) = Z.row(members[s][r]) - m;
-    // dz_i = g_m/n + (2/(n−1)) sym(G_S)(z_i − m̂)   (DESIGN §2); the path through m̂ adds
+    // dz_i = g_m/n + (2/(n−1)) sym(G_S)(z_i − m̂)   (docs/DESIGN.md §2); the path through m̂ adds
     // nothing to the covariance term because Σ_i (z_i − m̂) = 0.
     Mat<T> grad = Mat<T>::Zero(ns, k);
     if (dcov != nullptr) {

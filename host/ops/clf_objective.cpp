@@ -1,5 +1,5 @@
-// clf_objective: L_clf as ERM or GroupDRO (DESIGN §1), the GroupDRO weights' update, and the
-// per-sample weights that softmax_xent_backward applies (DESIGN §2).
+// clf_objective: L_clf as ERM or GroupDRO (docs/DESIGN.md §1), the GroupDRO weights' update, and
+// the per-sample weights that softmax_xent_backward applies (docs/DESIGN.md §2).
 #include <cmath>  // std::exp
 #include <cstdint>
 
@@ -33,8 +33,8 @@ void clf_objective(double* clf, double* group_loss, double* q, T* weight, const 
   for (int i = 0; i < n; ++i) weight[i] = T(q[group[i]] / group_count[group[i]]);
 }
 
-template void clf_objective<float>(double*, double*, double*, float*, const float*,
-                                   const int32_t*, const int32_t*, int, int, int, double);
+template void clf_objective<float>(double*, double*, double*, float*, const float*, const int32_t*,
+                                   const int32_t*, int, int, int, double);
 template void clf_objective<double>(double*, double*, double*, double*, const double*,
                                     const int32_t*, const int32_t*, int, int, int, double);
 

@@ -1,4 +1,4 @@
-// Eigen for the CPU ops: row-major maps over raw pointers (PyTorch layouts, DESIGN §2).
+// Eigen for the CPU ops: row-major maps over raw pointers (PyTorch layouts, docs/DESIGN.md §2).
 #pragma once
 
 // GCC 12 with -march=native (AVX-512) reports -Wmaybe-uninitialized inside Eigen's GEMM

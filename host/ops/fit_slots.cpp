@@ -1,5 +1,6 @@
-// The fit's slots (DESIGN §1): which slot each sample falls in, and the masked sum over slots.
-// Every slot is computed every step (fixed shapes); a slot with fewer than 2 samples is masked.
+// The fit's slots (docs/DESIGN.md §1): which slot each sample falls in, and the masked sum over
+// slots. Every slot is computed every step (fixed shapes); a slot with fewer than 2 samples is
+// masked.
 #include <cstdint>
 
 #include "hetdro/ops.h"
@@ -26,7 +27,7 @@ void fit_reduce(double* out, T* dw2, const T* w2, const int32_t* count, int slot
   out[2] = skipped;
 }
 
-#define HETDRO_INSTANTIATE(T)                                                          \
+#define HETDRO_INSTANTIATE(T)                                                     \
   template void fit_slots<T>(int32_t*, const int32_t*, const int32_t*, int, int); \
   template void fit_reduce<T>(double*, T*, const T*, const int32_t*, int, T);
 HETDRO_INSTANTIATE(float)

@@ -17,7 +17,7 @@ void gather_batch(T* x, int32_t* y, const T* src_x, const int32_t* src_y, const 
 
 template void gather_batch<float>(float*, int32_t*, const float*, const int32_t*, const int64_t*,
                                   int, int64_t);
-template void gather_batch<double>(double*, int32_t*, const double*, const int32_t*,
-                                   const int64_t*, int, int64_t);
+template void gather_batch<double>(double*, int32_t*, const double*, const int32_t*, const int64_t*,
+                                   int, int64_t);
 
 }  // namespace hetdro::cpu

@@ -1,5 +1,5 @@
 // The step's small reductions: loss sums, dead-latent flags, the non-finite check, the window
-// sums the trainer reads at its logging points, and the evaluation's argmax (DESIGN §6).
+// sums the trainer reads at its logging points, and the evaluation's argmax (docs/DESIGN.md §6).
 #include <cmath>  // std::isfinite
 #include <cstdint>
 
@@ -55,11 +55,11 @@ void argmax_rows(int32_t* out, const T* x, int n, int cols) {
   }
 }
 
-#define HETDRO_INSTANTIATE(T)                                                       \
-  template void sum_scaled<T>(double*, const T*, int64_t, double);                  \
-  template void all_zero<T>(double*, const T*, int64_t);                            \
+#define HETDRO_INSTANTIATE(T)                                                              \
+  template void sum_scaled<T>(double*, const T*, int64_t, double);                         \
+  template void all_zero<T>(double*, const T*, int64_t);                                   \
   template void check_finite<T>(int64_t*, const double*, int, const T*, int64_t, int64_t); \
-  template void accumulate<T>(double*, const double*, int);                         \
+  template void accumulate<T>(double*, const double*, int);                                \
   template void argmax_rows<T>(int32_t*, const T*, int, int);
 HETDRO_INSTANTIATE(float)
 HETDRO_INSTANTIATE(double)

@@ -18,7 +18,7 @@ void repeat_backward(T* din, const T* dout, int64_t size, int times) {
     for (int64_t i = 0; i < size; ++i) din[i] += dout[t * size + i];
 }
 
-#define HETDRO_INSTANTIATE(T)                                     \
+#define HETDRO_INSTANTIATE(T)                                  \
   template void repeat_forward<T>(T*, const T*, int64_t, int); \
   template void repeat_backward<T>(T*, const T*, int64_t, int);
 HETDRO_INSTANTIATE(float)

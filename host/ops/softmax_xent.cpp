@@ -1,4 +1,5 @@
-// softmax_xent: softmax cross-entropy, per-sample loss and per-group loss sums (DESIGN §1, §2).
+// softmax_xent: softmax cross-entropy, per-sample loss and per-group loss sums (docs/DESIGN.md §1,
+// §2).
 #include <algorithm>  // std::max, std::fill
 #include <cmath>      // std::exp, std::log
 #include <cstdint>

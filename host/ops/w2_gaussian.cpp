@@ -1,5 +1,5 @@
 // CPU reference of w2_gaussian: squared 2-Wasserstein distance between Gaussian pairs
-// (DESIGN §1) and its analytic backward (DESIGN §2).
+// (docs/DESIGN.md §1) and its analytic backward (docs/DESIGN.md §2).
 //
 // saved per pair: [U (k·k), a (k), V (k·k), mu (k)], row-major, eigenvectors in columns:
 // A = U diag(a) Uᵀ and M = R B R = V diag(mu) Vᵀ with R = U diag(f(a)) Uᵀ, f(x) = √max(x, eps).
@@ -29,7 +29,7 @@ T clamped_sqrt(T x, T eps) {
   return std::sqrt(std::max(x, eps));
 }
 
-// Divided difference K_ij of f(x) = √max(x, eps) (DESIGN §2 step 4). Never divides by a gap
+// Divided difference K_ij of f(x) = √max(x, eps) (docs/DESIGN.md §2 step 4). Never divides by a gap
 // that rounding could have made: equal eigenvalues take the closed form or f′.
 template <typename T>
 T divided_difference(T ai, T aj, T fi, T fj, T eps) {
@@ -85,7 +85,7 @@ void w2_gaussian_forward(T* w2, T* saved, const T* m1, const T* A, const T* m2, 
     }
     const Vec<T>& mu = eigM.eigenvalues();
 
-    T cross = 0;  // T = tr((R B R)^½) = Σ f(mu)   (DESIGN §2 step 1)
+    T cross = 0;  // T = tr((R B R)^½) = Σ f(mu)   (docs/DESIGN.md §2 step 1)
     for (int i = 0; i < k; ++i) cross += clamped_sqrt(mu[i], eps);
     w2[p] = (mean1 - mean2).squaredNorm() + Ap.trace() + Bp.trace() - T(2) * cross;
 
@@ -118,7 +118,7 @@ void w2_gaussian_backward(T* dm1, T* dA, T* dm2, T* dB, const T* dw2, const T* s
     if (g == T(0)) continue;
 
     if (dm1 != nullptr || dm2 != nullptr) {
-      // ∂W2²/∂m1 = 2(m1 − m2) = −∂W2²/∂m2   (DESIGN §2 step 5)
+      // ∂W2²/∂m1 = 2(m1 − m2) = −∂W2²/∂m2   (docs/DESIGN.md §2 step 5)
       const Eigen::Map<const Vec<T>> mean1(m1 + int64_t(p) * k, k), mean2(m2 + int64_t(p) * k, k);
       const Vec<T> dm = T(2) * g * (mean1 - mean2);
       if (dm1 != nullptr) Eigen::Map<Vec<T>>(dm1 + int64_t(p) * k, k) += dm;
@@ -134,12 +134,12 @@ void w2_gaussian_backward(T* dm1, T* dA, T* dm2, T* dB, const T* dw2, const T* s
 
     const Vec<T> fa = a.unaryExpr([eps](T x) { return clamped_sqrt(x, eps); });
     const Mat<T> R = U * fa.asDiagonal() * U.transpose();
-    // G_M = ∂T/∂M = V diag(h) Vᵀ; f is flat below eps, so h = 0 there   (DESIGN §2 step 2)
+    // G_M = ∂T/∂M = V diag(h) Vᵀ; f is flat below eps, so h = 0 there   (docs/DESIGN.md §2 step 2)
     const Vec<T> h = mu.unaryExpr([eps](T x) { return x > eps ? T(0.5) / std::sqrt(x) : T(0); });
     const Mat<T> GM = V * h.asDiagonal() * V.transpose();
 
     if (dB != nullptr) {
-      // ∂W2²/∂B = I − 2 R G_M R   (DESIGN §2 steps 3, 5)
+      // ∂W2²/∂B = I − 2 R G_M R   (docs/DESIGN.md §2 steps 3, 5)
       Mat<T> dTdB = R * GM * R;
       dTdB = T(0.5) * (dTdB + dTdB.transpose()).eval();
       Eigen::Map<RowMat<T>> out(dB + p * kk, k, k);
@@ -148,10 +148,11 @@ void w2_gaussian_backward(T* dm1, T* dA, T* dm2, T* dB, const T* dw2, const T* s
     }
     if (dA != nullptr) {
       const Mat<T> Bp = Eigen::Map<const RowMat<T>>(B + p * kk, k, k);
-      // ∂T/∂R = G_M R B + B R G_M; the second term is the first's transpose (DESIGN §2 step 3).
+      // ∂T/∂R = G_M R B + B R G_M; the second term is the first's transpose (docs/DESIGN.md §2 step
+      // 3).
       const Mat<T> GRB = GM * R * Bp;
       const Mat<T> dTdR = GRB + GRB.transpose();
-      // Daleckii–Krein: ∂T/∂A = U (K ∘ (Uᵀ ∂T/∂R U)) Uᵀ   (DESIGN §2 step 4)
+      // Daleckii–Krein: ∂T/∂A = U (K ∘ (Uᵀ ∂T/∂R U)) Uᵀ   (docs/DESIGN.md §2 step 4)
       Mat<T> C = U.transpose() * dTdR * U;
       for (int j = 0; j < k; ++j)
         for (int i = 0; i < k; ++i) C(i, j) *= divided_difference(a[i], a[j], fa[i], fa[j], eps);

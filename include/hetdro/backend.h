@@ -1,5 +1,5 @@
-// The backend: where the step's memory lives and where its ops run (DESIGN §6). The model, the
-// loss and the trainer are written once against Backend<T>; the CPU backend runs the reference
+// The backend: where the step's memory lives and where its ops run (docs/DESIGN.md §6). The model,
+// the loss and the trainer are written once against Backend<T>; the CPU backend runs the reference
 // ops on host memory, the CUDA backend runs kernels on device memory.
 #pragma once
 
@@ -30,8 +30,6 @@ class Memory {
   virtual void upload(void* dst, const void* host_src, size_t bytes) = 0;
   virtual void download(void* host_dst, const void* src, size_t bytes) = 0;
   virtual void zero(void* dst, size_t bytes) = 0;
-  // Waits until every op issued so far has finished.
-  virtual void synchronize() = 0;
   // True when every op has finished by the time it returns (the CPU), so reading results on the
   // host costs no wait.
   virtual bool synchronous() const { return false; }
@@ -110,7 +108,7 @@ class Buffer {
 // bound to an allocation of measure().size(), to hand out the real pointers.
 class Arena {
  public:
-  Arena() = default;                     // measuring
+  Arena() = default;  // measuring
   explicit Arena(void* base) : base_(static_cast<std::byte*>(base)) {}
 
   template <typename U>

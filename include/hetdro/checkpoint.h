@@ -1,4 +1,4 @@
-// Checkpoints: safetensors with PyTorch names and layouts (DESIGN §4), plus the Adam state
+// Checkpoints: safetensors with PyTorch names and layouts (docs/DESIGN.md §4), plus the Adam state
 // (optim.exp_avg.<name>, optim.exp_avg_sq.<name>), the GroupDRO weights (groupdro.q) and
 // step/epoch in __metadata__.
 #pragma once

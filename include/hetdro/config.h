@@ -1,5 +1,5 @@
-// The run configuration: TOML exactly as in DESIGN §4. Unknown keys are errors that name the
-// key; every key has a default except the data paths.
+// The run configuration: TOML exactly as in docs/DESIGN.md §4. Unknown keys are errors that name
+// the key; every key has a default except the data paths.
 #pragma once
 
 #include <cstdint>
@@ -26,10 +26,10 @@ struct GroupConfig {
   std::string name;
   std::string train_x, train_y, test_x, test_y;  // resolved against the config file's folder
   Encoder encoder = Encoder::cnn;
-  std::vector<int> channels = {32, 64};          // cnn
-  int kernel = 3;                                // cnn
-  std::vector<int> hidden = {128};               // mlp
-  std::string label_column = "label";            // CSV inputs: the column holding y
+  std::vector<int> channels = {32, 64};  // cnn
+  int kernel = 3;                        // cnn
+  std::vector<int> hidden = {128};       // mlp
+  std::string label_column = "label";    // CSV inputs: the column holding y
 };
 
 struct ModelConfig {

@@ -15,7 +15,6 @@ struct Split {
   Array<float> x;  // [n, feature dims...] as stored; cnn groups are [n,H,W] or [n,1,H,W]
   std::vector<int32_t> y;
   int64_t size() const { return int64_t(y.size()); }
-  int64_t row_size() const;  // product of the feature dims
 };
 
 struct GroupData {
@@ -36,7 +35,7 @@ Array<float> load_features(const std::string& path, const GroupConfig& group);
 std::vector<int64_t> encoder_input_shape(const GroupConfig& group, const Array<float>& x,
                                          const std::string& path);
 
-// --- the stratified sampler (DESIGN §1) --------------------------------------------------
+// --- the stratified sampler (docs/DESIGN.md §1) --------------------------------------------------
 // Every batch holds exactly per_batch()[g] samples of group g; these are round(B·N_g/N) by
 // largest remainder with at least one each, and sum to B. Within an epoch no sample repeats;
 // an epoch has min_g floor(N_g / n_g) steps. The same seed gives the same batches.

@@ -1,6 +1,6 @@
-// The method's loss on one batch, L = L_clf + λ_fit L_fit + λ_sep L_sep (DESIGN §1), with its
-// analytic gradient (DESIGN §2), written once against Backend<T>. Templated on float (training)
-// and double (gradient checks).
+// The method's loss on one batch, L = L_clf + λ_fit L_fit + λ_sep L_sep (docs/DESIGN.md §1), with
+// its analytic gradient (docs/DESIGN.md §2), written once against Backend<T>. Templated on float
+// (training) and double (gradient checks).
 #pragma once
 
 #include <cstdint>
@@ -91,7 +91,7 @@ class Loss {
   ClassifierBuffers<T> cls_, sep_cls_;
   T *z_ = nullptr, *logits_ = nullptr, *probs_ = nullptr, *loss_ = nullptr, *weight_ = nullptr;
   T* group_sum_ = nullptr;
-  // L_fit: every slot, masked (DESIGN §6)
+  // L_fit: every slot, masked (docs/DESIGN.md §6)
   int32_t *slot_ = nullptr, *count_ = nullptr;
   T *mean_ = nullptr, *cov_ = nullptr, *w2_ = nullptr, *dw2_ = nullptr, *saved_ = nullptr;
   T* anchor_cov_ = nullptr;

@@ -12,7 +12,7 @@
 
 namespace hetdro {
 
-// One named tensor inside the flat parameter buffer; names and shapes follow DESIGN §4.
+// One named tensor inside the flat parameter buffer; names and shapes follow docs/DESIGN.md §4.
 struct ParamInfo {
   std::string name;
   std::vector<int64_t> shape;
@@ -48,8 +48,8 @@ struct EncoderLayout {
 template <typename T>
 struct EncoderBuffers {
   T *a1 = nullptr, *a2 = nullptr, *pooled = nullptr, *act = nullptr;  // cnn layers' outputs
-  std::vector<T*> hidden;                                               // mlp: post-ReLU
-  T *grad_a = nullptr, *grad_b = nullptr, *dz_pre = nullptr;            // backward scratch
+  std::vector<T*> hidden;                                             // mlp: post-ReLU
+  T *grad_a = nullptr, *grad_b = nullptr, *dz_pre = nullptr;          // backward scratch
 };
 
 template <typename T>

@@ -1,4 +1,4 @@
-// The CPU reference of every op (DESIGN §6): declarations expanded from the one op list,
+// The CPU reference of every op (docs/DESIGN.md §6): declarations expanded from the one op list,
 // ops.def, which documents each op. Definitions in host/ops/<op>.cpp, for float and double.
 // Code that must run on any backend calls ops through Backend<T> (backend.h) instead.
 #pragma once

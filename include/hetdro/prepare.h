@@ -9,8 +9,8 @@ namespace hetdro {
 
 inline const char* kFashionMnistDir = "/usr/share/datasets/fashion-mnist";
 
-// hetero-fashion (DESIGN §5): full28, low16 and proj64 from Fashion-MNIST's four gzipped IDX
-// files in `source_dir`. Reads and checks every input before it writes anything.
+// hetero-fashion (docs/DESIGN.md §5): full28, low16 and proj64 from Fashion-MNIST's four gzipped
+// IDX files in `source_dir`. Reads and checks every input before it writes anything.
 void prepare_hetero_fashion(const std::string& out_dir, const std::string& source_dir,
                             uint64_t seed = 0);
 

@@ -1,4 +1,4 @@
-// A training run's outputs (DESIGN §4): the run folder and its files, and the console lines
+// A training run's outputs (docs/DESIGN.md §4): the run folder and its files, and the console lines
 // that report the run. Kept apart from the training loop (host/trainer.cpp).
 #pragma once
 
@@ -40,11 +40,11 @@ void print_header(const Config& config, const Model& model, const std::vector<Gr
 // One epoch's summary: what metrics.jsonl and the console line report.
 struct EpochRecord {
   int epoch = 0, epochs = 0;
-  int64_t step = 0;                   // optimisation steps so far
+  int64_t step = 0;                       // optimisation steps so far
   int64_t done = 0, steps_per_epoch = 0;  // done < steps_per_epoch: cut short by --max-steps
-  LossTerms mean;                     // per-step means over the epoch
-  double skipped_slots = 0;           // summed over the epoch
-  std::vector<double> dead_steps;     // per group; reported with the relu latent only
+  LossTerms mean;                         // per-step means over the epoch
+  double skipped_slots = 0;               // summed over the epoch
+  std::vector<double> dead_steps;         // per group; reported with the relu latent only
   bool relu_latent = false;
   double step_ms = 0, samples_per_s = 0;
   std::vector<std::string> group_names;

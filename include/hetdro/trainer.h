@@ -1,6 +1,6 @@
-// Training and evaluation on a backend chosen at run time (DESIGN §6): parameters, gradients,
-// Adam state, GroupDRO weights, the data and the step's workspace live in backend memory,
-// planned once; the host reads the step's statistics only at its logging points.
+// Training and evaluation on a backend chosen at run time (docs/DESIGN.md §6): parameters,
+// gradients, Adam state, GroupDRO weights, the data and the step's workspace live in backend
+// memory, planned once; the host reads the step's statistics only at its logging points.
 #pragma once
 
 #include <cstdint>
@@ -15,6 +15,7 @@
 #include "hetdro/loss.h"
 #include "hetdro/model.h"
 #include "hetdro/predictor.h"
+#include "hetdro/run_folder.h"
 
 namespace hetdro {
 
@@ -76,6 +77,7 @@ class Trainer {
   void upload_training_data();
   void upload_test_data();
   void upload_state(const TrainState& state);
+  void run_epoch(int epoch, int64_t budget, EpochRecord& record, std::vector<double>& step_ms);
   void warn_dead_latents(const Window& w, int epoch, int64_t step, std::vector<int64_t>& dead);
 
   Config config_;
