@@ -178,6 +178,16 @@ void check_positive(const std::string& file, const std::string& key, double valu
     input_error("{}: key '{}': expected a positive value, found {}", file, key, value);
 }
 
+// Every size and rate is bounded before anything is allocated, so an absurd value is an error
+// that names its key, not an allocation failure or an overflow later on. The bounds are far
+// beyond any sensible run.
+void check_range(const std::string& file, const std::string& key, double value, double lo,
+                 double hi) {
+  if (!(value >= lo && value <= hi))
+    input_error("{}: key '{}': {} is out of range; expected a value from {} to {}", file, key,
+                value, lo, hi);
+}
+
 const toml::table* subtable(const toml::table& root, const std::string& file, const char* key) {
   auto* node = root.get(key);
   if (!node) return nullptr;
@@ -232,6 +242,35 @@ void apply_override(toml::table& root, const std::string& text) {
 std::string resolve(const fs::path& base, const std::string& p) {
   fs::path path(p);
   return (path.is_absolute() ? path : base / path).lexically_normal().string();
+}
+
+void check_bounds(const Config& c) {
+  const std::string& f = c.path;
+  check_range(f, "data.classes", c.classes, 2, 1e5);
+  for (size_t i = 0; i < c.groups.size(); ++i) {
+    const GroupConfig& g = c.groups[i];
+    const std::string prefix = fmt::format("data.groups[{}].", i);
+    for (int ch : g.channels) check_range(f, prefix + "channels", ch, 1, 4096);
+    check_range(f, prefix + "kernel", g.kernel, 1, 64);
+    check_range(f, prefix + "hidden (number of layers)", double(g.hidden.size()), 0, 64);
+    for (int h : g.hidden) check_range(f, prefix + "hidden", h, 1, 65536);
+  }
+  const ModelConfig& m = c.model;
+  check_range(f, "model.latent_dim", m.latent_dim, 1, 4096);
+  check_range(f, "model.classifier_hidden", m.classifier_hidden, 1, 65536);
+  check_range(f, "model.anchor_scale", m.anchor_scale, 1e-6, 1e4);
+  const TrainConfig& t = c.train;
+  check_range(f, "train.epochs", t.epochs, 0, 1e6);
+  check_range(f, "train.batch_size", t.batch_size, 1, 1e6);
+  check_range(f, "train.lr", t.lr, 1e-12, 10);
+  check_range(f, "train.lambda_fit", t.lambda_fit, 0, 1e6);
+  check_range(f, "train.lambda_sep", t.lambda_sep, 0, 1e6);
+  check_range(f, "train.samples_per_anchor", t.samples_per_anchor, 1, 4096);
+  check_range(f, "train.eps", t.eps, 1e-12, 1);
+  check_range(f, "train.groupdro_eta", t.groupdro_eta, 0, 100);
+  check_range(f, "train.weight_decay", t.weight_decay, 0, 100);
+  check_range(f, "train.eval_batch", t.eval_batch, 1, 1e6);
+  check_range(f, "train.checkpoint_every", t.checkpoint_every, 0, 1e9);
 }
 
 }  // namespace
@@ -337,6 +376,7 @@ Config load_config(const std::string& path, const std::vector<std::string>& over
   r.get("seed", t.seed);
   r.get("device", t.device);
   r.get("eval_batch", t.eval_batch);
+  r.get("checkpoint_every", t.checkpoint_every);
   r.finish();
   if (t.epochs < 0) input_error("{}: key 'train.epochs': expected ≥ 0, found {}", path, t.epochs);
   check_positive(path, "train.batch_size", t.batch_size);
@@ -344,12 +384,8 @@ Config load_config(const std::string& path, const std::vector<std::string>& over
   check_positive(path, "train.samples_per_anchor", t.samples_per_anchor);
   check_positive(path, "train.eps", t.eps);
   check_positive(path, "train.eval_batch", t.eval_batch);
-  if (t.lambda_fit < 0 || t.lambda_sep < 0 || t.groupdro_eta < 0 || t.weight_decay < 0)
-    input_error(
-        "{}: keys 'train.lambda_fit', 'lambda_sep', 'groupdro_eta', 'weight_decay' "
-        "must be ≥ 0",
-        path);
   check_choice(path, "train.device", t.device, {"auto", "cuda", "cpu"});
+  check_bounds(c);
   if (t.batch_size < int(c.groups.size()))
     input_error(
         "{}: key 'train.batch_size': {} is smaller than the number of groups ({}); "

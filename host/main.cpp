@@ -93,17 +93,27 @@ int main(int argc, char** argv) {
   std::vector<std::string> overrides;
   bool overwrite = false;
   int64_t max_steps = 0;
+  std::string resume;
   auto* train = app.add_subcommand(
       "train", "Train on the backend train.device picks (today: the CPU; CUDA comes next)");
-  train->add_option("--config", config_path, "Config TOML (docs/DESIGN.md §4)")->required();
-  train
-      ->add_option("--out", out,
-                   "Run folder for config.toml, metrics.jsonl, "
-                   "checkpoint.safetensors, report.json")
-      ->required();
+  train->add_option("--config", config_path, "Config TOML (docs/DESIGN.md §4)");
+  auto* out_option = train->add_option("--out", out,
+                                       "Run folder for config.toml, metrics.jsonl, "
+                                       "checkpoint.safetensors, report.json");
+  auto* resume_option = train->add_option(
+      "--resume", resume,
+      "Continue the run in this folder exactly where its checkpoint stands (with its "
+      "config.toml; --set may change it, e.g. train.epochs)");
+  resume_option->excludes(out_option);
   train->add_option("--set", overrides, "Override a config key, e.g. --set train.epochs=3");
-  train->add_flag("--overwrite", overwrite, "Replace a run already in --out");
-  train->add_option("--max-steps", max_steps, "Stop after this many steps (for timing)");
+  train->add_flag("--overwrite", overwrite, "Replace a run already in --out (its files first)")
+      ->excludes(resume_option);
+  train->add_option("--max-steps", max_steps, "Stop after this many steps (for timing)")
+      ->check(CLI::NonNegativeNumber);
+  train->footer(
+      "Checkpoints after every epoch and every train.checkpoint_every steps. SIGINT or SIGTERM "
+      "finishes the current step, writes a checkpoint and exits with 130 or 143; --resume "
+      "continues from it.");
 
   auto* eval = app.add_subcommand("eval",
                                   "Per-group test accuracy and confusion matrices of a "
@@ -141,12 +151,29 @@ int main(int argc, char** argv) {
     } else if (syn->parsed()) {
       prepare_synthetic(out, seed);
     } else if (train->parsed()) {
-      Config config = load_config(config_path, overrides);
+      if (resume.empty() && (config_path.empty() || out.empty()))
+        input_error("train: give --config FILE and --out DIR, or --resume DIR");
+      if (!resume.empty() && !config_path.empty())
+        input_error(
+            "train --resume {}: the run's own config.toml is used; drop --config {} "
+            "(change keys with --set)",
+            resume, config_path);
+      if (!resume.empty() && !fs::is_directory(resume))
+        input_error("--resume {}: no such run folder", resume);
+      if (!resume.empty() && !fs::exists(resume + "/config.toml"))
+        input_error("--resume {}: the folder holds no config.toml (is it a hetdro run folder?)",
+                    resume);
+      Config config =
+          load_config(resume.empty() ? config_path : resume + "/config.toml", overrides);
       std::string why;
       auto backend = make_backend(config.train.device, config.path, &why);
       fmt::print("{}\n", why);
       Trainer trainer(config, load_groups(config), std::move(backend));
-      trainer.train(out, overwrite, max_steps);
+      TrainOptions options;
+      options.overwrite = overwrite;
+      options.resume = !resume.empty();
+      options.max_steps = max_steps;
+      trainer.train(resume.empty() ? out : resume, options);
     } else if (eval->parsed() || predict->parsed()) {
       Loaded l = load_run(run, config_path, checkpoint, overrides);
       std::vector<GroupData> groups = load_groups(l.config);
@@ -186,6 +213,9 @@ int main(int argc, char** argv) {
   } catch (const InputError& e) {
     fmt::print(stderr, "error: {}\n", e.what());
     return 2;
+  } catch (const Interrupted& e) {
+    fmt::print(stderr, "interrupted: {}\n", e.what());
+    return 128 + e.signal;
   } catch (const std::exception& e) {
     fmt::print(stderr, "hetdro failed: {}\n", e.what());
     return 1;

@@ -1,10 +1,15 @@
 // The run folder's files and the run's console lines (docs/DESIGN.md §4).
 #include "hetdro/run_folder.h"
 
+#include <fcntl.h>  // open
 #include <fmt/format.h>
-#include <omp.h>  // omp_get_max_threads
+#include <omp.h>       // omp_get_max_threads
+#include <sys/file.h>  // flock
+#include <unistd.h>    // close
 
+#include <cerrno>
 #include <cstdio>
+#include <cstring>  // strerror
 #include <filesystem>
 #include <nlohmann/json.hpp>
 
@@ -16,29 +21,83 @@ namespace hetdro {
 
 namespace fs = std::filesystem;
 
-RunFolder::RunFolder(const std::string& dir, bool overwrite, const Config& config) : dir_(dir) {
+namespace {
+
+// The files a run writes; --overwrite removes them first, so nothing of the old run survives
+// next to the new one.
+constexpr const char* kRunFiles[] = {"metrics.jsonl", "checkpoint.safetensors", "report.json"};
+
+}  // namespace
+
+RunFolder::RunFolder(const std::string& dir, bool overwrite, bool resume, const Config& config)
+    : dir_(dir) {
+  if (dir_.empty()) input_error("--out is empty: give the run folder to write");
   const std::string metrics_path = dir_ + "/metrics.jsonl";
-  if (fs::exists(metrics_path) && !overwrite)
+  if (resume) {
+    for (const char* f : {"config.toml", "checkpoint.safetensors"})
+      if (!fs::exists(dir_ + "/" + f))
+        input_error("{}: cannot resume: the folder holds no {} (is it a hetdro run folder?)", dir_,
+                    f);
+  } else {
+    if (fs::exists(metrics_path) && !overwrite)
+      input_error(
+          "{}: this folder already holds a run (metrics.jsonl); choose another --out, pass "
+          "--overwrite, or continue it with --resume",
+          dir_);
+    std::error_code ec;
+    if (!config.path.empty() && fs::equivalent(dir_ + "/config.toml", config.path, ec))
+      input_error(
+          "{}: --out holds the input config {}; writing the run there would replace it. "
+          "Choose another --out",
+          dir_, config.path);
+    fs::create_directories(dir_, ec);
+    if (ec) input_error("{}: cannot create the run folder: {}", dir_, ec.message());
+  }
+  lock_fd_ = ::open((dir_ + "/.lock").c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+  if (lock_fd_ < 0) input_error("{}: cannot create .lock: {}", dir_, std::strerror(errno));
+  if (::flock(lock_fd_, LOCK_EX | LOCK_NB) != 0) {
+    ::close(lock_fd_);
+    lock_fd_ = -1;
     input_error(
-        "{}: this folder already holds a run (metrics.jsonl); choose another --out or "
-        "pass --overwrite",
+        "{}: another hetdro run is writing this folder (it holds .lock); wait for it or "
+        "choose another --out",
         dir_);
-  std::error_code ec;
-  if (!config.path.empty() && fs::equivalent(dir_ + "/config.toml", config.path, ec))
-    input_error(
-        "{}: --out holds the input config {}; writing the run there would replace it. "
-        "Choose another --out",
-        dir_, config.path);
-  fs::create_directories(dir_, ec);
-  if (ec) input_error("{}: cannot create the run folder: {}", dir_, ec.message());
-  write_text_file(dir_ + "/config.toml", to_toml(config));
-  metrics_.open(metrics_path, std::ios::trunc);
+  }
+  if (!resume && overwrite)
+    for (const char* f : kRunFiles) fs::remove(dir_ + "/" + f);
+  // A resumed run takes the config given now (it may extend train.epochs, say).
+  if (!resume || config.path != dir_ + "/config.toml")
+    write_text_file(dir_ + "/config.toml", to_toml(config));
+  metrics_.open(metrics_path, resume ? std::ios::app : std::ios::trunc);
   if (!metrics_) input_error("{}: cannot write", metrics_path);
+}
+
+RunFolder::~RunFolder() {
+  if (lock_fd_ >= 0) ::close(lock_fd_);  // releases the flock
 }
 
 void RunFolder::append_metrics(const std::string& json_line) {
   metrics_ << json_line << "\n" << std::flush;
   if (!metrics_) throw std::runtime_error(fmt::format("{}/metrics.jsonl: write failed", dir_));
+}
+
+void RunFolder::keep_metrics_through(int epoch) {
+  const std::string path = dir_ + "/metrics.jsonl";
+  std::ifstream in(path);
+  std::string kept;
+  for (std::string line; std::getline(in, line);) {
+    if (line.empty()) continue;
+    const auto m = nlohmann::json::parse(line, nullptr, false);
+    if (m.is_discarded() || !m.contains("epoch") || !m["epoch"].is_number_integer())
+      input_error("{}: a line is not a metrics record: \"{}\"", path, line.substr(0, 60));
+    if (m["epoch"].get<int64_t>() <= epoch && !m.contains("partial_epoch_steps"))
+      kept += line + "\n";
+  }
+  in.close();
+  metrics_.close();
+  write_text_file(path, kept);
+  metrics_.open(path, std::ios::app);
+  if (!metrics_) input_error("{}: cannot write", path);
 }
 
 void RunFolder::write_report(const std::string& json) {
@@ -100,8 +159,19 @@ void print_epoch(const EpochRecord& r, const Evaluation& eval) {
   std::fflush(stdout);
 }
 
+std::string failure_json(const std::string& error, int64_t step, int epoch) {
+  nlohmann::json report;
+  report["status"] = "failed";
+  report["error"] = error;
+  report["step"] = step;
+  report["epochs"] = epoch;
+  report["checkpoint"] = "the parameters of the last good step";
+  return report.dump(2) + "\n";
+}
+
 std::string report_json(const RunSummary& s, const Evaluation& eval) {
   nlohmann::json report;
+  report["status"] = "complete";
   report["config"] = s.config_path;
   report["device"] = s.device;
   report["threads"] = s.threads;

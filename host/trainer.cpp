@@ -6,7 +6,10 @@
 #include <omp.h>
 
 #include <algorithm>
+#include <atomic>
 #include <chrono>
+#include <cmath>
+#include <csignal>
 #include <cstdio>
 
 #include "hetdro/check.h"
@@ -46,18 +49,30 @@ StratifiedSampler make_sampler(const Config& config, const std::vector<GroupData
   return sampler;
 }
 
-void add(LossTerms& sum, const LossTerms& t) {
-  sum.total += t.total;
-  sum.clf += t.clf;
-  sum.fit += t.fit;
-  sum.sep += t.sep;
-  sum.fit_pairs += t.fit_pairs;
-  sum.skipped_slots += t.skipped_slots;
-  sum.group_loss.resize(t.group_loss.size());
-  sum.dead.resize(t.dead.size());
-  for (size_t g = 0; g < t.group_loss.size(); ++g) sum.group_loss[g] += t.group_loss[g];
-  for (size_t g = 0; g < t.dead.size(); ++g) sum.dead[g] += t.dead[g];
-}
+// The first SIGINT or SIGTERM during train() asks the loop to stop after its current step;
+// a second one ends the process as usual (SA_RESETHAND).
+std::atomic<int> g_stop_signal{0};
+extern "C" void request_stop(int sig) { g_stop_signal = sig; }
+
+class StopSignals {
+ public:
+  StopSignals() {
+    g_stop_signal = 0;
+    struct sigaction action = {};
+    action.sa_handler = request_stop;
+    action.sa_flags = SA_RESETHAND;
+    sigemptyset(&action.sa_mask);
+    sigaction(SIGINT, &action, &old_int_);
+    sigaction(SIGTERM, &action, &old_term_);
+  }
+  ~StopSignals() {
+    sigaction(SIGINT, &old_int_, nullptr);
+    sigaction(SIGTERM, &old_term_, nullptr);
+  }
+
+ private:
+  struct sigaction old_int_ = {}, old_term_ = {};
+};
 
 }  // namespace
 
@@ -108,6 +123,9 @@ void Trainer::upload_state(const TrainState& s) {
   window_steps_ = 0;
   step_ = s.step;
   epoch_ = s.epoch;
+  step_in_epoch_ = s.step_in_epoch;
+  epoch_sums_ = s.epoch_sums;
+  epoch_sums_.resize(loss_.stats_size(), 0.0);
 }
 
 TrainState Trainer::state() const {
@@ -118,12 +136,21 @@ TrainState Trainer::state() const {
   s.q = q_.download();
   s.step = step_;
   s.epoch = epoch_;
+  s.step_in_epoch = step_in_epoch_;
+  if (step_in_epoch_ > 0) s.epoch_sums = epoch_sums_;
   return s;
 }
 
 void Trainer::load(const std::string& checkpoint_path) {
-  TrainState loaded = load_checkpoint(checkpoint_path, model_);
-  if (loaded.q.size() != groups_.size()) loaded.q = q_.download();
+  TrainState loaded = load_checkpoint(checkpoint_path, model_, int(groups_.size()));
+  if (loaded.q.empty()) loaded.q = q_.download();  // a model exported without its GroupDRO state
+  if (loaded.step_in_epoch >= sampler_.steps_per_epoch() ||
+      (loaded.step_in_epoch > 0 && loaded.epoch_sums.size() != size_t(loss_.stats_size())))
+    input_error(
+        "{}: the checkpoint stands at step {} of an epoch of {} steps with {} statistics; "
+        "it was written for another data set or config",
+        checkpoint_path, loaded.step_in_epoch, sampler_.steps_per_epoch(),
+        loaded.epoch_sums.size());
   upload_state(loaded);
 }
 
@@ -165,6 +192,7 @@ void Trainer::step(int64_t step_in_epoch) {
   loss_.run(params_.data(), grads_.data(), q_.data(), counter);
   ++step_;
   ++window_steps_;
+  step_in_epoch_ = step_in_epoch + 1;
   be.check_finite(status_.data(), loss_.stats(), StepStats::checked(int(groups_.size())),
                   grads_.data(), model_.size(), step_);
   const TrainConfig& t = config_.train;
@@ -177,17 +205,23 @@ Window Trainer::read_window() {
   const std::vector<double> sums = window_.download();
   const std::vector<int64_t> status = status_.download();
   window_.zero();
-  Window w{window_steps_, StepStats::decode(sums.data(), int(groups_.size()), settings_)};
+  Window w{window_steps_, sums, StepStats::decode(sums.data(), int(groups_.size()), settings_)};
   window_steps_ = 0;
   if (status[0] >= 0) {
+    // Adam skipped the bad step and every later one: rewind to the last good step, so that a
+    // checkpoint taken now resumes from it.
+    const int64_t skipped = step_ - (status[0] - 1);
+    step_ -= skipped;
+    step_in_epoch_ -= skipped;
+    status_.upload(std::vector<int64_t>{-1, -1});
     const int64_t where = status[1];
     const std::string what = where < 0
                                  ? fmt::format("the loss term {}", StepStats::name(int(-1 - where)))
                                  : fmt::format("the gradient of {}", model_.param_at(where).name);
     throw std::runtime_error(fmt::format(
-        "{} became non-finite at step {}; Adam skipped that step and every later one, so the "
-        "parameters are those after step {}. Try a smaller train.lr or a larger train.eps.",
-        what, status[0], status[0] - 1));
+        "{} became non-finite at step {}; Adam skipped it, so the parameters are those after "
+        "step {}.",
+        what, status[0], step_));
   }
   return w;
 }
@@ -219,56 +253,107 @@ std::vector<int32_t> Trainer::predict(int g, const Array<float>& x) {
   return predictor_.predict_host(params_.data(), g, x.data.data(), x.rows());
 }
 
-void Trainer::warn_dead_latents(const Window& w, int epoch, int64_t step,
-                                std::vector<int64_t>& dead) {
-  for (size_t g = 0; g < groups_.size(); ++g) {
-    const int64_t steps = int64_t(w.sums.dead[g]);
-    if (steps == 0) continue;
-    if (dead[g] == 0)
+// What most often makes training blow up, from the config and the data at hand.
+std::string Trainer::failure_hints() const {
+  std::vector<std::string> hints;
+  const TrainConfig& t = config_.train;
+  if (t.lr > 0.1)
+    hints.push_back(fmt::format("train.lr = {} is large (typical: 1e-4 to 1e-2)", t.lr));
+  if (t.objective == Objective::groupdro && t.groupdro_eta > 1)
+    hints.push_back(fmt::format(
+        "train.groupdro_eta = {} is large: q_g·exp(η ℓ_g) overflows (typical: 0.001 to 1)",
+        t.groupdro_eta));
+  if (config_.model.anchor_scale > 100)
+    hints.push_back(
+        fmt::format("model.anchor_scale = {} is large (typical: 1)", config_.model.anchor_scale));
+  if (t.lambda_fit > 10 || t.lambda_sep > 10)
+    hints.push_back(fmt::format("train.lambda_fit = {} / lambda_sep = {} are large (typical: 1e-3)",
+                                t.lambda_fit, t.lambda_sep));
+  for (const GroupData& g : groups_) {
+    float top = 0;
+    for (float x : g.train.x.data) top = std::max(top, std::abs(x));
+    if (top > 1e6)
+      hints.push_back(
+          fmt::format("group '{}' has features as large as {:g}; scale its inputs", g.name, top));
+  }
+  if (hints.empty()) return "Try a smaller train.lr or a larger train.eps.";
+  std::string text = "Likely cause: ";
+  for (size_t i = 0; i < hints.size(); ++i) text += (i ? "; " : "") + hints[i];
+  return text + ".";
+}
+
+// Adds a window to the epoch's sums, and warns the first time in an epoch that a group's ReLU
+// latent was all 0 (docs/DESIGN.md §1).
+void Trainer::add_window(const Window& w, int epoch, int64_t step) {
+  const int G = int(groups_.size()), dead = StepStats::dead(G);
+  for (int g = 0; g < G; ++g) {
+    const double steps = w.stats[dead + g];
+    if (steps > 0 && epoch_sums_[dead + g] == 0)
       fmt::print(
           stderr,
           "warning: epoch {} step {}: group '{}' has all {} latent units at 0 over its {} "
-          "samples{} (dead ReLU latent; docs/DESIGN.md §1). latent_activation = \"none\" avoids "
-          "it.\n",
+          "samples{} (dead ReLU latent; docs/DESIGN.md §1). latent_activation = \"none\" "
+          "avoids it.\n",
           epoch, step, groups_[g].name, model_.latent_dim(), sampler_.per_batch()[g],
           w.steps > 1 ? fmt::format(", in {} of the {} steps up to here", steps, w.steps) : "");
-    dead[g] += steps;
   }
+  for (size_t i = 0; i < w.stats.size(); ++i) epoch_sums_[i] += w.stats[i];
 }
 
-// One epoch's steps (at most `budget` of them when budget > 0), reading the statistics at the
-// logging points; fills r's step counts, means, timings and dead-latent counts.
-void Trainer::run_epoch(int epoch, int64_t budget, EpochRecord& r, std::vector<double>& step_ms) {
-  const int G = int(groups_.size());
+void Trainer::checkpoint(RunFolder& folder) {
+  save_checkpoint(folder.checkpoint_path(), model_, state());
+}
+
+// The rest of epoch `epoch` (from step_in_epoch_), or `budget` steps of it when budget > 0,
+// reading the statistics at the logging points and checkpointing every
+// train.checkpoint_every steps. Fills the record; returns false when the budget ran out first.
+bool Trainer::run_epoch(int epoch, int64_t budget, RunFolder& folder, EpochRecord& r,
+                        std::vector<double>& step_ms) {
   const int64_t steps = sampler_.steps_per_epoch();
+  const int64_t every = config_.train.checkpoint_every;
   // Ops that finish before they return cost nothing to read after; others are read in windows.
   const int64_t read_every = backend_->synchronous() ? 1 : kReadEvery;
   const int64_t progress_every = steps >= 200 ? steps / 4 : steps + 1;
   start_epoch(epoch - 1);
-  LossTerms sums;
-  std::vector<int64_t> dead(G, 0);
+  if (step_in_epoch_ == 0) epoch_sums_.assign(loss_.stats_size(), 0.0);
   double epoch_ms = 0;
+  int64_t done = 0;
   auto window_start = Clock::now();
-  for (int64_t s = 0; s < steps && !(budget > 0 && r.done >= budget); ++s) {
+  for (int64_t s = step_in_epoch_; s < steps; ++s) {
+    if (budget > 0 && done >= budget) break;
     step(s);
-    ++r.done;
-    const bool last = s + 1 == steps || (budget > 0 && r.done >= budget);
+    ++done;
+    const bool stop = g_stop_signal != 0;
+    const bool save = every > 0 && step_ % every == 0 && s + 1 < steps;
     const bool progress = (s + 1) % progress_every == 0;
-    if (!(last || progress || r.done % read_every == 0)) continue;
+    if (!(s + 1 == steps || stop || save || progress || done == budget ||
+          (s + 1) % read_every == 0))
+      continue;
     const Window w = read_window();
     const double ms =
         std::chrono::duration<double, std::milli>(Clock::now() - window_start).count();
     step_ms.push_back(ms / double(w.steps));
     epoch_ms += ms;
-    add(sums, w.sums);
-    warn_dead_latents(w, epoch, s + 1, dead);
+    add_window(w, epoch, s + 1);
     if (progress)
       fmt::print("  epoch {} step {}/{}  loss {:.4f}  {:.1f} ms/step\n", epoch, s + 1, steps,
-                 sums.total / double(r.done), median(step_ms));
+                 StepStats::decode(epoch_sums_.data(), int(groups_.size()), settings_).total /
+                     double(s + 1),
+                 median(step_ms));
     std::fflush(stdout);
+    if (save || stop) checkpoint(folder);
+    if (stop) {
+      const char* name = g_stop_signal == SIGINT ? "SIGINT" : "SIGTERM";
+      throw Interrupted(g_stop_signal,
+                        fmt::format("{} at epoch {} step {} of {}; checkpoint written. Resume "
+                                    "with: hetdro train --resume {}",
+                                    name, epoch, s + 1, steps, folder.dir()));
+    }
     window_start = Clock::now();
   }
-  if (r.done == 0) return;
+  r.done = step_in_epoch_;
+  if (r.done == 0) return false;
+  const LossTerms sums = StepStats::decode(epoch_sums_.data(), int(groups_.size()), settings_);
   const double n = double(r.done);
   r.mean = sums;
   r.mean.total /= n;
@@ -276,44 +361,76 @@ void Trainer::run_epoch(int epoch, int64_t budget, EpochRecord& r, std::vector<d
   r.mean.fit /= n;
   r.mean.sep /= n;
   r.skipped_slots = sums.skipped_slots;
-  r.dead_steps.assign(dead.begin(), dead.end());
+  r.dead_steps = sums.dead;
   r.step = step_;
-  r.samples_per_s = config_.train.batch_size * 1000.0 * n / epoch_ms;
+  r.samples_per_s = done > 0 ? config_.train.batch_size * 1000.0 * double(done) / epoch_ms : 0;
+  return r.done == steps;
 }
 
-void Trainer::train(const std::string& out_dir, bool overwrite, int64_t max_steps) {
+void Trainer::train(const std::string& out_dir, const TrainOptions& options) {
   const TrainConfig& t = config_.train;
-  RunFolder folder(out_dir, overwrite, config_);
+  RunFolder folder(out_dir, options.overwrite, options.resume, config_);
+  if (options.resume) {
+    load(folder.checkpoint_path());
+    folder.keep_metrics_through(epoch_);
+    fmt::print("resuming {} at epoch {} step {} of {} (step {} overall)\n", out_dir, epoch_ + 1,
+               step_in_epoch_, sampler_.steps_per_epoch(), step_);
+  }
   print_header(config_, model_, groups_, sampler_, backend_->name());
+  const StopSignals signals;
   const auto run_start = Clock::now();
   std::vector<double> all_step_ms;
   Evaluation eval;
   bool evaluated = false;
-  int64_t total_steps = 0;
-  for (int epoch = 1; epoch <= t.epochs; ++epoch) {
-    EpochRecord r;
-    r.epoch = epoch;
-    r.epochs = t.epochs;
-    r.steps_per_epoch = sampler_.steps_per_epoch();
-    r.relu_latent = config_.model.latent_activation == LatentActivation::relu;
-    for (auto& g : groups_) r.group_names.push_back(g.name);
-    std::vector<double> step_ms;
-    run_epoch(epoch, max_steps > 0 ? max_steps - total_steps : 0, r, step_ms);
-    if (r.done == 0) break;
-    total_steps += r.done;
-    eval = evaluate();
-    evaluated = true;
-    r.step_ms = median(step_ms);
-    r.q = q_.download();
-    all_step_ms.insert(all_step_ms.end(), step_ms.begin(), step_ms.end());
-    folder.append_metrics(metrics_json(r, eval));
-    print_epoch(r, eval);
-    if (r.done == r.steps_per_epoch) epoch_ = epoch;  // --max-steps can end an epoch early
-    save_checkpoint(folder.checkpoint_path(), model_, state());
-  }
-  if (!evaluated) {  // no step ran: still leave a checkpoint of the initial model
-    eval = evaluate();
-    save_checkpoint(folder.checkpoint_path(), model_, state());
+  int64_t budget = options.max_steps;
+  try {
+    for (int epoch = epoch_ + 1; epoch <= t.epochs; ++epoch) {
+      EpochRecord r;
+      r.epoch = epoch;
+      r.epochs = t.epochs;
+      r.steps_per_epoch = sampler_.steps_per_epoch();
+      r.relu_latent = config_.model.latent_activation == LatentActivation::relu;
+      for (auto& g : groups_) r.group_names.push_back(g.name);
+      std::vector<double> step_ms;
+      const int64_t before = step_;
+      const bool complete = run_epoch(epoch, budget, folder, r, step_ms);
+      if (budget > 0) budget -= step_ - before;
+      if (r.done == 0) break;
+      eval = evaluate();
+      evaluated = true;
+      r.step_ms = median(step_ms);
+      r.q = q_.download();
+      all_step_ms.insert(all_step_ms.end(), step_ms.begin(), step_ms.end());
+      // A partial epoch (--max-steps) is recorded as such; resuming replaces its line.
+      folder.append_metrics(metrics_json(r, eval));
+      if (complete) {
+        epoch_ = epoch;
+        step_in_epoch_ = 0;
+      }
+      print_epoch(r, eval);
+      checkpoint(folder);
+      if (!complete) break;
+    }
+    if (!evaluated) {  // no step ran: still leave a checkpoint
+      eval = evaluate();
+      checkpoint(folder);
+    }
+  } catch (const Interrupted&) {
+    throw;
+  } catch (const InputError&) {
+    throw;
+  } catch (const std::exception& e) {
+    // The parameters are those of the last good step (Adam skips a non-finite one, and an op
+    // that throws stops the step before Adam): keep them, and say in report.json why the run
+    // stopped and what likely caused it.
+    const std::string why = fmt::format("{} {}", e.what(), failure_hints());
+    checkpoint(folder);
+    folder.write_report(failure_json(why, step_, epoch_));
+    throw std::runtime_error(
+        fmt::format("{} The run folder keeps the last good checkpoint; "
+                    "after a fix, continue with: hetdro train --resume {} "
+                    "--set KEY=VALUE",
+                    why, folder.dir()));
   }
 
   RunSummary summary;

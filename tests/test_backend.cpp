@@ -99,12 +99,14 @@ TEST(Seam, NoAllocationInsideAStep) {
 }
 
 TEST(Seam, ANonFiniteLossStopsTheRunAtTheNextReadAndAdamSkipsEveryStepFromIt) {
-  // A NaN classifier bias makes every logit, hence L_clf, NaN from the first step on.
+  // Classifier biases at ±3e38: the logits stay finite, but the cross-entropy of every sample
+  // not of class 0 is −(−3e38 − 3e38) = inf, from the first step on.
   SyntheticRun run({}, std::make_unique<GuardedBackend<float>>());
   Trainer& t = *run.trainer;
   TrainState spoiled = t.state();
   for (const ParamInfo& p : t.model().params())
-    if (p.name == "classifier.bias") spoiled.params[p.offset] = std::nanf("");
+    if (p.name == "classifier.bias")
+      for (int64_t i = 0; i < p.size; ++i) spoiled.params[p.offset + i] = i == 0 ? 3e38f : -3e38f;
   const std::string path = (fs::path(::testing::TempDir()) / "hetdro_nan.safetensors").string();
   save_checkpoint(path, t.model(), spoiled);
   t.load(path);
@@ -124,6 +126,7 @@ TEST(Seam, ANonFiniteLossStopsTheRunAtTheNextReadAndAdamSkipsEveryStepFromIt) {
       std::memcmp(after.params.data(), spoiled.params.data(), after.params.size() * sizeof(float)),
       0);
   EXPECT_EQ(after.adam_m, spoiled.adam_m);
+  EXPECT_EQ(after.step, 0);  // rewound to the last good step
 }
 
 // The pre-seam trainer's numbers on the synthetic data (tests/data/step_*.safetensors, written

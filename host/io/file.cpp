@@ -1,6 +1,7 @@
 #include "file.h"
 
-#include <unistd.h>  // getpid
+#include <fcntl.h>   // open (the folder, to sync a rename)
+#include <unistd.h>  // getpid, fsync
 
 #include <cerrno>
 #include <cstring>     // strerror
@@ -72,11 +73,21 @@ void write_atomically(const std::string& path, const std::vector<Bytes>& pieces)
   for (const Bytes& piece : pieces)
     if (piece.size > 0 && std::fwrite(piece.data, 1, piece.size, out) != piece.size)
       fail("writing");
-  // fclose flushes, so a full disk may only show up here.
+  // Flushed and synced before the rename, so a crash leaves either the old file or the new one
+  // whole; a full disk may only show up here.
+  if (std::fflush(out) != 0) fail("writing");
+  if (::fsync(::fileno(out)) != 0) fail("syncing");
   int closed = std::fclose(out);
   out = nullptr;
   if (closed != 0) fail("closing");
   if (std::rename(tmp.c_str(), path.c_str()) != 0) fail("renaming");
+  // The rename itself lives in the folder: sync it too (best effort; some file systems refuse).
+  const std::string dir = fs::path(path).parent_path().string();
+  const int fd = ::open(dir.empty() ? "." : dir.c_str(), O_RDONLY | O_DIRECTORY);
+  if (fd >= 0) {
+    ::fsync(fd);
+    ::close(fd);
+  }
 }
 
 int64_t element_count(const std::vector<int64_t>& shape, const std::string& path,

@@ -14,13 +14,22 @@ namespace hetdro {
 struct TrainState {
   std::vector<float> params, adam_m, adam_v;  // each model.size() floats
   std::vector<double> q;                      // GroupDRO weights, one per group
-  int64_t step = 0;
-  int epoch = 0;
+  int64_t step = 0;                           // optimisation steps taken
+  int epoch = 0;                              // epochs completed
+  // Where a checkpoint taken inside an epoch stands: the steps of epoch `epoch + 1` already
+  // taken, and the sums of their step statistics (StepStats), so that a resumed run reports
+  // that epoch whole.
+  int64_t step_in_epoch = 0;
+  std::vector<double> epoch_sums;
 };
 
+// Writes through a temporary file, synced and renamed over `path` (io.h), so a crash leaves the
+// previous checkpoint whole. q goes both as the float32 tensor groupdro.q (for PyTorch users)
+// and exactly, as text in __metadata__, so a resumed run continues bit for bit.
 void save_checkpoint(const std::string& path, const Model& model, const TrainState& state);
 
-// Checks every tensor's presence and shape against `model`; errors name the file and tensor.
-TrainState load_checkpoint(const std::string& path, const Model& model);
+// Checks every tensor's presence, shape and finiteness against `model`, and the GroupDRO
+// weights' length against `groups`; errors (InputError) name the file and tensor.
+TrainState load_checkpoint(const std::string& path, const Model& model, int groups);
 
 }  // namespace hetdro

@@ -56,6 +56,7 @@ struct TrainConfig {
   uint64_t seed = 0;
   std::string device = "auto";  // "auto" | "cuda" | "cpu"
   int eval_batch = 1000;        // test-set evaluation chunk
+  int checkpoint_every = 0;     // also checkpoint every this many steps (0: at epoch ends only)
 };
 
 struct Config {

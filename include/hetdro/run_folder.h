@@ -17,20 +17,31 @@ namespace hetdro {
 struct Evaluation;
 
 // The folder `--out`: config.toml (resolved), metrics.jsonl, checkpoint.safetensors,
-// report.json.
+// report.json. Held under an exclusive lock (`.lock`, flock) while the run lasts, so two runs
+// cannot write one folder.
 class RunFolder {
  public:
-  // Creates `dir` for a new run and writes its config.toml. Refuses (InputError) a folder that
-  // holds a run unless `overwrite`, and one whose config.toml is the input config itself.
-  RunFolder(const std::string& dir, bool overwrite, const Config& config);
+  // A new run: creates `dir` and writes its config.toml. Refuses (InputError) a folder that
+  // holds a run unless `overwrite`, which first removes that run's files; and a folder whose
+  // config.toml is the input config itself.
+  // resume: the folder must hold a run (config.toml and checkpoint.safetensors); metrics.jsonl
+  // is kept and appended to, and config.toml rewritten with the config given.
+  RunFolder(const std::string& dir, bool overwrite, bool resume, const Config& config);
+  ~RunFolder();
+  RunFolder(const RunFolder&) = delete;
+  RunFolder& operator=(const RunFolder&) = delete;
+
   const std::string& dir() const { return dir_; }
   std::string checkpoint_path() const { return dir_ + "/checkpoint.safetensors"; }
   void append_metrics(const std::string& json_line);
+  // Drops the metrics lines of epochs after `epoch` (what a resumed run will write again).
+  void keep_metrics_through(int epoch);
   void write_report(const std::string& json);
 
  private:
   std::string dir_;
   std::ofstream metrics_;
+  int lock_fd_ = -1;
 };
 
 // The lines that open a run: the model, each group's data and share of a batch, the schedule.
@@ -63,6 +74,8 @@ struct RunSummary {
   std::vector<int64_t> train_sizes;
 };
 std::string report_json(const RunSummary& s, const Evaluation& eval);
+// report.json of a run that stopped on an error: status "failed", the error, and where it stood.
+std::string failure_json(const std::string& error, int64_t step, int epoch);
 void print_results(const RunSummary& s, const Evaluation& eval, const std::string& run_dir);
 
 }  // namespace hetdro

@@ -31,10 +31,23 @@ struct Evaluation {
   double worst = 0, mean = 0;
 };
 
-// The steps since the last read: their number and their loss terms, summed.
+// The steps since the last read: their number and their statistics (StepStats), summed.
 struct Window {
   int64_t steps = 0;
-  LossTerms sums;
+  std::vector<double> stats;
+  LossTerms sums;  // stats, decoded
+};
+
+struct TrainOptions {
+  bool overwrite = false;  // replace a run already in the folder
+  bool resume = false;     // continue the run in the folder from its checkpoint
+  int64_t max_steps = 0;   // > 0: stop after this many steps of this invocation (for timing)
+};
+
+// SIGINT or SIGTERM stopped training after a checkpoint; the CLI exits with 128 + signal.
+struct Interrupted : std::runtime_error {
+  Interrupted(int sig, const std::string& what) : std::runtime_error(what), signal(sig) {}
+  int signal;
 };
 
 class Trainer {
@@ -45,10 +58,13 @@ class Trainer {
           std::unique_ptr<Backend<float>> backend = nullptr);
   ~Trainer();
 
-  // Trains for config.train.epochs epochs, printing one line per epoch and writing the run
-  // folder `out_dir` (created; it must not already hold a run unless `overwrite`).
-  // max_steps > 0 stops early (for timing).
-  void train(const std::string& out_dir, bool overwrite = false, int64_t max_steps = 0);
+  // Trains until config.train.epochs epochs are complete, printing one line per epoch and
+  // writing the run folder `out_dir` (docs/DESIGN.md §4): created for a new run (it must not
+  // already hold one unless options.overwrite), or continued exactly where its checkpoint
+  // stands (options.resume). Checkpoints after every epoch and every train.checkpoint_every
+  // steps. SIGINT/SIGTERM finish the step, checkpoint and throw Interrupted. When training
+  // fails, the folder keeps the last good checkpoint and report.json says why.
+  void train(const std::string& out_dir, const TrainOptions& options = {});
 
   // Shuffles the sampler for `epoch` (0-based) and uploads its order.
   void start_epoch(int epoch);
@@ -64,7 +80,7 @@ class Trainer {
   // Predicted classes for features x of group g.
   std::vector<int32_t> predict(int g, const Array<float>& x);
 
-  // A host copy of the parameters, Adam state, GroupDRO weights, step and epoch.
+  // A host copy of the parameters, Adam state, GroupDRO weights, and where training stands.
   TrainState state() const;
   // A host copy of the last step's gradient.
   std::vector<float> gradient() const { return grads_.download(); }
@@ -77,8 +93,11 @@ class Trainer {
   void upload_training_data();
   void upload_test_data();
   void upload_state(const TrainState& state);
-  void run_epoch(int epoch, int64_t budget, EpochRecord& record, std::vector<double>& step_ms);
-  void warn_dead_latents(const Window& w, int epoch, int64_t step, std::vector<int64_t>& dead);
+  bool run_epoch(int epoch, int64_t budget, RunFolder& folder, EpochRecord& record,
+                 std::vector<double>& step_ms);
+  void add_window(const Window& w, int epoch, int64_t step);
+  void checkpoint(RunFolder& folder);
+  std::string failure_hints() const;
 
   Config config_;
   std::vector<GroupData> groups_;
@@ -91,6 +110,9 @@ class Trainer {
   int64_t step_ = 0;          // optimisation steps taken
   int64_t window_steps_ = 0;  // steps since the last read_window()
   int epoch_ = 0;             // epochs completed
+  // The current epoch: steps taken, and the sums of the statistics read so far.
+  int64_t step_in_epoch_ = 0;
+  std::vector<double> epoch_sums_;
   // Backend memory: the training state, the step's status and the window of statistics.
   Buffer<float> params_, grads_, adam_m_, adam_v_;
   Buffer<double> q_, window_;
