@@ -13,6 +13,7 @@
 #include "hetdro/device.h"
 #include "hetdro/io.h"
 #include "hetdro/prepare.h"
+#include "hetdro/run_folder.h"  // print_evaluation
 #include "hetdro/trainer.h"
 
 namespace {
@@ -115,10 +116,13 @@ int main(int argc, char** argv) {
       "finishes the current step, writes a checkpoint and exits with 130 or 143; --resume "
       "continues from it.");
 
+  bool as_json = false, show_confusion = false;
   auto* eval = app.add_subcommand("eval",
                                   "Per-group test accuracy and confusion matrices of a "
                                   "checkpoint");
   auto* predict = app.add_subcommand("predict", "Predicted classes for new samples of one group");
+  eval->add_flag("--json", as_json, "Print the evaluation as JSON (with the confusion matrices)");
+  eval->add_flag("--confusion", show_confusion, "Also print each group's confusion matrix");
   for (auto* cmd : {eval, predict}) {
     cmd->add_option("--run", run, "Run folder written by `hetdro train`");
     cmd->add_option("--checkpoint", checkpoint, "Checkpoint (with --config)");
@@ -180,20 +184,11 @@ int main(int argc, char** argv) {
       Trainer trainer(l.config, std::move(groups));
       trainer.load(l.checkpoint);
       if (eval->parsed()) {
-        Evaluation e = trainer.evaluate();
-        const int C = l.config.classes;
-        for (auto& g : e.groups) {
-          fmt::print(
-              "group {}: accuracy {:.4f} on {} test samples\nconfusion (rows: true class, "
-              "columns: predicted):\n",
-              g.name, g.accuracy, g.samples);
-          for (int i = 0; i < C; ++i) {
-            fmt::print("  {:>3}:", i);
-            for (int j = 0; j < C; ++j) fmt::print(" {:>6}", g.confusion[size_t(i) * C + j]);
-            fmt::print("\n");
-          }
-        }
-        fmt::print("worst group accuracy {:.4f}, mean {:.4f}\n", e.worst, e.mean);
+        const Evaluation e = trainer.evaluate();
+        if (as_json)
+          fmt::print("{}", evaluation_json(e, l.config.classes));
+        else
+          print_evaluation(e, l.config.classes, show_confusion);
       } else {
         int g = -1;
         for (size_t i = 0; i < l.config.groups.size(); ++i)

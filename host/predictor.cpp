@@ -63,4 +63,15 @@ std::vector<int32_t> Predictor::predict_host(const float* params, int g, const f
   return out;
 }
 
+std::vector<float> Predictor::latents(const float* params, int g, const float* x, int64_t n) {
+  const int64_t width = model_.encoder(g).input_size(), k = model_.latent_dim();
+  std::vector<float> out(size_t(n * k));
+  for (int64_t start = 0; start < n; start += max_rows_) {
+    const int rows = int(std::min<int64_t>(max_rows_, n - start));
+    model_.encoder_forward(be_, g, params, x + start * width, rows, z_, enc_[g]);
+    be_.download(out.data() + start * k, z_, size_t(rows * k) * sizeof(float));
+  }
+  return out;
+}
+
 }  // namespace hetdro

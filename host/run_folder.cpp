@@ -8,6 +8,8 @@
 #include <unistd.h>    // close
 
 #include <cerrno>
+#include <chrono>
+#include <cmath>
 #include <cstdio>
 #include <cstring>  // strerror
 #include <filesystem>
@@ -25,7 +27,8 @@ namespace {
 
 // The files a run writes; --overwrite removes them first, so nothing of the old run survives
 // next to the new one.
-constexpr const char* kRunFiles[] = {"metrics.jsonl", "checkpoint.safetensors", "report.json"};
+constexpr const char* kRunFiles[] = {"metrics.jsonl", "checkpoint.safetensors", "report.json",
+                                     "latents.npz"};
 
 }  // namespace
 
@@ -119,6 +122,33 @@ void print_header(const Config& config, const Model& model, const std::vector<Gr
   std::fflush(stdout);
 }
 
+ProgressBar::ProgressBar() : active_(::isatty(STDOUT_FILENO) == 1) {}
+
+void ProgressBar::update(int epoch, int epochs, int64_t step, int64_t steps, double steps_per_s,
+                         double loss, double eta_seconds) {
+  if (!active_) return;
+  const double now =
+      std::chrono::duration<double>(std::chrono::steady_clock::now().time_since_epoch()).count();
+  if (step < steps && now - last_ < 0.1) return;
+  last_ = now;
+  constexpr int kWidth = 24;
+  const int filled = int(kWidth * step / std::max<int64_t>(steps, 1));
+  const int64_t eta = std::isfinite(eta_seconds) ? int64_t(eta_seconds + 0.5) : 0;
+  fmt::print(
+      "\r  epoch {}/{} [{}{}] step {}/{}  {:.1f} steps/s  loss {:.4f}  ETA {}:{:02d}:{:02d}\x1b[K",
+      epoch, epochs, std::string(size_t(filled), '#'), std::string(size_t(kWidth - filled), '.'),
+      step, steps, steps_per_s, loss, eta / 3600, eta / 60 % 60, eta % 60);
+  std::fflush(stdout);
+  drawn_ = true;
+}
+
+void ProgressBar::clear() {
+  if (!drawn_) return;
+  fmt::print("\r\x1b[K");
+  std::fflush(stdout);
+  drawn_ = false;
+}
+
 std::string metrics_json(const EpochRecord& r, const Evaluation& eval) {
   nlohmann::json m;
   m["epoch"] = r.epoch;
@@ -159,6 +189,67 @@ void print_epoch(const EpochRecord& r, const Evaluation& eval) {
   std::fflush(stdout);
 }
 
+namespace {
+
+// recall[c] = confusion[c][c] / Σ_j confusion[c][j]: the share of class c's samples found.
+std::vector<double> recall(const GroupEval& g, int classes) {
+  std::vector<double> r(classes, 0.0);
+  for (int c = 0; c < classes; ++c) {
+    int64_t total = 0;
+    for (int j = 0; j < classes; ++j) total += g.confusion[size_t(c) * classes + j];
+    r[c] = total > 0 ? double(g.confusion[size_t(c) * classes + c]) / double(total) : 0.0;
+  }
+  return r;
+}
+
+nlohmann::json confusion_rows(const GroupEval& g, int classes) {
+  nlohmann::json rows = nlohmann::json::array();
+  for (int i = 0; i < classes; ++i)
+    rows.push_back(std::vector<int64_t>(g.confusion.begin() + i * classes,
+                                        g.confusion.begin() + (i + 1) * classes));
+  return rows;
+}
+
+}  // namespace
+
+void print_evaluation(const Evaluation& eval, int classes, bool confusion) {
+  std::string header =
+      fmt::format("{:<12} {:>8} {:>9}  recall by class", "group", "samples", "accuracy");
+  fmt::print("{}\n{:<32}", header, "");
+  for (int c = 0; c < classes; ++c) fmt::print(" {:>5}", c);
+  fmt::print("\n");
+  for (const GroupEval& g : eval.groups) {
+    fmt::print("{:<12} {:>8} {:>9.4f}  ", g.name, g.samples, g.accuracy);
+    for (double r : recall(g, classes)) fmt::print(" {:>5.3f}", r);
+    fmt::print("\n");
+  }
+  fmt::print("{:<12} {:>8} {:>9.4f}\n{:<12} {:>8} {:>9.4f}\n", "worst", "", eval.worst, "mean", "",
+             eval.mean);
+  if (!confusion) return;
+  for (const GroupEval& g : eval.groups) {
+    fmt::print("\nconfusion of {} (rows: true class, columns: predicted):\n", g.name);
+    for (int i = 0; i < classes; ++i) {
+      fmt::print("  {:>3}:", i);
+      for (int j = 0; j < classes; ++j) fmt::print(" {:>6}", g.confusion[size_t(i) * classes + j]);
+      fmt::print("\n");
+    }
+  }
+}
+
+std::string evaluation_json(const Evaluation& eval, int classes) {
+  nlohmann::json out;
+  for (const GroupEval& g : eval.groups) {
+    nlohmann::json& j = out["groups"][g.name];
+    j["accuracy"] = g.accuracy;
+    j["samples"] = g.samples;
+    j["recall"] = recall(g, classes);
+    j["confusion"] = confusion_rows(g, classes);
+  }
+  out["worst_group_acc"] = eval.worst;
+  out["mean_group_acc"] = eval.mean;
+  return out.dump(2) + "\n";
+}
+
 std::string failure_json(const std::string& error, int64_t step, int epoch) {
   nlohmann::json report;
   report["status"] = "failed";
@@ -183,11 +274,8 @@ std::string report_json(const RunSummary& s, const Evaluation& eval) {
   for (auto& g : eval.groups) {
     report["test_acc"][g.name] = g.accuracy;
     report["test_samples"][g.name] = g.samples;
-    nlohmann::json rows = nlohmann::json::array();
-    for (int i = 0; i < C; ++i)
-      rows.push_back(
-          std::vector<int64_t>(g.confusion.begin() + i * C, g.confusion.begin() + (i + 1) * C));
-    report["confusion"][g.name] = rows;
+    report["test_recall"][g.name] = recall(g, C);
+    report["confusion"][g.name] = confusion_rows(g, C);
   }
   report["worst_group_acc"] = eval.worst;
   report["mean_group_acc"] = eval.mean;

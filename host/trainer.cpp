@@ -13,6 +13,8 @@
 #include <cstdio>
 
 #include "hetdro/check.h"
+#include "hetdro/io.h"   // write_npz
+#include "hetdro/ops.h"  // anchor_cov_forward, for the exported anchors
 #include "hetdro/run_folder.h"
 
 namespace hetdro {
@@ -249,6 +251,31 @@ Evaluation Trainer::evaluate() {
   return e;
 }
 
+void Trainer::save_latents(const std::string& path, int64_t per_group) {
+  upload_test_data();
+  std::vector<NpzArray> arrays;
+  const int64_t k = model_.latent_dim(), C = model_.classes();
+  for (int g = 0; g < int(groups_.size()); ++g) {
+    const int64_t n = std::min<int64_t>(per_group, groups_[g].test.size());
+    arrays.push_back({"z." + groups_[g].name,
+                      {n, k},
+                      predictor_.latents(params_.data(), g, test_x_[g].data(), n),
+                      {}});
+    const std::vector<int32_t>& y = groups_[g].test.y;
+    arrays.push_back(
+        {"y." + groups_[g].name, {n}, {}, std::vector<int32_t>(y.begin(), y.begin() + n)});
+  }
+  // The anchors, from a host copy of the parameters (an export, outside the step).
+  const std::vector<float> params = params_.download();
+  const float* mean = params.data() + model_.anchor_mean();
+  std::vector<float> cov(size_t(C * k * k));
+  cpu::anchor_cov_forward(cov.data(), params.data() + model_.anchor_chol(), int(C), int(k),
+                          float(config_.train.eps));
+  arrays.push_back({"anchor_mean", {C, k}, std::vector<float>(mean, mean + C * k), {}});
+  arrays.push_back({"anchor_cov", {C, k, k}, cov, {}});
+  write_npz(path, arrays);
+}
+
 std::vector<int32_t> Trainer::predict(int g, const Array<float>& x) {
   return predictor_.predict_host(params_.data(), g, x.data.data(), x.rows());
 }
@@ -284,18 +311,19 @@ std::string Trainer::failure_hints() const {
 
 // Adds a window to the epoch's sums, and warns the first time in an epoch that a group's ReLU
 // latent was all 0 (docs/DESIGN.md §1).
-void Trainer::add_window(const Window& w, int epoch, int64_t step) {
+void Trainer::add_window(const Window& w, int epoch, int64_t step, ProgressBar& bar) {
   const int G = int(groups_.size()), dead = StepStats::dead(G);
   for (int g = 0; g < G; ++g) {
     const double steps = w.stats[dead + g];
-    if (steps > 0 && epoch_sums_[dead + g] == 0)
-      fmt::print(
-          stderr,
-          "warning: epoch {} step {}: group '{}' has all {} latent units at 0 over its {} "
-          "samples{} (dead ReLU latent; docs/DESIGN.md §1). latent_activation = \"none\" "
-          "avoids it.\n",
-          epoch, step, groups_[g].name, model_.latent_dim(), sampler_.per_batch()[g],
-          w.steps > 1 ? fmt::format(", in {} of the {} steps up to here", steps, w.steps) : "");
+    if (steps == 0 || epoch_sums_[dead + g] > 0) continue;
+    bar.clear();  // the warning must not land inside the progress line
+    fmt::print(
+        stderr,
+        "warning: epoch {} step {}: group '{}' has all {} latent units at 0 over its {} "
+        "samples{} (dead ReLU latent; docs/DESIGN.md §1). latent_activation = \"none\" "
+        "avoids it.\n",
+        epoch, step, groups_[g].name, model_.latent_dim(), sampler_.per_batch()[g],
+        w.steps > 1 ? fmt::format(", in {} of the {} steps up to here", steps, w.steps) : "");
   }
   for (size_t i = 0; i < w.stats.size(); ++i) epoch_sums_[i] += w.stats[i];
 }
@@ -318,6 +346,7 @@ bool Trainer::run_epoch(int epoch, int64_t budget, RunFolder& folder, EpochRecor
   if (step_in_epoch_ == 0) epoch_sums_.assign(loss_.stats_size(), 0.0);
   double epoch_ms = 0;
   int64_t done = 0;
+  ProgressBar bar;
   auto window_start = Clock::now();
   for (int64_t s = step_in_epoch_; s < steps; ++s) {
     if (budget > 0 && done >= budget) break;
@@ -334,15 +363,21 @@ bool Trainer::run_epoch(int epoch, int64_t budget, RunFolder& folder, EpochRecor
         std::chrono::duration<double, std::milli>(Clock::now() - window_start).count();
     step_ms.push_back(ms / double(w.steps));
     epoch_ms += ms;
-    add_window(w, epoch, s + 1);
-    if (progress)
-      fmt::print("  epoch {} step {}/{}  loss {:.4f}  {:.1f} ms/step\n", epoch, s + 1, steps,
-                 StepStats::decode(epoch_sums_.data(), int(groups_.size()), settings_).total /
-                     double(s + 1),
-                 median(step_ms));
+    add_window(w, epoch, s + 1, bar);
+    const double loss =
+        StepStats::decode(epoch_sums_.data(), int(groups_.size()), settings_).total / double(s + 1);
+    const double per_step_ms = median(step_ms);
+    const int64_t left = steps - (s + 1) + steps * (config_.train.epochs - epoch);
+    if (bar.active())
+      bar.update(epoch, config_.train.epochs, s + 1, steps, 1000.0 / per_step_ms, loss,
+                 left * per_step_ms / 1000.0);
+    else if (progress)
+      fmt::print("  epoch {} step {}/{}  loss {:.4f}  {:.1f} ms/step\n", epoch, s + 1, steps, loss,
+                 per_step_ms);
     std::fflush(stdout);
     if (save || stop) checkpoint(folder);
     if (stop) {
+      bar.clear();
       const char* name = g_stop_signal == SIGINT ? "SIGINT" : "SIGTERM";
       throw Interrupted(g_stop_signal,
                         fmt::format("{} at epoch {} step {} of {}; checkpoint written. Resume "
@@ -351,6 +386,7 @@ bool Trainer::run_epoch(int epoch, int64_t budget, RunFolder& folder, EpochRecor
     }
     window_start = Clock::now();
   }
+  bar.clear();
   r.done = step_in_epoch_;
   if (r.done == 0) return false;
   const LossTerms sums = StepStats::decode(epoch_sums_.data(), int(groups_.size()), settings_);
@@ -444,6 +480,7 @@ void Trainer::train(const std::string& out_dir, const TrainOptions& options) {
   summary.step_ms_median = median(all_step_ms);
   summary.train_sizes = train_sizes(groups_);
   folder.write_report(report_json(summary, eval));
+  save_latents(folder.dir() + "/latents.npz");
   print_results(summary, eval, folder.dir());
 }
 

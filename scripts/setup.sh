@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs everything the build, the tests and the default data need, from Debian's packages.
-# Idempotent: does nothing when all of it is present. --with-torch adds the PyTorch reference's
-# needs (python3-torch, python3-matplotlib).
+# Idempotent: does nothing when all of it is present. numpy and matplotlib serve
+# scripts/plot_run.py; --with-torch adds the PyTorch reference's needs (python3-torch).
 set -euo pipefail
 
 packages=(
@@ -9,9 +9,10 @@ packages=(
   libeigen3-dev libcli11-dev libtomlplusplus-dev nlohmann-json3-dev libfmt-dev zlib1g-dev
   libgtest-dev libgmock-dev libbenchmark-dev
   dataset-fashion-mnist
+  python3-numpy python3-matplotlib
 )
 if [[ "${1:-}" == "--with-torch" ]]; then
-  packages+=(python3-torch python3-numpy python3-matplotlib python3-pytest)
+  packages+=(python3-torch python3-pytest)
 fi
 
 missing=()

@@ -222,13 +222,25 @@ TEST_F(Cli, TrainThenEvalAndPredictFromTheRunFolder) {
   r = run("eval --run " + out_);
   ASSERT_EQ(r.code, 0) << r.output;
   std::smatch m;
-  ASSERT_TRUE(std::regex_search(r.output, m, std::regex("group vec16: accuracy ([0-9.]+) on 300")))
-      << r.output;
-  EXPECT_NE(r.output.find("confusion"), std::string::npos);
+  ASSERT_TRUE(std::regex_search(r.output, m, std::regex("\\nvec16 +300 +([0-9.]+) "))) << r.output;
+  EXPECT_EQ(r.output.find("confusion"), std::string::npos) << "only with --confusion";
   // The same accuracy that training reported for its last epoch.
   auto report = nlohmann::json::parse(read_text(out_ + "/report.json"));
   const double trained = report["test_acc"]["vec16"].get<double>();
   EXPECT_NEAR(std::stod(m[1].str()), trained, 5e-5);
+  r = run("eval --run " + out_ + " --confusion");
+  EXPECT_NE(r.output.find("confusion of vec16 (rows: true class"), std::string::npos) << r.output;
+  r = run("eval --run " + out_ + " --json");
+  ASSERT_EQ(r.code, 0) << r.output;
+  const auto e = nlohmann::json::parse(r.output);
+  EXPECT_EQ(e["groups"]["vec16"]["accuracy"].get<double>(), trained);
+  EXPECT_EQ(e["groups"]["vec16"]["confusion"], report["confusion"]["vec16"]);
+  // Recall of class c: the diagonal over the row sum.
+  const auto& row = e["groups"]["vec16"]["confusion"][2];
+  int64_t total = 0;
+  for (auto& v : row) total += v.get<int64_t>();
+  EXPECT_DOUBLE_EQ(e["groups"]["vec16"]["recall"][2].get<double>(),
+                   double(row[2].get<int64_t>()) / double(total));
 
   const std::string pred = (dir_ / "pred.npy").string();
   r = run("predict --run " + out_ + " --group vec16 --input " + data("vec16_test_x.npy") +

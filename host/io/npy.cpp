@@ -267,6 +267,16 @@ void read_payload(io::InputFile& file, const NpyHeader& header, std::vector<Dst>
 template <typename T>
 void write_npy_impl(const std::string& path, const char* descr, const T* data,
                     const std::vector<int64_t>& shape) {
+  int64_t count = 1;
+  for (int64_t d : shape) count *= d;
+  HETDRO_ASSERT(count == 0 || data != nullptr);
+  const std::string header = npy_header(descr, shape);
+  io::write_atomically(path, {{header.data(), header.size()}, {data, size_t(count) * sizeof(T)}});
+}
+
+}  // namespace
+
+std::string npy_header(const char* descr, const std::vector<int64_t>& shape) {
   std::string dims;
   for (int64_t d : shape) {
     HETDRO_ASSERT(d >= 0);
@@ -284,16 +294,8 @@ void write_npy_impl(const std::string& path, const char* descr, const T* data,
   header += '\n';
   std::string prefix(kMagic, kMagicSize);
   prefix += {'\x01', '\x00', char(length & 0xff), char(length >> 8)};
-
-  int64_t count = 1;
-  for (int64_t d : shape) count *= d;
-  HETDRO_ASSERT(count == 0 || data != nullptr);
-  io::write_atomically(path, {{prefix.data(), prefix.size()},
-                              {header.data(), header.size()},
-                              {data, size_t(count) * sizeof(T)}});
+  return prefix + header;
 }
-
-}  // namespace
 
 Array<float> read_npy_features(const std::string& path) {
   io::InputFile file(path, "an NPY file of float32, float64 or uint8 features");

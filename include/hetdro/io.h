@@ -26,6 +26,18 @@ std::vector<int32_t> read_npy_labels(const std::string& path);
 void write_npy(const std::string& path, const float* data, const std::vector<int64_t>& shape);
 void write_npy(const std::string& path, const int32_t* data, const std::vector<int64_t>& shape);
 void write_npy(const std::string& path, const uint8_t* data, const std::vector<int64_t>& shape);
+// An NPY file's bytes before its payload (magic, version, padded header) for dtype `descr`
+// ("<f4", "<i4", "|u1") and `shape`.
+std::string npy_header(const char* descr, const std::vector<int64_t>& shape);
+
+// --- NPZ: numpy's archive of named arrays (a zip of .npy files, stored uncompressed) --------
+struct NpzArray {
+  std::string name;  // the key numpy.load gives it
+  std::vector<int64_t> shape;
+  std::vector<float> f32;    // the data: f32 ...
+  std::vector<int32_t> i32;  // ... or, when f32 is empty, i32
+};
+void write_npz(const std::string& path, const std::vector<NpzArray>& arrays);
 
 // --- IDX (MNIST format), plain or gzipped (by content, not by name) ------------------------
 // Only the unsigned-byte type (0x08) is accepted.

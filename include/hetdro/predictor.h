@@ -18,6 +18,9 @@ class Predictor {
   std::vector<int32_t> predict(const float* params, int g, const float* x, int64_t n);
   // The same for features on the host, uploaded a chunk at a time.
   std::vector<int32_t> predict_host(const float* params, int g, const float* x, int64_t n);
+  // The latents z [n, k] (after the latent activation) of n samples of group g in backend
+  // memory, copied to the host.
+  std::vector<float> latents(const float* params, int g, const float* x, int64_t n);
 
  private:
   void layout(Arena& arena);

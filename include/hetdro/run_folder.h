@@ -48,6 +48,22 @@ class RunFolder {
 void print_header(const Config& config, const Model& model, const std::vector<GroupData>& groups,
                   const StratifiedSampler& sampler, const std::string& device);
 
+// A live progress line on a terminal (step, steps/s, loss, ETA, a bar), redrawn in place at
+// most ten times a second; inactive when stdout is not a terminal, where the trainer prints
+// plain progress lines instead.
+class ProgressBar {
+ public:
+  ProgressBar();
+  bool active() const { return active_; }
+  void update(int epoch, int epochs, int64_t step, int64_t steps, double steps_per_s, double loss,
+              double eta_seconds);
+  void clear();  // erases the line before other output
+
+ private:
+  bool active_ = false, drawn_ = false;
+  double last_ = -1;
+};
+
 // One epoch's summary: what metrics.jsonl and the console line report.
 struct EpochRecord {
   int epoch = 0, epochs = 0;
@@ -64,6 +80,12 @@ struct EpochRecord {
 
 std::string metrics_json(const EpochRecord& r, const Evaluation& eval);
 void print_epoch(const EpochRecord& r, const Evaluation& eval);
+
+// `hetdro eval`: per group the accuracy and each class's recall; the worst and mean group accuracy;
+// the confusion matrices only when asked.
+void print_evaluation(const Evaluation& eval, int classes, bool confusion);
+// The same as JSON: per group accuracy, samples, recall [C], confusion [C][C]; worst, mean.
+std::string evaluation_json(const Evaluation& eval, int classes);
 
 // The final report.json and the per-group table that ends a run.
 struct RunSummary {

@@ -80,6 +80,10 @@ class Trainer {
   // Predicted classes for features x of group g.
   std::vector<int32_t> predict(int g, const Array<float>& x);
 
+  // Writes up to `per_group` test latents of every group with their labels, and the anchors'
+  // means and covariances, to an NPZ (z.<group>, y.<group>, anchor_mean, anchor_cov).
+  void save_latents(const std::string& path, int64_t per_group = 2000);
+
   // A host copy of the parameters, Adam state, GroupDRO weights, and where training stands.
   TrainState state() const;
   // A host copy of the last step's gradient.
@@ -95,7 +99,7 @@ class Trainer {
   void upload_state(const TrainState& state);
   bool run_epoch(int epoch, int64_t budget, RunFolder& folder, EpochRecord& record,
                  std::vector<double>& step_ms);
-  void add_window(const Window& w, int epoch, int64_t step);
+  void add_window(const Window& w, int epoch, int64_t step, ProgressBar& bar);
   void checkpoint(RunFolder& folder);
   std::string failure_hints() const;
 
