@@ -1,6 +1,7 @@
 // The CPU backend: host memory and the reference ops (host/ops/), and the run-time choice of
 // the training backend (docs/DESIGN.md §6).
-#include <omp.h>  // omp_get_max_threads
+#include <omp.h>     // omp_get_max_threads
+#include <unistd.h>  // sysconf
 
 #include <cstdlib>  // std::aligned_alloc, std::free
 #include <cstring>  // std::memcpy, std::memset
@@ -14,6 +15,10 @@
 namespace hetdro {
 namespace {
 
+size_t physical_memory() {
+  return size_t(::sysconf(_SC_PHYS_PAGES)) * size_t(::sysconf(_SC_PAGESIZE));
+}
+
 template <typename T>
 class CpuBackend final : public Backend<T> {
  public:
@@ -23,6 +28,7 @@ class CpuBackend final : public Backend<T> {
   void download(void* dst, const void* src, size_t bytes) override { std::memcpy(dst, src, bytes); }
   void zero(void* dst, size_t bytes) override { std::memset(dst, 0, bytes); }
   bool synchronous() const override { return true; }
+  size_t capacity() const override { return physical_memory(); }
 
 #define HETDRO_OP(name, params, args) \
   void name params override { cpu::name<T> args; }
@@ -39,6 +45,14 @@ class CpuBackend final : public Backend<T> {
 };
 
 }  // namespace
+
+void check_capacity(const Memory& memory, size_t bytes, const std::string& what,
+                    const std::string& remedy) {
+  if (bytes <= memory.capacity()) return;
+  input_error("{} needs {:.1f} GiB of {} memory, more than the {:.1f} GiB there is; {}", what,
+              double(bytes) / double(1 << 30), memory.name(),
+              double(memory.capacity()) / double(1 << 30), remedy);
+}
 
 template <typename T>
 std::unique_ptr<Backend<T>> make_cpu_backend() {

@@ -59,7 +59,10 @@ Loss<T>::Loss(const Model& model, const LossSettings& settings, Backend<T>& back
   for (int n : rows_) B_ += n;
   slots_ = s_.fit == Fit::per_group ? G * C : s_.fit == Fit::pooled ? C : 0;
   sep_n_ = C * s_.samples_per_anchor;
-  block_ = plan(be_, [this](Arena& a) { layout(a); });
+  block_ = plan(be_, "the training step's workspace",
+                "lower train.batch_size, or the model's sizes (channels, hidden, latent_dim, "
+                "samples_per_anchor)",
+                [this](Arena& a) { layout(a); });
 
   // Constants of the batch's fixed shape, uploaded once.
   std::vector<int32_t> group, sep_labels(sep_n_);

@@ -84,6 +84,20 @@ Model::Model(const Config& config, const std::vector<std::vector<int64_t>>& samp
   }
   anchor_mean_ = add("anchors.mean", {classes_, latent_});
   anchor_chol_ = add("anchors.chol", {classes_, latent_, latent_});
+  // Each size is bounded by the config's checks, but their products can still be absurd: say
+  // which tensor before anything is allocated (four copies: parameters, gradients, Adam's two).
+  constexpr int64_t kMaxParams = int64_t(1) << 30;
+  if (size_ > kMaxParams) {
+    const ParamInfo& big = *std::max_element(params_.begin(), params_.end(),
+                                             [](auto& a, auto& b) { return a.size < b.size; });
+    std::string shape;
+    for (int64_t d : big.shape) shape += (shape.empty() ? "" : "x") + std::to_string(d);
+    input_error(
+        "{}: the model would have {} parameters, more than the {} allowed ({} GiB for the "
+        "parameters, gradients and Adam state); the largest tensor is {} [{}]. Lower "
+        "model.latent_dim, data.classes, or the group's channels or hidden sizes",
+        config.path, size_, kMaxParams, size_ * 16 / (int64_t(1) << 30), big.name, shape);
+  }
 }
 
 template <typename T>

@@ -8,7 +8,8 @@ namespace hetdro {
 
 Predictor::Predictor(const Model& model, Backend<float>& backend, int max_rows)
     : model_(model), be_(backend), max_rows_(max_rows) {
-  block_ = plan(be_, [this](Arena& a) { layout(a); });
+  block_ = plan(be_, "evaluation's workspace", "lower train.eval_batch",
+                [this](Arena& a) { layout(a); });
 }
 
 void Predictor::layout(Arena& a) {

@@ -27,6 +27,7 @@ class GuardedBackend final : public Backend<T> {
 
   // Not synchronous(), so the trainer reads its statistics in windows, as it will on a GPU.
   std::string name() const override { return "guarded-cpu"; }
+  size_t capacity() const override { return inner_->capacity(); }
   void release(void* p) override {
     auto it = regions_.find(p);
     if (it == regions_.end())

@@ -253,6 +253,24 @@ INSTANTIATE_TEST_SUITE_P(
       return n + "_" + std::to_string(p.index);
     });
 
+// Sizes each within bounds whose products would exhaust memory: errors that say which tensor or
+// which buffer, and which keys to lower, before anything is allocated.
+TEST_F(Resume, SizesWithinBoundsWhoseProductIsAbsurdAreNamedToo) {
+  auto r = run_cli("train --config " + config() + " --out " + out("a") +
+                   " --set data.classes=100000 --set model.latent_dim=4096");
+  EXPECT_EQ(r.code, 2) << r.output;
+  EXPECT_NE(r.output.find("the largest tensor is anchors.chol [100000x4096x4096]"),
+            std::string::npos)
+      << r.output;
+  r = run_cli("train --config " + config() + " --out " + out("b") +
+              " --set 'data.groups.0.channels=[4096, 4096]' --set train.eval_batch=1000000");
+  EXPECT_EQ(r.code, 2) << r.output;
+  EXPECT_NE(r.output.find("evaluation's workspace needs"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("lower train.eval_batch"), std::string::npos) << r.output;
+  EXPECT_FALSE(fs::exists(out("a")));
+  EXPECT_FALSE(fs::exists(out("b")));
+}
+
 TEST_F(Resume, ARunThatBlowsUpKeepsTheLastGoodCheckpointAndSaysWhy) {
   // One feature of 1e30 in vec16: its class covariance overflows float on the first batch
   // that holds it.

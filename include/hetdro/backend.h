@@ -26,6 +26,8 @@ class Memory {
   }
   virtual void release(void* p) = 0;
   int64_t allocations() const { return allocations_; }
+  // The most memory one allocation may sensibly take (the CPU: physical memory).
+  virtual size_t capacity() const = 0;
 
   virtual void upload(void* dst, const void* host_src, size_t bytes) = 0;
   virtual void download(void* host_dst, const void* src, size_t bytes) = 0;
@@ -131,11 +133,18 @@ class Arena {
   size_t offset_ = 0;
 };
 
+// Throws an InputError naming `what` and `remedy` when `bytes` exceed the memory's capacity.
+void check_capacity(const Memory& memory, size_t bytes, const std::string& what,
+                    const std::string& remedy);
+
 // Runs `layout(Arena&)` twice (measure, then bind) and returns the one allocation behind it.
+// `what` and `remedy` word the error when it would not fit.
 template <typename Layout>
-Buffer<std::byte> plan(Memory& memory, Layout&& layout) {
+Buffer<std::byte> plan(Memory& memory, const std::string& what, const std::string& remedy,
+                       Layout&& layout) {
   Arena measure;
   layout(measure);
+  check_capacity(memory, measure.size(), what, remedy);
   Buffer<std::byte> block(memory, int64_t(std::max<size_t>(measure.size(), 1)));
   Arena bound(block.data());
   layout(bound);
