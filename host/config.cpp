@@ -28,6 +28,8 @@ HETDRO_CHOICES(LatentActivation, "none", "relu")
 HETDRO_CHOICES(AnchorMeanInit, "zero", "random")
 HETDRO_CHOICES(Fit, "pooled", "per_group", "none")
 HETDRO_CHOICES(Objective, "erm", "groupdro")
+HETDRO_CHOICES(GroupDroUpdate, "exp", "softmax", "smooth")
+HETDRO_CHOICES(GroupDroObjective, "weighted", "max", "logsumexp")
 #undef HETDRO_CHOICES
 
 template <typename E>
@@ -271,6 +273,9 @@ void check_bounds(const Config& c) {
   check_range(f, "train.weight_decay", t.weight_decay, 0, 100);
   check_range(f, "train.eval_batch", t.eval_batch, 1, 1e6);
   check_range(f, "train.checkpoint_every", t.checkpoint_every, 0, 1e9);
+  check_range(f, "train.groupdro.tau", t.groupdro_tau, 1e-6, 1e6);
+  check_range(f, "train.groupdro.gamma", t.groupdro_gamma, 0, 1);
+  check_range(f, "train.groupdro.adjustment", t.groupdro_adjustment, 0, 1e6);
 }
 
 }  // namespace
@@ -281,6 +286,8 @@ const char* name(LatentActivation a) { return choice_name(a); }
 const char* name(AnchorMeanInit i) { return choice_name(i); }
 const char* name(Fit f) { return choice_name(f); }
 const char* name(Objective o) { return choice_name(o); }
+const char* name(GroupDroUpdate u) { return choice_name(u); }
+const char* name(GroupDroObjective o) { return choice_name(o); }
 
 Config load_config(const std::string& path, const std::vector<std::string>& overrides) {
   if (!fs::exists(path)) input_error("{}: config file not found", path);
@@ -377,6 +384,16 @@ Config load_config(const std::string& path, const std::vector<std::string>& over
   r.get("device", t.device);
   r.get("eval_batch", t.eval_batch);
   r.get("checkpoint_every", t.checkpoint_every);
+  if (r.find("groupdro")) {
+    TableReader gd(subtable(*subtable(root, path, "train"), path, "groupdro"), path,
+                   "train.groupdro.");
+    gd.get_choice("update", t.groupdro_update);
+    gd.get_choice("objective", t.groupdro_objective);
+    gd.get("tau", t.groupdro_tau);
+    gd.get("gamma", t.groupdro_gamma);
+    gd.get("adjustment", t.groupdro_adjustment);
+    gd.finish();
+  }
   r.finish();
   if (t.epochs < 0) input_error("{}: key 'train.epochs': expected ≥ 0, found {}", path, t.epochs);
   check_positive(path, "train.batch_size", t.batch_size);
@@ -424,20 +441,27 @@ std::string to_toml(const Config& c) {
                             {"latent_activation", std::string(name(m.latent_activation))},
                             {"anchor_scale", m.anchor_scale},
                             {"anchor_mean_init", std::string(name(m.anchor_mean_init))}}},
-      {"train", toml::table{{"epochs", t.epochs},
-                            {"batch_size", t.batch_size},
-                            {"lr", t.lr},
-                            {"lambda_fit", t.lambda_fit},
-                            {"lambda_sep", t.lambda_sep},
-                            {"samples_per_anchor", t.samples_per_anchor},
-                            {"eps", t.eps},
-                            {"fit", std::string(name(t.fit))},
-                            {"objective", std::string(name(t.objective))},
-                            {"groupdro_eta", t.groupdro_eta},
-                            {"weight_decay", t.weight_decay},
-                            {"seed", int64_t(t.seed)},
-                            {"device", t.device},
-                            {"eval_batch", t.eval_batch}}}};
+      {"train",
+       toml::table{{"epochs", t.epochs},
+                   {"batch_size", t.batch_size},
+                   {"lr", t.lr},
+                   {"lambda_fit", t.lambda_fit},
+                   {"lambda_sep", t.lambda_sep},
+                   {"samples_per_anchor", t.samples_per_anchor},
+                   {"eps", t.eps},
+                   {"fit", std::string(name(t.fit))},
+                   {"objective", std::string(name(t.objective))},
+                   {"groupdro_eta", t.groupdro_eta},
+                   {"weight_decay", t.weight_decay},
+                   {"seed", int64_t(t.seed)},
+                   {"device", t.device},
+                   {"eval_batch", t.eval_batch},
+                   {"checkpoint_every", t.checkpoint_every},
+                   {"groupdro", toml::table{{"update", std::string(name(t.groupdro_update))},
+                                            {"objective", std::string(name(t.groupdro_objective))},
+                                            {"tau", t.groupdro_tau},
+                                            {"gamma", t.groupdro_gamma},
+                                            {"adjustment", t.groupdro_adjustment}}}}}};
   std::ostringstream out;
   out << root << "\n";
   return out.str();

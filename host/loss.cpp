@@ -16,6 +16,10 @@ LossSettings LossSettings::from(const Config& c) {
   s.fit = c.train.fit;
   s.objective = c.train.objective;
   s.groupdro_eta = c.train.groupdro_eta;
+  s.groupdro_update = c.train.groupdro_update;
+  s.groupdro_objective = c.train.groupdro_objective;
+  s.groupdro_tau = c.train.groupdro_tau;
+  s.groupdro_gamma = c.train.groupdro_gamma;
   s.seed = c.train.seed;
   return s;
 }
@@ -69,6 +73,9 @@ Loss<T>::Loss(const Model& model, const LossSettings& settings, Backend<T>& back
   for (int g = 0; g < G; ++g) group.insert(group.end(), rows_[g], g);
   be_.upload(group_, group.data(), group.size() * sizeof(int32_t));
   be_.upload(group_count_, rows_.data(), rows_.size() * sizeof(int32_t));
+  std::vector<double> adjustment = s_.adjustment;
+  adjustment.resize(G, 0.0);
+  be_.upload(adjustment_, adjustment.data(), adjustment.size() * sizeof(double));
   for (int i = 0; i < sep_n_; ++i) sep_labels[i] = i / s_.samples_per_anchor;
   std::vector<T> sep_weight(sep_n_, T(s_.lambda_sep / sep_n_));
   be_.upload(sep_labels_, sep_labels.data(), sep_labels.size() * sizeof(int32_t));
@@ -84,6 +91,7 @@ void Loss<T>::layout(Arena& a) {
   y_ = a.take<int32_t>(B_);
   group_ = a.take<int32_t>(B_);
   group_count_ = a.take<int32_t>(G);
+  adjustment_ = a.take<double>(G);
   stats_ = a.take<double>(stats_size());
 
   enc_.assign(G, {});
@@ -158,10 +166,18 @@ void Loss<T>::clf_term(const T* P, T* G, double* q) {
   const int groups = int(rows_.size()), C = model_.classes();
   model_.classifier_forward(be_, P, z_, B_, logits_, cls_);
   be_.softmax_xent_forward(probs_, loss_, group_sum_, logits_, y_, group_, B_, C, groups);
-  const bool groupdro = s_.objective == Objective::groupdro;
+  ClfRule rule;
+  rule.groupdro = s_.objective == Objective::groupdro;
+  rule.objective = s_.groupdro_objective;
+  rule.update = s_.groupdro_update;
+  rule.eta = s_.groupdro_eta;
+  rule.tau = s_.groupdro_tau;
+  rule.gamma = s_.groupdro_gamma;
+  // q follows the batch on training steps only; the exp update with η = 0 leaves it as it is.
+  rule.update_q = G != nullptr && s_.update_q &&
+                  !(s_.groupdro_update == GroupDroUpdate::exp && s_.groupdro_eta == 0);
   be_.clf_objective(stats_ + StepStats::kClf, stats_ + StepStats::kGroupLoss, q, weight_,
-                    group_sum_, group_count_, group_, B_, groups, groupdro,
-                    G ? s_.groupdro_eta : 0.0);
+                    group_sum_, group_count_, group_, adjustment_, B_, groups, rule);
   if (!G) return;
   be_.softmax_xent_backward(dlogits_, probs_, y_, weight_, B_, C);
   model_.classifier_backward(be_, P, G, z_, B_, dlogits_, dz_, cls_);

@@ -56,6 +56,8 @@ StratifiedSampler make_sampler(const Config& config, const std::vector<GroupData
 std::atomic<int> g_stop_signal{0};
 extern "C" void request_stop(int sig) { g_stop_signal = sig; }
 
+const char* signal_name(int sig) { return sig == SIGINT ? "SIGINT" : "SIGTERM"; }
+
 class StopSignals {
  public:
   StopSignals() {
@@ -375,14 +377,16 @@ bool Trainer::run_epoch(int epoch, int64_t budget, RunFolder& folder, EpochRecor
       fmt::print("  epoch {} step {}/{}  loss {:.4f}  {:.1f} ms/step\n", epoch, s + 1, steps, loss,
                  per_step_ms);
     std::fflush(stdout);
+    // A stop on the epoch's last step lets the epoch finish: train() evaluates, records and
+    // checkpoints it whole, then stops.
+    if (stop && s + 1 == steps) break;
     if (save || stop) checkpoint(folder);
     if (stop) {
       bar.clear();
-      const char* name = g_stop_signal == SIGINT ? "SIGINT" : "SIGTERM";
       throw Interrupted(g_stop_signal,
-                        fmt::format("{} at epoch {} step {} of {}; checkpoint written. Resume "
-                                    "with: hetdro train --resume {}",
-                                    name, epoch, s + 1, steps, folder.dir()));
+                        fmt::format("{} at epoch {} step {} of {}; checkpoint "
+                                    "written. Resume with: hetdro train --resume {}",
+                                    signal_name(g_stop_signal), epoch, s + 1, steps, folder.dir()));
     }
     window_start = Clock::now();
   }
@@ -445,6 +449,11 @@ void Trainer::train(const std::string& out_dir, const TrainOptions& options) {
       }
       print_epoch(r, eval);
       checkpoint(folder);
+      if (g_stop_signal != 0)
+        throw Interrupted(g_stop_signal,
+                          fmt::format("{} at the end of epoch {}; checkpoint written. Resume "
+                                      "with: hetdro train --resume {}",
+                                      signal_name(g_stop_signal), epoch, folder.dir()));
       if (!complete) break;
     }
     if (!evaluated) {  // no step ran: still leave a checkpoint

@@ -16,6 +16,16 @@
 namespace hetdro {
 namespace {
 
+// The rule the tests below were written for: ERM, or GroupDRO's weighted objective with the exp
+// update, which moves q when eta > 0.
+ClfRule rule(int groupdro, double eta) {
+  ClfRule r;
+  r.groupdro = groupdro != 0;
+  r.eta = eta;
+  r.update_q = eta > 0;
+  return r;
+}
+
 using testing::numeric_gradient;
 using testing::random_vector;
 
@@ -128,7 +138,7 @@ TEST(StepOps, ClfObjectiveErm) {
   double clf = -1;
   std::vector<double> gl(2, -7), q = {0.3, 0.7}, weight(4, -7);
   cpu::clf_objective(&clf, gl.data(), q.data(), weight.data(), sums.data(), count.data(),
-                     group.data(), 4, 2, /*groupdro=*/0, /*eta=*/0.5);
+                     group.data(), nullptr, 4, 2, rule(/*groupdro=*/0, /*eta=*/0.5));
   EXPECT_NEAR(clf, 1.05, 1e-15);
   EXPECT_EQ(weight, (std::vector<double>{0.25, 0.25, 0.25, 0.25}));
   EXPECT_NEAR(gl[0], 1.0, 1e-15);
@@ -145,7 +155,7 @@ TEST(StepOps, ClfObjectiveGroupDroEtaZeroKeepsQ) {
   double clf = -1;
   std::vector<double> gl(2, -7), q = {0.2, 0.8}, weight(4, -7);
   cpu::clf_objective(&clf, gl.data(), q.data(), weight.data(), sums.data(), count.data(),
-                     group.data(), 4, 2, /*groupdro=*/1, /*eta=*/0.0);
+                     group.data(), nullptr, 4, 2, rule(/*groupdro=*/1, /*eta=*/0.0));
   EXPECT_EQ(q, (std::vector<double>{0.2, 0.8}));
   EXPECT_NEAR(clf, 1.3, 1e-15);
   EXPECT_NEAR(gl[0], 0.5, 1e-15);
@@ -167,7 +177,7 @@ TEST(StepOps, ClfObjectiveGroupDroMatchesHandWorkedUpdate) {
   double clf = -1;
   std::vector<double> gl(3, -7), q = {0.5, 0.25, 0.25}, weight(3, -7);
   cpu::clf_objective(&clf, gl.data(), q.data(), weight.data(), sums.data(), count.data(),
-                     group.data(), 3, 3, /*groupdro=*/1, /*eta=*/1.0);
+                     group.data(), nullptr, 3, 3, rule(/*groupdro=*/1, /*eta=*/1.0));
   EXPECT_NEAR(q[0], 4.0 / 9, 1e-15);
   EXPECT_NEAR(q[1], 4.0 / 9, 1e-15);
   EXPECT_NEAR(q[2], 1.0 / 9, 1e-15);
@@ -192,7 +202,7 @@ TEST(StepOps, ClfObjectiveGroupDroTwoGroupsTwoSteps) {
   std::vector<double> gl(2), q = {0.5, 0.5}, weight(3);
   std::vector<double> sums = {0, ln3};
   cpu::clf_objective(&clf, gl.data(), q.data(), weight.data(), sums.data(), count.data(),
-                     group.data(), 3, 2, 1, 2.0);
+                     group.data(), nullptr, 3, 2, rule(1, 2.0));
   EXPECT_NEAR(q[0], 0.25, 1e-15);
   EXPECT_NEAR(q[1], 0.75, 1e-15);
   EXPECT_NEAR(clf, 3.0 / 8 * ln3, 1e-15);
@@ -201,7 +211,7 @@ TEST(StepOps, ClfObjectiveGroupDroTwoGroupsTwoSteps) {
   EXPECT_NEAR(weight[2], 3.0 / 8, 1e-15);
   sums = {ln3, 0};
   cpu::clf_objective(&clf, gl.data(), q.data(), weight.data(), sums.data(), count.data(),
-                     group.data(), 3, 2, 1, 2.0);
+                     group.data(), nullptr, 3, 2, rule(1, 2.0));
   EXPECT_NEAR(q[0], 0.75, 1e-15);
   EXPECT_NEAR(q[1], 0.25, 1e-15);
   EXPECT_NEAR(clf, 0.75 * ln3, 1e-15);
@@ -223,14 +233,14 @@ TEST(StepOps, ClfObjectiveGradientWrtGroupSumsIsTheSampleWeight) {
       double clf;
       std::vector<double> gl(groups), q = q0, w(n);
       cpu::clf_objective(&clf, gl.data(), q.data(), w.data(), s.data(), count.data(), group.data(),
-                         n, groups, groupdro, 0.0);
+                         nullptr, n, groups, rule(groupdro, 0.0));
       return clf;
     };
     const auto grad = numeric_gradient(clf_of, sums);
     double clf;
     std::vector<double> gl(groups), q = q0, weight(n);
     cpu::clf_objective(&clf, gl.data(), q.data(), weight.data(), sums.data(), count.data(),
-                       group.data(), n, groups, groupdro, 0.0);
+                       group.data(), nullptr, n, groups, rule(groupdro, 0.0));
     for (int i = 0; i < n; ++i)
       EXPECT_NEAR(weight[i], grad[group[i]], 1e-9) << "groupdro " << groupdro << " sample " << i;
     if (groupdro)
@@ -257,7 +267,7 @@ TYPED_TEST(StepOpsTyped, ClfObjectiveGroupDroHandWorked) {
   std::vector<double> gl(3, -7), q = {0.5, 0.25, 0.25};
   std::vector<T> weight(3, T(-7));
   cpu::clf_objective(&clf, gl.data(), q.data(), weight.data(), sums.data(), count.data(),
-                     group.data(), 3, 3, 1, 1.0);
+                     group.data(), nullptr, 3, 3, rule(1, 1.0));
   EXPECT_NEAR(q[0], 4.0 / 9, tol);
   EXPECT_NEAR(q[1], 4.0 / 9, tol);
   EXPECT_NEAR(q[2], 1.0 / 9, tol);
@@ -271,7 +281,7 @@ TYPED_TEST(StepOpsTyped, ClfObjectiveGroupDroHandWorked) {
 
   // And ERM on the same batch: clf = (2 ln 2 + 2 ln 2 + 0)/3; weight 1/3 each.
   cpu::clf_objective(&clf, gl.data(), q.data(), weight.data(), sums.data(), count.data(),
-                     group.data(), 3, 3, 0, 1.0);
+                     group.data(), nullptr, 3, 3, rule(0, 1.0));
   EXPECT_NEAR(clf, 4 * ln2 / 3, tol);
   for (int i = 0; i < 3; ++i) EXPECT_NEAR(weight[i], 1.0 / 3, tol) << i;
 }
@@ -413,6 +423,108 @@ TEST(StepOps, ArgmaxRowsTiesNegativesOneColumn) {
   std::vector<int32_t> out1(3, -1);
   cpu::argmax_rows(out1.data(), col.data(), 3, 1);
   EXPECT_EQ(out1, (std::vector<int32_t>{0, 0, 0}));
+}
+
+// --- the GroupDRO family (docs/DESIGN.md §1) -----------------------------------------------------
+
+// Two groups: sums {2, 6} over counts {2, 3}, so ℓ = {1, 2}; samples 0,1 in group 0, 2..4 in 1.
+struct TwoGroups {
+  std::vector<double> sums = {2, 6}, gl = std::vector<double>(2), weight = std::vector<double>(5);
+  std::vector<int32_t> count = {2, 3}, group = {0, 0, 1, 1, 1};
+  double clf = 0;
+  void run(std::vector<double>& q, const ClfRule& r, const double* adjustment = nullptr) {
+    cpu::clf_objective(&clf, gl.data(), q.data(), weight.data(), sums.data(), count.data(),
+                       group.data(), adjustment, 5, 2, r);
+  }
+};
+
+ClfRule family(GroupDroUpdate update, GroupDroObjective objective, bool update_q) {
+  ClfRule r;
+  r.groupdro = true;
+  r.update = update;
+  r.objective = objective;
+  r.eta = 1.0;
+  r.tau = 0.5;
+  r.gamma = 0.1;
+  r.update_q = update_q;
+  return r;
+}
+
+TEST(StepOps, ClfObjectiveSoftmaxUpdateIsAFreshSoftmaxOfTheLosses) {
+  // q = softmax(ℓ/τ) = softmax({2, 4}) = {1, e²}/(1 + e²), whatever q was.
+  TwoGroups b;
+  std::vector<double> q = {0.9, 0.1};
+  b.run(q, family(GroupDroUpdate::softmax, GroupDroObjective::weighted, true));
+  const double e2 = std::exp(2.0);
+  EXPECT_NEAR(q[0], 1 / (1 + e2), 1e-15);
+  EXPECT_NEAR(q[1], e2 / (1 + e2), 1e-15);
+  EXPECT_NEAR(b.clf, q[0] * 1 + q[1] * 2, 1e-15);
+  EXPECT_NEAR(b.weight[0], q[0] / 2, 1e-15);
+  EXPECT_NEAR(b.weight[4], q[1] / 3, 1e-15);
+}
+
+TEST(StepOps, ClfObjectiveSmoothUpdateMovesQAStepTowardTheSoftmax) {
+  // p = softmax(η ℓ) = {1, e}/(1 + e); q ← 0.9 q + 0.1 p.
+  TwoGroups b;
+  std::vector<double> q = {0.5, 0.5};
+  b.run(q, family(GroupDroUpdate::smooth, GroupDroObjective::weighted, true));
+  const double e = std::exp(1.0);
+  EXPECT_NEAR(q[0], 0.45 + 0.1 / (1 + e), 1e-15);
+  EXPECT_NEAR(q[1], 0.45 + 0.1 * e / (1 + e), 1e-15);
+}
+
+TEST(StepOps, ClfObjectiveAdjustmentEntersOnlyTheUpdateOfQ) {
+  // exp update with ℓ̃ = ℓ + {0, 0.5}: q ∝ {0.5·e^1, 0.5·e^2.5}; L_clf still uses ℓ itself.
+  TwoGroups b;
+  std::vector<double> q = {0.5, 0.5};
+  const double adjustment[2] = {0.0, 0.5};
+  b.run(q, family(GroupDroUpdate::exp, GroupDroObjective::weighted, true), adjustment);
+  const double a = std::exp(1.0), c = std::exp(2.5);
+  EXPECT_NEAR(q[0], a / (a + c), 1e-15);
+  EXPECT_NEAR(b.clf, q[0] * 1 + q[1] * 2, 1e-15);
+  EXPECT_EQ(b.gl, (std::vector<double>{1, 2}));
+}
+
+TEST(StepOps, ClfObjectiveMaxTakesTheWorstGroupAndItsSubgradient) {
+  TwoGroups b;
+  std::vector<double> q = {0.5, 0.5};
+  b.run(q, family(GroupDroUpdate::exp, GroupDroObjective::max, false));
+  EXPECT_EQ(b.clf, 2.0);
+  EXPECT_EQ(b.weight, (std::vector<double>{0, 0, 1.0 / 3, 1.0 / 3, 1.0 / 3}));
+  EXPECT_EQ(q, (std::vector<double>{0.5, 0.5}));  // update_q off: q untouched
+}
+
+TEST(StepOps, ClfObjectiveLogSumExpIsASmoothMax) {
+  // τ log(e^{1/τ} + e^{2/τ}) with τ = 0.5: 0.5 log(e² + e⁴); weights softmax({2,4})_g / count_g.
+  TwoGroups b;
+  std::vector<double> q = {0.5, 0.5};
+  b.run(q, family(GroupDroUpdate::exp, GroupDroObjective::logsumexp, false));
+  const double e2 = std::exp(2.0), e4 = std::exp(4.0);
+  EXPECT_NEAR(b.clf, 0.5 * std::log(e2 + e4), 1e-14);
+  EXPECT_NEAR(b.weight[0], e2 / (e2 + e4) / 2, 1e-15);
+  EXPECT_NEAR(b.weight[2], e4 / (e2 + e4) / 3, 1e-15);
+  // Its gradient with respect to the group sums is those weights (finite differences).
+  auto clf_of = [&](const std::vector<double>& sums) {
+    TwoGroups c;
+    c.sums = sums;
+    std::vector<double> qq = {0.5, 0.5};
+    c.run(qq, family(GroupDroUpdate::exp, GroupDroObjective::logsumexp, false));
+    return c.clf;
+  };
+  const auto grad = numeric_gradient(clf_of, b.sums);
+  EXPECT_NEAR(grad[0], b.weight[0], 1e-9);
+  EXPECT_NEAR(grad[1], b.weight[2], 1e-9);
+}
+
+TEST(StepOps, ClfObjectiveSoftmaxUpdateGivesAnAbsentGroupNoWeight) {
+  TwoGroups b;
+  b.count = {2, 0};
+  b.group = {0, 0, 0, 0, 0};
+  b.sums = {2, 0};
+  std::vector<double> q = {0.5, 0.5};
+  b.run(q, family(GroupDroUpdate::softmax, GroupDroObjective::weighted, true));
+  EXPECT_EQ(q, (std::vector<double>{1.0, 0.0}));
+  EXPECT_EQ(b.clf, 1.0);
 }
 
 }  // namespace

@@ -64,6 +64,7 @@ struct TinyLoss {
   TinyLoss(const Config& c, double groupdro_eta)
       : model(c, {{1, 6, 6}, {5}}), settings(LossSettings::from(c)) {
     settings.groupdro_eta = groupdro_eta;
+    settings.update_q = groupdro_eta > 0;
     loss = std::make_unique<Loss<T>>(model, settings, *backend, std::vector<int>{8, 8});
     params = Buffer<T>(*backend, model.size());
     grads = Buffer<T>(*backend, model.size());
@@ -93,10 +94,13 @@ struct GradCase {
   Objective objective;
   Classifier classifier;
   LatentActivation activation;
+  GroupDroObjective groupdro = GroupDroObjective::weighted;
 };
 std::string case_name(const GradCase& c) {
-  return std::string(name(c.fit)) + "_" + name(c.objective) + "_" + name(c.classifier) + "_" +
-         name(c.activation);
+  std::string n = std::string(name(c.fit)) + "_" + name(c.objective) + "_" + name(c.classifier) +
+                  "_" + name(c.activation);
+  if (c.objective == Objective::groupdro) n += std::string("_") + name(c.groupdro);
+  return n;
 }
 void PrintTo(const GradCase& c, std::ostream* os) { *os << case_name(c); }
 
@@ -105,6 +109,8 @@ class WholeLoss : public ::testing::TestWithParam<GradCase> {};
 TEST_P(WholeLoss, GradientOfEveryTensorMatchesCentralDifferences) {
   const GradCase& gc = GetParam();
   Config c = tiny_config(gc.fit, gc.objective, gc.classifier, gc.activation);
+  c.train.groupdro_objective = gc.groupdro;
+  c.train.groupdro_tau = 0.7;
   // q is a constant of the loss, not differentiated (docs/DESIGN.md §1): η = 0 keeps it fixed.
   TinyLoss<double> tiny(c, 0.0);
   const Model& model = tiny.model;
@@ -146,7 +152,13 @@ INSTANTIATE_TEST_SUITE_P(
         GradCase{Fit::pooled, Objective::groupdro, Classifier::linear, LatentActivation::none},
         GradCase{Fit::per_group, Objective::groupdro, Classifier::linear, LatentActivation::none},
         GradCase{Fit::none, Objective::erm, Classifier::linear, LatentActivation::none},
-        GradCase{Fit::pooled, Objective::erm, Classifier::mlp2, LatentActivation::relu}),
+        GradCase{Fit::pooled, Objective::erm, Classifier::mlp2, LatentActivation::relu},
+        // The GroupDRO family: L_clf = max_g ℓ_g (its subgradient, away from ties) and
+        // τ log Σ exp(ℓ_g/τ), both of live losses.
+        GradCase{Fit::pooled, Objective::groupdro, Classifier::linear, LatentActivation::none,
+                 GroupDroObjective::max},
+        GradCase{Fit::per_group, Objective::groupdro, Classifier::mlp2, LatentActivation::none,
+                 GroupDroObjective::logsumexp}),
     [](const ::testing::TestParamInfo<GradCase>& p) { return case_name(p.param); });
 
 TEST(GroupDro, WeightsMoveTowardTheWorseGroup) {

@@ -1,41 +1,92 @@
-// clf_objective: L_clf as ERM or GroupDRO (docs/DESIGN.md §1), the GroupDRO weights' update, and
-// the per-sample weights that softmax_xent_backward applies (docs/DESIGN.md §2).
-#include <cmath>  // std::exp
+// clf_objective: L_clf as ERM or as one of the GroupDRO family (docs/DESIGN.md §1), the update
+// of the group weights q, and the per-sample weights softmax_xent_backward applies (§2).
+#include <algorithm>  // std::max
+#include <cmath>      // std::exp, std::log
 #include <cstdint>
+#include <vector>
 
 #include "hetdro/ops.h"
 
 namespace hetdro::cpu {
+namespace {
+
+// softmax(scale · x) over the present groups; 0 for the absent ones.
+std::vector<double> present_softmax(const std::vector<double>& x, const int32_t* count, int groups,
+                                    double scale) {
+  double top = -HUGE_VAL;
+  for (int g = 0; g < groups; ++g)
+    if (count[g] > 0) top = std::max(top, scale * x[g]);
+  std::vector<double> p(groups, 0.0);
+  double sum = 0;
+  for (int g = 0; g < groups; ++g)
+    if (count[g] > 0) sum += p[g] = std::exp(scale * x[g] - top);
+  for (double& v : p) v /= sum;
+  return p;
+}
+
+}  // namespace
 
 template <typename T>
 void clf_objective(double* clf, double* group_loss, double* q, T* weight, const T* group_loss_sum,
-                   const int32_t* group_count, const int32_t* group, int n, int groups,
-                   int groupdro, double eta) {
+                   const int32_t* group_count, const int32_t* group, const double* adjustment,
+                   int n, int groups, ClfRule rule) {
   double total = 0;
+  std::vector<double> loss(groups);
   for (int g = 0; g < groups; ++g) {
-    group_loss[g] = group_count[g] > 0 ? double(group_loss_sum[g]) / group_count[g] : 0.0;
+    loss[g] = group_loss[g] = group_count[g] > 0 ? double(group_loss_sum[g]) / group_count[g] : 0.0;
     total += double(group_loss_sum[g]);
   }
-  if (!groupdro) {
+  if (!rule.groupdro) {
     clf[0] = total / n;
     for (int i = 0; i < n; ++i) weight[i] = T(1.0 / n);
     return;
   }
-  if (eta > 0) {  // exponentiated gradient (Sagawa et al. 2020); an absent group keeps its weight
-    double sum = 0;
-    for (int g = 0; g < groups; ++g)
-      sum += q[g] *= group_count[g] > 0 ? std::exp(eta * group_loss[g]) : 1.0;
-    for (int g = 0; g < groups; ++g) q[g] /= sum;
+  if (rule.update_q) {
+    std::vector<double> adjusted(loss);
+    for (int g = 0; g < groups; ++g) adjusted[g] += adjustment ? adjustment[g] : 0.0;
+    if (rule.update == GroupDroUpdate::exp) {
+      double sum = 0;
+      for (int g = 0; g < groups; ++g)
+        sum += q[g] *= group_count[g] > 0 ? std::exp(rule.eta * adjusted[g]) : 1.0;
+      for (int g = 0; g < groups; ++g) q[g] /= sum;
+    } else if (rule.update == GroupDroUpdate::softmax) {
+      const std::vector<double> p = present_softmax(adjusted, group_count, groups, 1.0 / rule.tau);
+      for (int g = 0; g < groups; ++g) q[g] = p[g];
+    } else {
+      const std::vector<double> p = present_softmax(adjusted, group_count, groups, rule.eta);
+      for (int g = 0; g < groups; ++g) q[g] = (1 - rule.gamma) * q[g] + rule.gamma * p[g];
+    }
   }
-  double objective = 0;
-  for (int g = 0; g < groups; ++g) objective += q[g] * group_loss[g];
-  clf[0] = objective;
-  for (int i = 0; i < n; ++i) weight[i] = T(q[group[i]] / group_count[group[i]]);
+  // dL_clf/dℓ_g for each group; weight_i = that over the group's count.
+  std::vector<double> d(groups, 0.0);
+  if (rule.objective == GroupDroObjective::weighted) {
+    double objective = 0;
+    for (int g = 0; g < groups; ++g) objective += q[g] * loss[g];
+    clf[0] = objective;
+    for (int g = 0; g < groups; ++g) d[g] = q[g];
+  } else if (rule.objective == GroupDroObjective::max) {
+    int worst = -1;
+    for (int g = 0; g < groups; ++g)
+      if (group_count[g] > 0 && (worst < 0 || loss[g] > loss[worst])) worst = g;
+    clf[0] = loss[worst];
+    d[worst] = 1.0;
+  } else {
+    const std::vector<double> p = present_softmax(loss, group_count, groups, 1.0 / rule.tau);
+    double top = -HUGE_VAL, sum = 0;
+    for (int g = 0; g < groups; ++g)
+      if (group_count[g] > 0) top = std::max(top, loss[g]);
+    for (int g = 0; g < groups; ++g)
+      if (group_count[g] > 0) sum += std::exp((loss[g] - top) / rule.tau);
+    clf[0] = top + rule.tau * std::log(sum);
+    d = p;
+  }
+  for (int i = 0; i < n; ++i) weight[i] = T(d[group[i]] / group_count[group[i]]);
 }
 
 template void clf_objective<float>(double*, double*, double*, float*, const float*, const int32_t*,
-                                   const int32_t*, int, int, int, double);
+                                   const int32_t*, const double*, int, int, ClfRule);
 template void clf_objective<double>(double*, double*, double*, double*, const double*,
-                                    const int32_t*, const int32_t*, int, int, int, double);
+                                    const int32_t*, const int32_t*, const double*, int, int,
+                                    ClfRule);
 
 }  // namespace hetdro::cpu

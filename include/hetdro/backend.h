@@ -11,6 +11,8 @@
 #include <utility>  // std::swap
 #include <vector>
 
+#include "hetdro/ops.h"  // the types the ops take (ClfRule)
+
 namespace hetdro {
 
 // Backend memory: allocated once, reached by the host only through copies.

@@ -15,12 +15,16 @@ enum class LatentActivation { none, relu };
 enum class AnchorMeanInit { zero, random };  // m = 0, or m ~ N(0, 1)
 enum class Fit { pooled, per_group, none };
 enum class Objective { erm, groupdro };
+enum class GroupDroUpdate { exp, softmax, smooth };         // how q follows the group losses
+enum class GroupDroObjective { weighted, max, logsumexp };  // what L_clf makes of them
 const char* name(Encoder e);
 const char* name(Classifier c);
 const char* name(LatentActivation a);
 const char* name(AnchorMeanInit i);
 const char* name(Fit f);
 const char* name(Objective o);
+const char* name(GroupDroUpdate u);
+const char* name(GroupDroObjective o);
 
 struct GroupConfig {
   std::string name;
@@ -52,7 +56,13 @@ struct TrainConfig {
   Fit fit = Fit::pooled;
   Objective objective = Objective::erm;
   double groupdro_eta = 0.01;
-  double weight_decay = 0.0;  // decoupled (AdamW) when > 0
+  // [train.groupdro]: the GroupDRO family (docs/DESIGN.md §1)
+  GroupDroUpdate groupdro_update = GroupDroUpdate::exp;
+  GroupDroObjective groupdro_objective = GroupDroObjective::weighted;
+  double groupdro_tau = 1.0;         // softmax update and logsumexp objective temperature
+  double groupdro_gamma = 0.1;       // smooth update's step
+  double groupdro_adjustment = 0.0;  // C: add C/√N_g to group g's loss in q's update
+  double weight_decay = 0.0;         // decoupled (AdamW) when > 0
   uint64_t seed = 0;
   std::string device = "auto";  // "auto" | "cuda" | "cpu"
   int eval_batch = 1000;        // test-set evaluation chunk

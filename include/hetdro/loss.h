@@ -17,7 +17,12 @@ struct LossSettings {
   int samples_per_anchor = 16;
   Fit fit = Fit::pooled;
   Objective objective = Objective::erm;
-  double groupdro_eta = 0.01;  // 0 keeps q fixed (the gradient checks)
+  double groupdro_eta = 0.01;  // 0 keeps q fixed under the exp update
+  GroupDroUpdate groupdro_update = GroupDroUpdate::exp;
+  GroupDroObjective groupdro_objective = GroupDroObjective::weighted;
+  double groupdro_tau = 1.0, groupdro_gamma = 0.1;
+  bool update_q = true;            // false keeps q fixed whatever the rule (the gradient checks)
+  std::vector<double> adjustment;  // per group, C/√N_g, added to ℓ_g in q's update (or empty)
   uint64_t seed = 0;
   static LossSettings from(const Config& config);
 };
@@ -85,6 +90,7 @@ class Loss {
   Buffer<std::byte> block_;
   std::vector<T*> x_;
   int32_t *y_ = nullptr, *group_ = nullptr, *group_count_ = nullptr;
+  double* adjustment_ = nullptr;
   double* stats_ = nullptr;
   // encoders and L_clf
   std::vector<EncoderBuffers<T>> enc_;
