@@ -119,5 +119,58 @@ TEST(Config, ResolvedTomlLoadsBackToTheSameConfig) {
   EXPECT_EQ(d.groups[0].test_x, "/abs/a_tx.npy");
 }
 
+// Every key, set away from its default, survives the run folder's config.toml: a resumed run
+// reads that file, so a key to_toml forgets would silently revert to its default.
+TEST(Config, EveryKeyAwayFromItsDefaultSurvivesTheResolvedToml) {
+  const std::vector<std::string> sets = {
+      "data.classes=4", "data.groups.0.channels=[3, 5]", "data.groups.0.kernel=2",
+      "data.groups.1.hidden=[7]", "data.groups.1.label_column=\"y\"", "model.latent_dim=9",
+      "model.classifier=\"mlp2\"", "model.classifier_hidden=11",
+      "model.latent_activation=\"relu\"", "model.anchor_scale=0.5",
+      "model.anchor_mean_init=\"random\"", "train.epochs=3", "train.batch_size=17",
+      "train.lr=0.002", "train.lambda_fit=0.25", "train.lambda_sep=0.125",
+      "train.samples_per_anchor=5", "train.eps=0.001", "train.fit=\"per_group\"",
+      "train.objective=\"groupdro\"", "train.groupdro_eta=0.5", "train.weight_decay=0.01",
+      "train.seed=13", "train.device=\"cpu\"", "train.eval_batch=77",
+      "train.checkpoint_every=19", "train.groupdro.update=\"smooth\"",
+      "train.groupdro.objective=\"logsumexp\"", "train.groupdro.tau=0.3",
+      "train.groupdro.gamma=0.2", "train.groupdro.adjustment=1.5"};
+  const Config c = load_config(write_config("min.toml", kMinimal), sets);
+  const Config d = load_config(write_config("resolved.toml", to_toml(c)));
+  EXPECT_EQ(to_toml(d), to_toml(c));
+  EXPECT_EQ(d.classes, 4);
+  EXPECT_EQ(d.groups[0].channels, (std::vector<int>{3, 5}));
+  EXPECT_EQ(d.groups[0].kernel, 2);
+  EXPECT_EQ(d.groups[1].hidden, std::vector<int>{7});
+  EXPECT_EQ(d.groups[1].label_column, "y");
+  EXPECT_EQ(d.model.latent_dim, 9);
+  EXPECT_EQ(d.model.classifier, Classifier::mlp2);
+  EXPECT_EQ(d.model.classifier_hidden, 11);
+  EXPECT_EQ(d.model.latent_activation, LatentActivation::relu);
+  EXPECT_EQ(d.model.anchor_scale, 0.5);
+  EXPECT_EQ(d.model.anchor_mean_init, AnchorMeanInit::random);
+  const TrainConfig& t = d.train;
+  EXPECT_EQ(t.epochs, 3);
+  EXPECT_EQ(t.batch_size, 17);
+  EXPECT_EQ(t.lr, 0.002);
+  EXPECT_EQ(t.lambda_fit, 0.25);
+  EXPECT_EQ(t.lambda_sep, 0.125);
+  EXPECT_EQ(t.samples_per_anchor, 5);
+  EXPECT_EQ(t.eps, 0.001);
+  EXPECT_EQ(t.fit, Fit::per_group);
+  EXPECT_EQ(t.objective, Objective::groupdro);
+  EXPECT_EQ(t.groupdro_eta, 0.5);
+  EXPECT_EQ(t.weight_decay, 0.01);
+  EXPECT_EQ(t.seed, 13u);
+  EXPECT_EQ(t.device, "cpu");
+  EXPECT_EQ(t.eval_batch, 77);
+  EXPECT_EQ(t.checkpoint_every, 19);
+  EXPECT_EQ(t.groupdro_update, GroupDroUpdate::smooth);
+  EXPECT_EQ(t.groupdro_objective, GroupDroObjective::logsumexp);
+  EXPECT_EQ(t.groupdro_tau, 0.3);
+  EXPECT_EQ(t.groupdro_gamma, 0.2);
+  EXPECT_EQ(t.groupdro_adjustment, 1.5);
+}
+
 }  // namespace
 }  // namespace hetdro
