@@ -59,6 +59,10 @@ void save_checkpoint(const std::string& path, const Model& model, const TrainSta
                                              {"step", std::to_string(state.step)},
                                              {"epoch", std::to_string(state.epoch)},
                                              {"groupdro_q", doubles_text(state.q)}};
+  if (state.best_epoch > 0) {
+    meta["best_score"] = fmt::format("{:.17g}", state.best_score);
+    meta["best_epoch"] = std::to_string(state.best_epoch);
+  }
   if (state.step_in_epoch > 0) {
     meta["step_in_epoch"] = std::to_string(state.step_in_epoch);
     meta["epoch_sums"] = doubles_text(state.epoch_sums);
@@ -126,6 +130,15 @@ TrainState load_checkpoint(const std::string& path, const Model& model, int grou
   state.step = meta("step");
   state.epoch = int(meta("epoch"));
   state.step_in_epoch = meta("step_in_epoch");
+  state.best_epoch = int(meta("best_epoch"));
+  if (state.best_epoch > 0) {
+    auto it = file.metadata.find("best_score");
+    const std::vector<double> score =
+        parse_doubles(path, "best_score", it == file.metadata.end() ? "" : it->second);
+    if (score.size() != 1)
+      input_error("{}: __metadata__ has 'best_epoch' but no single 'best_score'", path);
+    state.best_score = score[0];
+  }
   if (state.step_in_epoch > 0) {
     auto sums = file.metadata.find("epoch_sums");
     if (sums == file.metadata.end())

@@ -28,6 +28,7 @@ HETDRO_CHOICES(LatentActivation, "none", "relu")
 HETDRO_CHOICES(AnchorMeanInit, "zero", "random")
 HETDRO_CHOICES(Fit, "pooled", "per_group", "none")
 HETDRO_CHOICES(Objective, "erm", "groupdro")
+HETDRO_CHOICES(Select, "last", "worst_val", "mean_val")
 HETDRO_CHOICES(GroupDroUpdate, "exp", "softmax", "smooth")
 HETDRO_CHOICES(GroupDroObjective, "weighted", "max", "logsumexp")
 #undef HETDRO_CHOICES
@@ -249,6 +250,7 @@ std::string resolve(const fs::path& base, const std::string& p) {
 void check_bounds(const Config& c) {
   const std::string& f = c.path;
   check_range(f, "data.classes", c.classes, 2, 1e5);
+  check_range(f, "data.val_fraction", c.val_fraction, 0, 0.5);
   for (size_t i = 0; i < c.groups.size(); ++i) {
     const GroupConfig& g = c.groups[i];
     const std::string prefix = fmt::format("data.groups[{}].", i);
@@ -286,6 +288,7 @@ const char* name(LatentActivation a) { return choice_name(a); }
 const char* name(AnchorMeanInit i) { return choice_name(i); }
 const char* name(Fit f) { return choice_name(f); }
 const char* name(Objective o) { return choice_name(o); }
+const char* name(Select s) { return choice_name(s); }
 const char* name(GroupDroUpdate u) { return choice_name(u); }
 const char* name(GroupDroObjective o) { return choice_name(o); }
 
@@ -313,6 +316,8 @@ Config load_config(const std::string& path, const std::vector<std::string>& over
   if (!data) input_error("{}: missing table [data] with [[data.groups]]", path);
   TableReader d(data, path, "data.");
   d.get("classes", c.classes);
+  d.get("val_fraction", c.val_fraction);
+  d.get("val_seed", c.val_seed);
   if (c.classes < 2)
     input_error("{}: key 'data.classes': expected at least 2, found {}", path, c.classes);
   auto* groups_node = d.find("groups");
@@ -337,6 +342,8 @@ Config load_config(const std::string& path, const std::vector<std::string>& over
     r.get("kernel", g.kernel);
     r.get("hidden", g.hidden);
     r.get("label_column", g.label_column);
+    r.get("val_x", g.val_x);
+    r.get("val_y", g.val_y);
     r.finish();
     const std::string prefix = fmt::format("data.groups[{}].", index);
     if (g.name.empty()) input_error("{}: key '{}name' is empty", path, prefix);
@@ -350,7 +357,13 @@ Config load_config(const std::string& path, const std::vector<std::string>& over
     for (int h : g.hidden)
       if (h < 1)
         input_error("{}: key '{}hidden': sizes must be positive, found {}", path, prefix, h);
+    if (g.val_x.empty() != g.val_y.empty())
+      input_error("{}: group '{}' gives {} but not {}: a validation split needs both", path, g.name,
+                  g.val_x.empty() ? prefix + "val_y" : prefix + "val_x",
+                  g.val_x.empty() ? prefix + "val_x" : prefix + "val_y");
     for (auto* p : {&g.train_x, &g.train_y, &g.test_x, &g.test_y}) *p = resolve(base, *p);
+    for (auto* p : {&g.val_x, &g.val_y})
+      if (!p->empty()) *p = resolve(base, *p);
     c.groups.push_back(g);
     ++index;
   }
@@ -384,6 +397,7 @@ Config load_config(const std::string& path, const std::vector<std::string>& over
   r.get("device", t.device);
   r.get("eval_batch", t.eval_batch);
   r.get("checkpoint_every", t.checkpoint_every);
+  r.get_choice("select", t.select);
   if (r.find("groupdro")) {
     TableReader gd(subtable(*subtable(root, path, "train"), path, "groupdro"), path,
                    "train.groupdro.");
@@ -429,12 +443,19 @@ std::string to_toml(const Config& c) {
       t.insert("hidden", ints(g.hidden));
     }
     if (g.label_column != "label") t.insert("label_column", g.label_column);
+    if (!g.val_x.empty()) {
+      t.insert("val_x", g.val_x);
+      t.insert("val_y", g.val_y);
+    }
     groups.push_back(std::move(t));
   }
   const ModelConfig& m = c.model;
   const TrainConfig& t = c.train;
   toml::table root{
-      {"data", toml::table{{"classes", c.classes}, {"groups", std::move(groups)}}},
+      {"data", toml::table{{"classes", c.classes},
+                           {"val_fraction", c.val_fraction},
+                           {"val_seed", int64_t(c.val_seed)},
+                           {"groups", std::move(groups)}}},
       {"model", toml::table{{"latent_dim", m.latent_dim},
                             {"classifier", std::string(name(m.classifier))},
                             {"classifier_hidden", m.classifier_hidden},
@@ -457,6 +478,7 @@ std::string to_toml(const Config& c) {
                    {"device", t.device},
                    {"eval_batch", t.eval_batch},
                    {"checkpoint_every", t.checkpoint_every},
+                   {"select", std::string(name(t.select))},
                    {"groupdro", toml::table{{"update", std::string(name(t.groupdro_update))},
                                             {"objective", std::string(name(t.groupdro_objective))},
                                             {"tau", t.groupdro_tau},

@@ -91,11 +91,65 @@ Array<float> load_features(const std::string& path, const GroupConfig& group) {
   return x;
 }
 
+Split split_validation(Split& train, double fraction, uint64_t seed, int classes,
+                       std::string* note) {
+  std::vector<std::vector<int64_t>> by_class(classes);
+  for (int64_t i = 0; i < train.size(); ++i) by_class[train.y[i]].push_back(i);
+  std::vector<char> to_val(train.size(), 0);
+  for (int c = 0; c < classes; ++c) {
+    const int64_t n = int64_t(by_class[c].size()), take = std::llround(fraction * double(n));
+    if (n == 0) continue;
+    if (take == 0 || take == n) {
+      *note = fmt::format(
+          "class {} has {} training samples, too few for a validation share of {}; the group "
+          "keeps no validation split",
+          c, n, fraction);
+      return {};
+    }
+    const auto order = seeded_permutation(n, splitmix64(seed ^ splitmix64(uint64_t(c) + 0x5A11)));
+    for (int64_t i = 0; i < take; ++i) to_val[by_class[c][order[i]]] = 1;
+  }
+  const int64_t width = train.size() ? int64_t(train.x.data.size()) / train.size() : 0;
+  Split val, kept;
+  val.x.shape = kept.x.shape = train.x.shape;
+  for (int64_t i = 0; i < train.size(); ++i) {
+    Split& to = to_val[i] ? val : kept;
+    to.x.data.insert(to.x.data.end(), train.x.data.begin() + i * width,
+                     train.x.data.begin() + (i + 1) * width);
+    to.y.push_back(train.y[i]);
+  }
+  val.x.shape[0] = val.size();
+  kept.x.shape[0] = kept.size();
+  train = std::move(kept);
+  *note = fmt::format("{} of its training samples (share {}, by class, seed {})", val.size(),
+                      fraction, seed);
+  return val;
+}
+
 std::vector<GroupData> load_groups(const Config& config) {
   std::vector<GroupData> groups;
-  for (const auto& g : config.groups) {
-    GroupData d{g.name, load_split(g.train_x, g.train_y, g, config.classes),
-                load_split(g.test_x, g.test_y, g, config.classes)};
+  for (size_t index = 0; index < config.groups.size(); ++index) {
+    const GroupConfig& g = config.groups[index];
+    GroupData d{g.name,
+                load_split(g.train_x, g.train_y, g, config.classes),
+                load_split(g.test_x, g.test_y, g, config.classes),
+                {},
+                ""};
+    if (!g.val_x.empty()) {
+      d.val = load_split(g.val_x, g.val_y, g, config.classes);
+      if (encoder_input_shape(g, d.val.x, g.val_x) != encoder_input_shape(g, d.train.x, g.train_x))
+        input_error(
+            "{}: validation features have shape {}, but the training features ({}) "
+            "have {}",
+            g.val_x, shape_string(d.val.x.shape), g.train_x, shape_string(d.train.x.shape));
+      d.val_note = fmt::format("{} samples from {}", d.val.size(), g.val_x);
+    } else if (config.val_fraction > 0) {
+      d.val = split_validation(d.train, config.val_fraction,
+                               splitmix64(config.val_seed ^ splitmix64(index)), config.classes,
+                               &d.val_note);
+    } else {
+      d.val_note = "none (data.val_fraction = 0)";
+    }
     if (encoder_input_shape(g, d.train.x, g.train_x) != encoder_input_shape(g, d.test.x, g.test_x))
       input_error(
           "{}: test features have shape {} per sample, but the training features ({}) "

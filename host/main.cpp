@@ -116,13 +116,15 @@ int main(int argc, char** argv) {
       "finishes the current step, writes a checkpoint and exits with 130 or 143; --resume "
       "continues from it.");
 
-  bool as_json = false, show_confusion = false;
+  bool as_json = false, show_confusion = false, use_best = false;
   auto* eval = app.add_subcommand("eval",
                                   "Per-group test accuracy and confusion matrices of a "
                                   "checkpoint");
   auto* predict = app.add_subcommand("predict", "Predicted classes for new samples of one group");
   eval->add_flag("--json", as_json, "Print the evaluation as JSON (with the confusion matrices)");
   eval->add_flag("--confusion", show_confusion, "Also print each group's confusion matrix");
+  eval->add_flag("--best", use_best,
+                 "With --run: the model train.select chose (best.safetensors), not the last");
   for (auto* cmd : {eval, predict}) {
     cmd->add_option("--run", run, "Run folder written by `hetdro train`");
     cmd->add_option("--checkpoint", checkpoint, "Checkpoint (with --config)");
@@ -179,7 +181,15 @@ int main(int argc, char** argv) {
       options.max_steps = max_steps;
       trainer.train(resume.empty() ? out : resume, options);
     } else if (eval->parsed() || predict->parsed()) {
-      Loaded l = load_run(run, config_path, checkpoint, overrides);
+      if (use_best && run.empty()) input_error("eval --best needs --run DIR");
+      if (use_best && !fs::exists(run + "/best.safetensors"))
+        input_error(
+            "{}: the run kept no best.safetensors (it was trained with train.select = "
+            "\"last\"; \"worst_val\" or \"mean_val\" keep one)",
+            run);
+      Loaded l = load_run(run, config_path,
+                          use_best && checkpoint.empty() ? run + "/best.safetensors" : checkpoint,
+                          overrides);
       std::vector<GroupData> groups = load_groups(l.config);
       Trainer trainer(l.config, std::move(groups));
       trainer.load(l.checkpoint);

@@ -28,7 +28,7 @@ namespace {
 // The files a run writes; --overwrite removes them first, so nothing of the old run survives
 // next to the new one.
 constexpr const char* kRunFiles[] = {"metrics.jsonl", "checkpoint.safetensors", "report.json",
-                                     "latents.npz"};
+                                     "latents.npz", "best.safetensors"};
 
 }  // namespace
 
@@ -113,9 +113,9 @@ void print_header(const Config& config, const Model& model, const std::vector<Gr
   fmt::print("model: {} parameters; latent {}; classifier {}; fit {}; objective {}\n", model.size(),
              model.latent_dim(), name(config.model.classifier), name(t.fit), name(t.objective));
   for (size_t g = 0; g < groups.size(); ++g)
-    fmt::print("  group {:<10} encoder {:<4} train {:>6}  test {:>6}  per batch {:>3}\n",
+    fmt::print("  group {:<10} encoder {:<4} train {:>6}  test {:>6}  per batch {:>3}  val: {}\n",
                groups[g].name, name(config.groups[g].encoder), groups[g].train.size(),
-               groups[g].test.size(), sampler.per_batch()[g]);
+               groups[g].test.size(), sampler.per_batch()[g], groups[g].val_note);
   fmt::print("{} epochs x {} steps of batch {} on {}\n", t.epochs, sampler.steps_per_epoch(),
              t.batch_size,
              device == "cpu" ? fmt::format("{} CPU thread(s)", omp_get_max_threads()) : device);
@@ -149,7 +149,7 @@ void ProgressBar::clear() {
   drawn_ = false;
 }
 
-std::string metrics_json(const EpochRecord& r, const Evaluation& eval) {
+std::string metrics_json(const EpochRecord& r, const Evaluation& test, const Evaluation* val) {
   nlohmann::json m;
   m["epoch"] = r.epoch;
   m["step"] = r.step;
@@ -158,9 +158,14 @@ std::string metrics_json(const EpochRecord& r, const Evaluation& eval) {
   m["loss_clf"] = r.mean.clf;
   m["loss_fit"] = r.mean.fit;
   m["loss_sep"] = r.mean.sep;
-  for (auto& g : eval.groups) m["test_acc"][g.name] = g.accuracy;
-  m["worst_group_acc"] = eval.worst;
-  m["mean_group_acc"] = eval.mean;
+  for (auto& g : test.groups) m["test_acc"][g.name] = g.accuracy;
+  m["worst_group_acc"] = test.worst;
+  m["mean_group_acc"] = test.mean;
+  if (val) {
+    for (auto& g : val->groups) m["val_acc"][g.name] = g.accuracy;
+    m["worst_val_acc"] = val->worst;
+    m["mean_val_acc"] = val->mean;
+  }
   for (size_t g = 0; g < r.group_names.size(); ++g) m["group_weights"][r.group_names[g]] = r.q[g];
   m["step_ms"] = r.step_ms;
   m["samples_per_s"] = r.samples_per_s;
@@ -171,18 +176,19 @@ std::string metrics_json(const EpochRecord& r, const Evaluation& eval) {
   return m.dump();
 }
 
-void print_epoch(const EpochRecord& r, const Evaluation& eval) {
+void print_epoch(const EpochRecord& r, const Evaluation& test, const Evaluation* val) {
   std::string accs, weights;
-  for (auto& g : eval.groups) accs += fmt::format("{} {:.4f}  ", g.name, g.accuracy);
+  for (auto& g : test.groups) accs += fmt::format("{} {:.4f}  ", g.name, g.accuracy);
   for (size_t g = 0; g < r.q.size(); ++g) weights += fmt::format("{}{:.3f}", g ? " " : "", r.q[g]);
   const bool complete = r.done == r.steps_per_epoch;
   fmt::print(
       "epoch {}/{}{}  loss {:.4f} (clf {:.4f} fit {:.3f} sep {:.4f})  test {}| worst {:.4f} "
-      "mean {:.4f}  q [{}]  {:.1f} ms/step  {:.0f} samples/s{}\n",
+      "mean {:.4f}{}  q [{}]  {:.1f} ms/step  {:.0f} samples/s{}\n",
       r.epoch, r.epochs,
       complete ? "" : fmt::format(" ({} of {} steps)", r.done, r.steps_per_epoch), r.mean.total,
-      r.mean.clf, r.mean.fit, r.mean.sep, accs, eval.worst, eval.mean, weights, r.step_ms,
-      r.samples_per_s,
+      r.mean.clf, r.mean.fit, r.mean.sep, accs, test.worst, test.mean,
+      val ? fmt::format("  val worst {:.4f} mean {:.4f}", val->worst, val->mean) : "", weights,
+      r.step_ms, r.samples_per_s,
       r.skipped_slots > 0
           ? fmt::format("  (fit skipped {} class-batches with n < 2)", int64_t(r.skipped_slots))
           : "");
@@ -212,16 +218,24 @@ nlohmann::json confusion_rows(const GroupEval& g, int classes) {
 
 }  // namespace
 
+namespace {
+
+// "  <= majority" beside a group that does no better than always guessing its commonest class.
+std::string majority_mark(const GroupEval& g) {
+  return g.accuracy <= g.majority ? "  <= majority" : "";
+}
+
+}  // namespace
+
 void print_evaluation(const Evaluation& eval, int classes, bool confusion) {
-  std::string header =
-      fmt::format("{:<12} {:>8} {:>9}  recall by class", "group", "samples", "accuracy");
-  fmt::print("{}\n{:<32}", header, "");
+  fmt::print("{:<12} {:>8} {:>9} {:>9}  recall by class\n{:<41}", "group", "samples", "accuracy",
+             "majority", "");
   for (int c = 0; c < classes; ++c) fmt::print(" {:>5}", c);
   fmt::print("\n");
   for (const GroupEval& g : eval.groups) {
-    fmt::print("{:<12} {:>8} {:>9.4f}  ", g.name, g.samples, g.accuracy);
+    fmt::print("{:<12} {:>8} {:>9.4f} {:>9.4f}  ", g.name, g.samples, g.accuracy, g.majority);
     for (double r : recall(g, classes)) fmt::print(" {:>5.3f}", r);
-    fmt::print("\n");
+    fmt::print("{}\n", majority_mark(g));
   }
   fmt::print("{:<12} {:>8} {:>9.4f}\n{:<12} {:>8} {:>9.4f}\n", "worst", "", eval.worst, "mean", "",
              eval.mean);
@@ -241,6 +255,7 @@ std::string evaluation_json(const Evaluation& eval, int classes) {
   for (const GroupEval& g : eval.groups) {
     nlohmann::json& j = out["groups"][g.name];
     j["accuracy"] = g.accuracy;
+    j["majority_acc"] = g.majority;
     j["samples"] = g.samples;
     j["recall"] = recall(g, classes);
     j["confusion"] = confusion_rows(g, classes);
@@ -274,21 +289,41 @@ std::string report_json(const RunSummary& s, const Evaluation& eval) {
   for (auto& g : eval.groups) {
     report["test_acc"][g.name] = g.accuracy;
     report["test_samples"][g.name] = g.samples;
+    report["majority_acc"][g.name] = g.majority;
     report["test_recall"][g.name] = recall(g, C);
     report["confusion"][g.name] = confusion_rows(g, C);
   }
   report["worst_group_acc"] = eval.worst;
   report["mean_group_acc"] = eval.mean;
+  if (s.selected_epoch > 0) {
+    nlohmann::json& sel = report["selected"];
+    sel["rule"] = s.select;
+    sel["epoch"] = s.selected_epoch;
+    sel["val_score"] = s.selected_score;
+    for (auto& g : s.selected.groups) sel["test_acc"][g.name] = g.accuracy;
+    sel["worst_group_acc"] = s.selected.worst;
+    sel["mean_group_acc"] = s.selected.mean;
+  }
   return report.dump(2) + "\n";
 }
 
 void print_results(const RunSummary& s, const Evaluation& eval, const std::string& run_dir) {
-  fmt::print("\n{:<12} {:>8} {:>8} {:>10}\n", "group", "train", "test", "accuracy");
+  const bool selected = s.selected_epoch > 0;
+  fmt::print("\n{:<12} {:>8} {:>8} {:>10} {:>10}{}\n", "group", "train", "test", "accuracy",
+             "majority", selected ? fmt::format(" {:>10}", "selected") : "");
   for (size_t g = 0; g < eval.groups.size(); ++g)
-    fmt::print("{:<12} {:>8} {:>8} {:>10.4f}\n", eval.groups[g].name, s.train_sizes[g],
-               eval.groups[g].samples, eval.groups[g].accuracy);
-  fmt::print("{:<12} {:>8} {:>8} {:>10.4f}\n{:<12} {:>8} {:>8} {:>10.4f}\n", "worst", "", "",
-             eval.worst, "mean", "", "", eval.mean);
+    fmt::print("{:<12} {:>8} {:>8} {:>10.4f} {:>10.4f}{}{}\n", eval.groups[g].name,
+               s.train_sizes[g], eval.groups[g].samples, eval.groups[g].accuracy,
+               eval.groups[g].majority,
+               selected ? fmt::format(" {:>10.4f}", s.selected.groups[g].accuracy) : "",
+               majority_mark(eval.groups[g]));
+  fmt::print("{:<12} {:>8} {:>8} {:>10.4f} {:>10}{}\n{:<12} {:>8} {:>8} {:>10.4f} {:>10}{}\n",
+             "worst", "", "", eval.worst, "",
+             selected ? fmt::format(" {:>10.4f}", s.selected.worst) : "", "mean", "", "", eval.mean,
+             "", selected ? fmt::format(" {:>10.4f}", s.selected.mean) : "");
+  if (selected)
+    fmt::print("selected: the model of epoch {} ({} = {:.4f}), in {}/best.safetensors\n",
+               s.selected_epoch, s.select, s.selected_score, run_dir);
   fmt::print("run folder: {}\n", run_dir);
 }
 

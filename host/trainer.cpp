@@ -106,6 +106,12 @@ Trainer::Trainer(Config config, std::vector<GroupData> groups,
       q_(*backend_, int64_t(groups_.size())),
       window_(*backend_, loss_.stats_size()),
       status_(*backend_, 2) {
+  if (config_.train.select != Select::last &&
+      std::none_of(groups_.begin(), groups_.end(), [](auto& g) { return g.val.size() > 0; }))
+    input_error(
+        "{}: train.select = \"{}\" needs a validation split, but no group has one "
+        "(set data.val_fraction > 0, or val_x/val_y for a group)",
+        config_.path, name(config_.train.select));
   TrainState initial;
   initial.params.resize(model_.size());
   model_.init(initial.params.data(), config_.train.seed);
@@ -129,6 +135,8 @@ void Trainer::upload_state(const TrainState& s) {
   epoch_ = s.epoch;
   step_in_epoch_ = s.step_in_epoch;
   epoch_sums_ = s.epoch_sums;
+  best_score_ = s.best_score;
+  best_epoch_ = s.best_epoch;
   epoch_sums_.resize(loss_.stats_size(), 0.0);
 }
 
@@ -142,6 +150,8 @@ TrainState Trainer::state() const {
   s.epoch = epoch_;
   s.step_in_epoch = step_in_epoch_;
   if (step_in_epoch_ > 0) s.epoch_sums = epoch_sums_;
+  s.best_score = best_score_;
+  s.best_epoch = best_epoch_;
   return s;
 }
 
@@ -169,11 +179,13 @@ void Trainer::upload_training_data() {
   }
 }
 
-void Trainer::upload_test_data() {
+void Trainer::upload_eval_data() {
   if (!test_x_.empty()) return;
   for (const GroupData& g : groups_) {
     test_x_.emplace_back(*backend_, int64_t(g.test.x.data.size()));
     test_x_.back().upload(g.test.x.data);
+    val_x_.emplace_back(*backend_, std::max<int64_t>(int64_t(g.val.x.data.size()), 1));
+    if (g.val.size() > 0) val_x_.back().upload(g.val.x.data);
   }
 }
 
@@ -230,31 +242,45 @@ Window Trainer::read_window() {
   return w;
 }
 
-Evaluation Trainer::evaluate() {
-  upload_test_data();
+Evaluation Trainer::evaluate(SplitKind kind) {
+  upload_eval_data();
   const int C = model_.classes();
   Evaluation e;
   e.worst = 1.0;
   for (int g = 0; g < int(groups_.size()); ++g) {
-    const Split& test = groups_[g].test;
-    GroupEval r{groups_[g].name, test.size(), 0, std::vector<int64_t>(size_t(C) * C, 0)};
-    const std::vector<int32_t> pred =
-        predictor_.predict(params_.data(), g, test_x_[g].data(), test.size());
+    const Split& split = kind == SplitKind::test ? groups_[g].test : groups_[g].val;
+    if (split.size() == 0) continue;
+    const float* x = (kind == SplitKind::test ? test_x_ : val_x_)[g].data();
+    GroupEval r{groups_[g].name, split.size(), 0, 0, std::vector<int64_t>(size_t(C) * C, 0)};
+    const std::vector<int32_t> pred = predictor_.predict(params_.data(), g, x, split.size());
     int64_t correct = 0;
-    for (int64_t i = 0; i < test.size(); ++i) {
-      ++r.confusion[size_t(test.y[i]) * C + pred[i]];
-      correct += pred[i] == test.y[i];
+    std::vector<int64_t> per_class(C, 0);
+    for (int64_t i = 0; i < split.size(); ++i) {
+      ++r.confusion[size_t(split.y[i]) * C + pred[i]];
+      correct += pred[i] == split.y[i];
+      ++per_class[split.y[i]];
     }
-    r.accuracy = double(correct) / double(test.size());
+    r.accuracy = double(correct) / double(split.size());
+    r.majority = double(*std::max_element(per_class.begin(), per_class.end())) / split.size();
     e.worst = std::min(e.worst, r.accuracy);
-    e.mean += r.accuracy / double(groups_.size());
     e.groups.push_back(std::move(r));
   }
+  for (const GroupEval& r : e.groups) e.mean += r.accuracy / double(e.groups.size());
+  if (e.groups.empty()) e.worst = 0;
   return e;
 }
 
+// Keeps best.safetensors for the best validation score so far (docs/DESIGN.md §4).
+void Trainer::select_model(RunFolder& folder, int epoch, const Evaluation& val) {
+  const double score = config_.train.select == Select::worst_val ? val.worst : val.mean;
+  if (score <= best_score_) return;
+  best_score_ = score;
+  best_epoch_ = epoch;
+  save_checkpoint(folder.best_path(), model_, state());
+}
+
 void Trainer::save_latents(const std::string& path, int64_t per_group) {
-  upload_test_data();
+  upload_eval_data();
   std::vector<NpzArray> arrays;
   const int64_t k = model_.latent_dim(), C = model_.classes();
   for (int g = 0; g < int(groups_.size()); ++g) {
@@ -417,6 +443,9 @@ void Trainer::train(const std::string& out_dir, const TrainOptions& options) {
                step_in_epoch_, sampler_.steps_per_epoch(), step_);
   }
   print_header(config_, model_, groups_, sampler_, backend_->name());
+  if (t.select != Select::last)
+    fmt::print("model selection: train.select = \"{}\"; the best model goes to {}\n",
+               name(t.select), folder.best_path());
   const StopSignals signals;
   const auto run_start = Clock::now();
   std::vector<double> all_step_ms;
@@ -437,17 +466,20 @@ void Trainer::train(const std::string& out_dir, const TrainOptions& options) {
       if (budget > 0) budget -= step_ - before;
       if (r.done == 0) break;
       eval = evaluate();
+      const Evaluation val = evaluate(SplitKind::val);
+      const Evaluation* has_val = val.groups.empty() ? nullptr : &val;
       evaluated = true;
       r.step_ms = median(step_ms);
       r.q = q_.download();
       all_step_ms.insert(all_step_ms.end(), step_ms.begin(), step_ms.end());
       // A partial epoch (--max-steps) is recorded as such; resuming replaces its line.
-      folder.append_metrics(metrics_json(r, eval));
+      folder.append_metrics(metrics_json(r, eval, has_val));
       if (complete) {
         epoch_ = epoch;
         step_in_epoch_ = 0;
+        if (t.select != Select::last) select_model(folder, epoch, val);
       }
-      print_epoch(r, eval);
+      print_epoch(r, eval, has_val);
       checkpoint(folder);
       if (g_stop_signal != 0)
         throw Interrupted(g_stop_signal,
@@ -488,8 +520,16 @@ void Trainer::train(const std::string& out_dir, const TrainOptions& options) {
   summary.train_seconds = std::chrono::duration<double>(Clock::now() - run_start).count();
   summary.step_ms_median = median(all_step_ms);
   summary.train_sizes = train_sizes(groups_);
-  folder.write_report(report_json(summary, eval));
   save_latents(folder.dir() + "/latents.npz");
+  if (t.select != Select::last && best_epoch_ > 0) {
+    // The selected model's test accuracy; the trainer holds it from here on.
+    summary.select = name(t.select);
+    summary.selected_epoch = best_epoch_;
+    summary.selected_score = best_score_;
+    load(folder.best_path());
+    summary.selected = evaluate();
+  }
+  folder.write_report(report_json(summary, eval));
   print_results(summary, eval, folder.dir());
 }
 

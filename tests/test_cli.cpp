@@ -164,9 +164,10 @@ TEST_F(Cli, BatchSmallerThanTheNumberOfGroups) {
 }
 
 TEST_F(Cli, BatchLargerThanAGroupCanFill) {
-  // 1800 samples in all: a batch of 2000 wants 1111 of img8's 1000 per step.
+  // 1620 training samples in all once 10% of each group is kept for validation: a batch of
+  // 2000 wants 1111 of img8's 900 per step.
   expect_bad_input(
-      {"config.toml", "img8", "1000 training samples", "1111", "train.batch_size = 2000"},
+      {"config.toml", "img8", "900 training samples", "1111", "train.batch_size = 2000"},
       "--set train.batch_size=2000");
 }
 

@@ -122,19 +122,37 @@ TEST(Config, ResolvedTomlLoadsBackToTheSameConfig) {
 // Every key, set away from its default, survives the run folder's config.toml: a resumed run
 // reads that file, so a key to_toml forgets would silently revert to its default.
 TEST(Config, EveryKeyAwayFromItsDefaultSurvivesTheResolvedToml) {
-  const std::vector<std::string> sets = {
-      "data.classes=4", "data.groups.0.channels=[3, 5]", "data.groups.0.kernel=2",
-      "data.groups.1.hidden=[7]", "data.groups.1.label_column=\"y\"", "model.latent_dim=9",
-      "model.classifier=\"mlp2\"", "model.classifier_hidden=11",
-      "model.latent_activation=\"relu\"", "model.anchor_scale=0.5",
-      "model.anchor_mean_init=\"random\"", "train.epochs=3", "train.batch_size=17",
-      "train.lr=0.002", "train.lambda_fit=0.25", "train.lambda_sep=0.125",
-      "train.samples_per_anchor=5", "train.eps=0.001", "train.fit=\"per_group\"",
-      "train.objective=\"groupdro\"", "train.groupdro_eta=0.5", "train.weight_decay=0.01",
-      "train.seed=13", "train.device=\"cpu\"", "train.eval_batch=77",
-      "train.checkpoint_every=19", "train.groupdro.update=\"smooth\"",
-      "train.groupdro.objective=\"logsumexp\"", "train.groupdro.tau=0.3",
-      "train.groupdro.gamma=0.2", "train.groupdro.adjustment=1.5"};
+  const std::vector<std::string> sets = {"data.classes=4",
+                                         "data.groups.0.channels=[3, 5]",
+                                         "data.groups.0.kernel=2",
+                                         "data.groups.1.hidden=[7]",
+                                         "data.groups.1.label_column=\"y\"",
+                                         "model.latent_dim=9",
+                                         "model.classifier=\"mlp2\"",
+                                         "model.classifier_hidden=11",
+                                         "model.latent_activation=\"relu\"",
+                                         "model.anchor_scale=0.5",
+                                         "model.anchor_mean_init=\"random\"",
+                                         "train.epochs=3",
+                                         "train.batch_size=17",
+                                         "train.lr=0.002",
+                                         "train.lambda_fit=0.25",
+                                         "train.lambda_sep=0.125",
+                                         "train.samples_per_anchor=5",
+                                         "train.eps=0.001",
+                                         "train.fit=\"per_group\"",
+                                         "train.objective=\"groupdro\"",
+                                         "train.groupdro_eta=0.5",
+                                         "train.weight_decay=0.01",
+                                         "train.seed=13",
+                                         "train.device=\"cpu\"",
+                                         "train.eval_batch=77",
+                                         "train.checkpoint_every=19",
+                                         "train.groupdro.update=\"smooth\"",
+                                         "train.groupdro.objective=\"logsumexp\"",
+                                         "train.groupdro.tau=0.3",
+                                         "train.groupdro.gamma=0.2",
+                                         "train.groupdro.adjustment=1.5"};
   const Config c = load_config(write_config("min.toml", kMinimal), sets);
   const Config d = load_config(write_config("resolved.toml", to_toml(c)));
   EXPECT_EQ(to_toml(d), to_toml(c));

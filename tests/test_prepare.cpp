@@ -76,6 +76,7 @@ std::string HeteroFashion::out_;
 
 TEST_F(HeteroFashion, SplitIs70_25_5AndEveryTestImageIsInEveryGroup) {
   Config c = load_config(out_ + "/config.toml");
+  c.val_fraction = 0;  // the files as prepare wrote them, no validation split carved out
   std::vector<GroupData> groups = load_groups(c);
   ASSERT_EQ(groups.size(), 3u);
   const double shares[] = {0.70, 0.25, 0.05};
@@ -120,6 +121,7 @@ TEST(PrepareSynthetic, IsSeededAndLoads) {
   prepare_synthetic(a.string(), 3);
   prepare_synthetic(b.string(), 3);
   Config c = load_config((a / "config.toml").string());
+  c.val_fraction = 0;  // the files as prepare wrote them
   std::vector<GroupData> groups = load_groups(c);
   ASSERT_EQ(groups.size(), 3u);
   EXPECT_EQ(groups[0].train.x.shape, (std::vector<int64_t>{1000, 8, 8}));

@@ -21,6 +21,9 @@ struct TrainState {
   // that epoch whole.
   int64_t step_in_epoch = 0;
   std::vector<double> epoch_sums;
+  // Model selection: the best validation score so far (−1: none yet) and its epoch.
+  double best_score = -1;
+  int best_epoch = 0;
 };
 
 // Writes through a temporary file, synced and renamed over `path` (io.h), so a crash leaves the

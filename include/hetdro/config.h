@@ -15,6 +15,7 @@ enum class LatentActivation { none, relu };
 enum class AnchorMeanInit { zero, random };  // m = 0, or m ~ N(0, 1)
 enum class Fit { pooled, per_group, none };
 enum class Objective { erm, groupdro };
+enum class Select { last, worst_val, mean_val };            // which epoch's model the run reports
 enum class GroupDroUpdate { exp, softmax, smooth };         // how q follows the group losses
 enum class GroupDroObjective { weighted, max, logsumexp };  // what L_clf makes of them
 const char* name(Encoder e);
@@ -23,12 +24,14 @@ const char* name(LatentActivation a);
 const char* name(AnchorMeanInit i);
 const char* name(Fit f);
 const char* name(Objective o);
+const char* name(Select s);
 const char* name(GroupDroUpdate u);
 const char* name(GroupDroObjective o);
 
 struct GroupConfig {
   std::string name;
   std::string train_x, train_y, test_x, test_y;  // resolved against the config file's folder
+  std::string val_x, val_y;  // a validation split of its own (both or neither; optional)
   Encoder encoder = Encoder::cnn;
   std::vector<int> channels = {32, 64};  // cnn
   int kernel = 3;                        // cnn
@@ -64,14 +67,19 @@ struct TrainConfig {
   double groupdro_adjustment = 0.0;  // C: add C/√N_g to group g's loss in q's update
   double weight_decay = 0.0;         // decoupled (AdamW) when > 0
   uint64_t seed = 0;
-  std::string device = "auto";  // "auto" | "cuda" | "cpu"
-  int eval_batch = 1000;        // test-set evaluation chunk
-  int checkpoint_every = 0;     // also checkpoint every this many steps (0: at epoch ends only)
+  std::string device = "auto";   // "auto" | "cuda" | "cpu"
+  int eval_batch = 1000;         // test-set evaluation chunk
+  Select select = Select::last;  // with worst_val/mean_val the run also keeps best.safetensors
+  int checkpoint_every = 0;      // also checkpoint every this many steps (0: at epoch ends only)
 };
 
 struct Config {
   std::string path;  // the file it came from ("" when built in code)
   int classes = 10;
+  // Each group without val_x/val_y keeps this share of its training data, stratified by class
+  // and seeded by val_seed, as its validation split (docs/DESIGN.md §4).
+  double val_fraction = 0.1;
+  uint64_t val_seed = 0;
   std::vector<GroupConfig> groups;
   ModelConfig model;
   TrainConfig train;

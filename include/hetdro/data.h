@@ -20,11 +20,14 @@ struct Split {
 struct GroupData {
   std::string name;
   Split train, test;
+  Split val;             // may be empty: the group keeps no validation split
+  std::string val_note;  // where val came from, or why the group keeps none
 };
 
 // Loads every group of `config` and validates it: x and y of equal length, labels in
 // [0, classes), finite features, non-empty groups, and feature shapes the group's encoder
-// can take. Errors are InputErrors naming the file.
+// can take. Errors are InputErrors naming the file. Each group's validation split comes from
+// its val_x/val_y, or is carved from its training data (split_validation).
 std::vector<GroupData> load_groups(const Config& config);
 
 // One file pair, validated the same way (also used by `predict`, which has no labels).
@@ -34,6 +37,12 @@ Array<float> load_features(const std::string& path, const GroupConfig& group);
 // InputError naming `path` when the encoder cannot take it.
 std::vector<int64_t> encoder_input_shape(const GroupConfig& group, const Array<float>& x,
                                          const std::string& path);
+
+// Moves round(fraction · n_c) samples of every class c, chosen by `seed`, from `train` into the
+// returned split; the rest keep their order. Returns an empty split, and says why in `note`,
+// when some class of the training data would get no validation sample.
+Split split_validation(Split& train, double fraction, uint64_t seed, int classes,
+                       std::string* note);
 
 // --- the stratified sampler (docs/DESIGN.md §1) --------------------------------------------------
 // Every batch holds exactly per_batch()[g] samples of group g; these are round(B·N_g/N) by

@@ -9,12 +9,11 @@
 
 #include "hetdro/config.h"
 #include "hetdro/data.h"
+#include "hetdro/evaluation.h"
 #include "hetdro/loss.h"
 #include "hetdro/model.h"
 
 namespace hetdro {
-
-struct Evaluation;
 
 // The folder `--out`: config.toml (resolved), metrics.jsonl, checkpoint.safetensors,
 // report.json. Held under an exclusive lock (`.lock`, flock) while the run lasts, so two runs
@@ -33,6 +32,7 @@ class RunFolder {
 
   const std::string& dir() const { return dir_; }
   std::string checkpoint_path() const { return dir_ + "/checkpoint.safetensors"; }
+  std::string best_path() const { return dir_ + "/best.safetensors"; }
   void append_metrics(const std::string& json_line);
   // Drops the metrics lines of epochs after `epoch` (what a resumed run will write again).
   void keep_metrics_through(int epoch);
@@ -78,8 +78,9 @@ struct EpochRecord {
   std::vector<double> q;
 };
 
-std::string metrics_json(const EpochRecord& r, const Evaluation& eval);
-void print_epoch(const EpochRecord& r, const Evaluation& eval);
+// val: the validation split's evaluation, or nullptr when no group has one.
+std::string metrics_json(const EpochRecord& r, const Evaluation& test, const Evaluation* val);
+void print_epoch(const EpochRecord& r, const Evaluation& test, const Evaluation* val);
 
 // `hetdro eval`: per group the accuracy and each class's recall; the worst and mean group accuracy;
 // the confusion matrices only when asked.
@@ -94,6 +95,12 @@ struct RunSummary {
   int64_t steps = 0;
   double train_seconds = 0, step_ms_median = 0;
   std::vector<int64_t> train_sizes;
+  // train.select: the rule, the epoch it chose, its validation score and its test evaluation
+  // (selected_epoch 0: no selection).
+  std::string select;
+  int selected_epoch = 0;
+  double selected_score = 0;
+  Evaluation selected;
 };
 std::string report_json(const RunSummary& s, const Evaluation& eval);
 // report.json of a run that stopped on an error: status "failed", the error, and where it stood.

@@ -12,24 +12,13 @@
 #include "hetdro/checkpoint.h"
 #include "hetdro/config.h"
 #include "hetdro/data.h"
+#include "hetdro/evaluation.h"
 #include "hetdro/loss.h"
 #include "hetdro/model.h"
 #include "hetdro/predictor.h"
 #include "hetdro/run_folder.h"
 
 namespace hetdro {
-
-struct GroupEval {
-  std::string name;
-  int64_t samples = 0;
-  double accuracy = 0;
-  std::vector<int64_t> confusion;  // [C,C], row = true class, column = predicted
-};
-
-struct Evaluation {
-  std::vector<GroupEval> groups;
-  double worst = 0, mean = 0;
-};
 
 // The steps since the last read: their number and their statistics (StepStats), summed.
 struct Window {
@@ -75,8 +64,8 @@ class Trainer {
   // step and the tensor, when a loss term or gradient became non-finite.
   Window read_window();
 
-  // Test accuracy and confusion matrix of every group.
-  Evaluation evaluate();
+  // Accuracy, majority-class baseline and confusion matrix of every group that has `split`.
+  Evaluation evaluate(SplitKind split = SplitKind::test);
   // Predicted classes for features x of group g.
   std::vector<int32_t> predict(int g, const Array<float>& x);
 
@@ -95,7 +84,8 @@ class Trainer {
 
  private:
   void upload_training_data();
-  void upload_test_data();
+  void upload_eval_data();
+  void select_model(RunFolder& folder, int epoch, const Evaluation& val);
   void upload_state(const TrainState& state);
   bool run_epoch(int epoch, int64_t budget, RunFolder& folder, EpochRecord& record,
                  std::vector<double>& step_ms);
@@ -123,7 +113,10 @@ class Trainer {
   Buffer<int64_t> status_;  // check_finite's {step, where}
   // Each group's data, uploaded once (training data when training starts, test data when first
   // evaluated), and the current epoch's order.
-  std::vector<Buffer<float>> train_x_, test_x_;
+  std::vector<Buffer<float>> train_x_, test_x_, val_x_;
+  // Model selection (train.select): the best validation score so far and its epoch.
+  double best_score_ = -1;
+  int best_epoch_ = 0;
   std::vector<Buffer<int32_t>> train_y_;
   std::vector<Buffer<int64_t>> order_;
 };
