@@ -17,6 +17,10 @@ namespace hetdro {
 namespace fs = std::filesystem;
 
 RunFolder::RunFolder(const std::string& dir, bool overwrite, const Config& config) : dir_(dir) {
+  if (dir_.empty())
+    input_error(
+        "--out is empty: expected the name of a folder for the run (config.toml, "
+        "metrics.jsonl, checkpoint.safetensors, report.json)");
   const std::string metrics_path = dir_ + "/metrics.jsonl";
   if (fs::exists(metrics_path) && !overwrite)
     input_error(
