@@ -123,7 +123,10 @@ SafetensorsFile read_safetensors(const std::string& path) {
     size_t index;
   };
   std::vector<Span> spans;
-  for (const auto& [name, entry] : header.items()) {
+  for (const auto& item : header.items()) {
+    // Named references, not a structured binding: C++17 lambdas cannot capture those.
+    const std::string& name = item.key();
+    const nlohmann::ordered_json& entry = item.value();
     if (name == kMetadataKey) {
       if (!entry.is_object())
         input_error("{}: malformed header: '{}' should map strings to strings", path, name);
