@@ -4,8 +4,13 @@
 #include <fmt/ranges.h>
 #include <toml++/toml.h>
 
+#include <algorithm>  // count, min
+#include <cctype>     // isalnum
+#include <cerrno>
 #include <cmath>
+#include <cstring>  // strerror
 #include <filesystem>
+#include <fstream>
 #include <set>
 #include <sstream>
 
@@ -237,6 +242,58 @@ const toml::table* subtable(const toml::table& root, const Sources& sources, con
   return node->as_table();
 }
 
+// toml++ makes one table per part of a dotted key and recurses over them when it parses and
+// frees them, so a key of 100,000 parts overflows the stack; no config needs more than a few.
+constexpr size_t kMaxKeyParts = 64;
+// Nor is a config ever large; the cap also keeps `--config /dev/zero` from filling memory.
+constexpr size_t kMaxConfigBytes = size_t(16) << 20;
+
+// The config's text, refused when too large or when a dotted key (a run of key characters,
+// quoted keys, spaces and dots) has more than kMaxKeyParts parts; strings and comments are
+// skipped, since dots there separate nothing.
+std::string read_config_text(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in)
+    input_error("{}: cannot open: {}: expected a config TOML file", path, std::strerror(errno));
+  std::string text;
+  char buffer[1 << 16];
+  while (in.read(buffer, sizeof buffer) || in.gcount() > 0) {
+    text.append(buffer, size_t(in.gcount()));
+    if (text.size() > kMaxConfigBytes)
+      input_error("{}: larger than {} MiB: expected a config TOML file", path,
+                  kMaxConfigBytes >> 20);
+  }
+  size_t dots = 0, line = 1;
+  for (size_t i = 0; i < text.size(); ++i) {
+    const char c = text[i];
+    if (c == '"' || c == '\'') {
+      const bool triple = text.compare(i, 3, std::string(3, c)) == 0;
+      const size_t end = triple ? text.find(std::string(3, c), i + 3) : [&] {
+        size_t j = i + 1;
+        for (; j < text.size() && text[j] != c && text[j] != '\n'; ++j)
+          if (c == '"' && text[j] == '\\') ++j;
+        return j < text.size() && text[j] == c ? j : std::string::npos;
+      }();
+      if (end == std::string::npos) break;  // unterminated: the parser says where
+      line += size_t(std::count(text.begin() + i, text.begin() + end, '\n'));
+      i = end + (triple ? 2 : 0);
+      continue;  // a quoted key may be part of a dotted key
+    }
+    if (c == '#') {
+      i = std::min(text.find('\n', i), text.size()) - 1;
+    } else if (c == '.') {
+      if (++dots >= kMaxKeyParts)
+        input_error("{}:{}: a dotted key of more than {} parts: expected at most {}", path, line,
+                    kMaxKeyParts, kMaxKeyParts);
+    } else if (!(std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '-' || c == ' ' ||
+                 c == '\t')) {
+      dots = 0;
+      line += c == '\n';
+    }
+  }
+  return text;
+}
+
 // "train.epochs=3": walk the dotted path (array items by index) and set the TOML value; the
 // key is recorded in `sources`, so that messages about it name the --set argument.
 void apply_override(toml::table& root, const std::string& text, Sources& sources) {
@@ -250,6 +307,9 @@ void apply_override(toml::table& root, const std::string& text, Sources& sources
     std::getline(ss, part, '.');
     parts.push_back(part);
   }
+  if (parts.size() > kMaxKeyParts)
+    input_error("--set {}: the key has {} parts: expected at most {}", excerpt(text, 80, '\''),
+                parts.size(), kMaxKeyParts);
   toml::table parsed;
   std::string not_toml;
   try {
@@ -259,12 +319,16 @@ void apply_override(toml::table& root, const std::string& text, Sources& sources
     not_toml = std::string(e.description());
   }
   toml::node* node = &root;
-  std::string key;  // as the readers spell it: "data.groups[1].hidden"
+  std::string key;      // as the readers spell it: "data.groups[1].hidden"
+  std::string created;  // the first table this --set adds: all below it is the --set's doing
   for (size_t i = 0; i + 1 < parts.size(); ++i) {
     if (auto* table = node->as_table()) {
-      if (!table->contains(parts[i])) table->insert(parts[i], toml::table{});
-      node = table->get(parts[i]);
       key += (key.empty() ? "" : ".") + parts[i];
+      if (!table->contains(parts[i])) {
+        table->insert(parts[i], toml::table{});
+        if (created.empty()) created = key;
+      }
+      node = table->get(parts[i]);
     } else if (auto* array = node->as_array()) {
       size_t index = 0;
       try {
@@ -284,7 +348,8 @@ void apply_override(toml::table& root, const std::string& text, Sources& sources
   auto* table = node->as_table();
   if (!table) input_error("--set '{}': the parent of '{}' is not a table", text, parts.back());
   table->insert_or_assign(parts.back(), std::move(*parsed.get("v")));
-  sources.add(key + (key.empty() ? "" : ".") + parts.back(), text, not_toml);
+  sources.add(created.empty() ? key + (key.empty() ? "" : ".") + parts.back() : created, text,
+              not_toml);
 }
 
 std::string resolve(const fs::path& base, const std::string& p) {
@@ -310,7 +375,7 @@ Config load_config(const std::string& path, const std::vector<std::string>& over
                     : "");
   toml::table root;
   try {
-    root = toml::parse_file(path);
+    root = toml::parse(read_config_text(path), path);
   } catch (const toml::parse_error& e) {
     input_error("{}:{}:{}: TOML syntax error: {}", path, e.source().begin.line,
                 e.source().begin.column, e.description());

@@ -263,8 +263,8 @@ void write_bytes(const std::string& path, const std::string& bytes) {
   std::ofstream(path, std::ios::binary).write(bytes.data(), std::streamsize(bytes.size()));
 }
 
-// A header nested 100,000 levels deep: exit code 2 (not a crash), the file named, and the
-// header not echoed.
+// A header or config key nested 100,000 levels deep: exit code 2 (not a crash), the file
+// named, and the header not echoed.
 TEST_F(Cli, DeepNestingIsBadInputNotACrash) {
   Result r = run("train --config " + config_ + " --out " + out_ + " --set train.epochs=0");
   ASSERT_EQ(r.code, 0) << r.output;
@@ -290,6 +290,14 @@ TEST_F(Cli, DeepNestingIsBadInputNotACrash) {
   EXPECT_EQ(r.code, 2) << r.output.substr(0, 2000);
   EXPECT_NE(r.output.find("deep.safetensors: malformed header"), std::string::npos) << r.output;
   EXPECT_LT(r.output.size(), 600u);
+
+  std::string key = "a";
+  for (int i = 0; i < 99999; ++i) key += ".a";
+  write_text(config_, read_text(config_) + "\n[model.extra]\n" + key + " = 1\n");
+  r = run("train --config " + config_ + " --out " + (dir_ / "run2").string());
+  EXPECT_EQ(r.code, 2) << r.output.substr(0, 2000);
+  EXPECT_NE(r.output.find("config.toml:"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("a dotted key of more than 64 parts"), std::string::npos) << r.output;
 }
 
 // An IDX file of 64 KB that claims 3 GB: exit code 2 at once, naming the file (the reader
