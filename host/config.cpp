@@ -205,8 +205,8 @@ class TableReader {
       if (!used_.count(name)) {
         std::string known;
         for (auto& k : used_) known += (known.empty() ? "" : ", ") + k;
-        input_error("{}: unknown key '{}{}' (known keys here: {})", from(name), prefix_, name,
-                    known);
+        input_error("{}: unknown key {} (known keys here: {})", from(name),
+                    excerpt(prefix_ + name, 80, '\''), known);
       }
     }
   }

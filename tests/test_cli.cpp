@@ -300,6 +300,24 @@ TEST_F(Cli, DeepNestingIsBadInputNotACrash) {
   EXPECT_NE(r.output.find("a dotted key of more than 64 parts"), std::string::npos) << r.output;
 }
 
+// A value read from a file is quoted short in a message, however long it is.
+TEST_F(Cli, LongValuesFromFilesAreQuotedShort) {
+  Result r = run("train --config " + config_ + " --out " + out_ + " --set train.epochs=0");
+  ASSERT_EQ(r.code, 0) << r.output;
+  const std::string checkpoint = out_ + "/checkpoint.safetensors";
+  SafetensorsFile file = read_safetensors(checkpoint);
+  file.metadata["step"] = std::string(100000, '7') + "x";
+  write_safetensors(checkpoint, file.tensors, file.metadata);
+  r = run("eval --run " + out_);
+  EXPECT_EQ(r.code, 2) << r.output.substr(0, 2000);
+  EXPECT_NE(r.output.find("checkpoint.safetensors: __metadata__ 'step' is \"777"),
+            std::string::npos)
+      << r.output.substr(0, 2000);
+  EXPECT_NE(r.output.find("(100001 bytes): expected a non-negative integer"), std::string::npos)
+      << r.output.substr(0, 2000);
+  EXPECT_LT(r.output.size(), 600u);
+}
+
 // An IDX file of 64 KB that claims 3 GB: exit code 2 at once, naming the file (the reader
 // test checks that nothing of the claimed size is allocated).
 TEST_F(Cli, HugeSizeClaimIsBadInput) {
