@@ -123,8 +123,8 @@ TrainState load_checkpoint(const std::string& path, const Model& model, int grou
     const std::string& text = it->second;
     auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), v);
     if (ec != std::errc() || end != text.data() + text.size() || v < 0)
-      input_error("{}: __metadata__ '{}' is \"{}\": expected a non-negative integer", path, key,
-                  text);
+      input_error("{}: __metadata__ '{}' is {}: expected a non-negative integer", path, key,
+                  excerpt(text));
     return v;
   };
   state.step = meta("step");

@@ -4,8 +4,13 @@
 #include <fmt/ranges.h>
 #include <toml++/toml.h>
 
+#include <algorithm>  // count, min
+#include <cctype>     // isalnum
+#include <cerrno>
 #include <cmath>
+#include <cstring>  // strerror
 #include <filesystem>
+#include <fstream>
 #include <set>
 #include <sstream>
 
@@ -59,11 +64,54 @@ std::string type_name(const toml::node& node) {
   }
 }
 
+// Where each key's value came from, for messages: the config file, or the --set argument that
+// set the key or a table or array above it.
+class Sources {
+ public:
+  explicit Sources(std::string file) : file_(std::move(file)) {}
+
+  // `key` as the readers spell it ("data.groups[1].hidden"); `not_toml` is the TOML error when
+  // the value was not TOML and was taken as a bare string.
+  void add(std::string key, std::string text, std::string not_toml) {
+    overrides_.push_back({std::move(key), std::move(text), std::move(not_toml)});
+  }
+
+  // "--set 'K=V'" or the config file.
+  std::string of(const std::string& key) const {
+    const Override* o = find(key);
+    return o ? fmt::format("--set '{}'", o->text) : file_;
+  }
+
+  // Why a --set value turned out a string, to follow a type error about it.
+  std::string why_string(const std::string& key) const {
+    const Override* o = find(key);
+    if (!o || o->not_toml.empty()) return "";
+    return fmt::format(" (the value is not valid TOML: {}; so it was taken as a string)",
+                       o->not_toml);
+  }
+
+ private:
+  struct Override {
+    std::string key, text, not_toml;
+  };
+  const Override* find(const std::string& key) const {
+    // The last --set wins, as it does when the values are applied.
+    for (auto o = overrides_.rbegin(); o != overrides_.rend(); ++o)
+      if (key.compare(0, o->key.size(), o->key) == 0 &&
+          (key.size() == o->key.size() || key[o->key.size()] == '.' || key[o->key.size()] == '['))
+        return &*o;
+    return nullptr;
+  }
+
+  std::string file_;
+  std::vector<Override> overrides_;
+};
+
 // Reads the keys of one table, remembers which it used, and rejects the rest.
 class TableReader {
  public:
-  TableReader(const toml::table* table, std::string file, std::string prefix)
-      : table_(table), file_(std::move(file)), prefix_(std::move(prefix)) {}
+  TableReader(const toml::table* table, const Sources& sources, std::string prefix)
+      : table_(table), sources_(sources), prefix_(std::move(prefix)) {}
 
   const toml::node* find(const std::string& key) {
     used_.insert(key);
@@ -72,8 +120,8 @@ class TableReader {
 
   [[noreturn]] void wrong_type(const std::string& key, const toml::node& node,
                                const char* expected) {
-    input_error("{}: key '{}{}': expected {}, found {}", file_, prefix_, key, expected,
-                type_name(node));
+    input_error("{}: key '{}{}': expected {}, found {}{}", from(key), prefix_, key, expected,
+                type_name(node), sources_.why_string(prefix_ + key));
   }
 
   void get(const std::string& key, int& out) {
@@ -81,7 +129,7 @@ class TableReader {
       auto v = node->value_exact<int64_t>();
       if (!v) wrong_type(key, *node, "an integer");
       if (*v < INT32_MIN || *v > INT32_MAX)
-        input_error("{}: key '{}{}': {} is out of range", file_, prefix_, key, *v);
+        input_error("{}: key '{}{}': {} is out of range", from(key), prefix_, key, *v);
       out = int(*v);
     }
   }
@@ -90,7 +138,7 @@ class TableReader {
       auto v = node->value_exact<int64_t>();
       if (!v) wrong_type(key, *node, "an integer");
       if (*v < 0)
-        input_error("{}: key '{}{}': expected a non-negative integer, found {}", file_, prefix_,
+        input_error("{}: key '{}{}': expected a non-negative integer, found {}", from(key), prefix_,
                     key, *v);
       out = uint64_t(*v);
     }
@@ -100,7 +148,8 @@ class TableReader {
       auto v = node->value<double>();
       if (!v || !node->is_number()) wrong_type(key, *node, "a number");
       if (!std::isfinite(*v))
-        input_error("{}: key '{}{}': expected a finite number, found {}", file_, prefix_, key, *v);
+        input_error("{}: key '{}{}': expected a finite number, found {}", from(key), prefix_, key,
+                    *v);
       out = *v;
     }
   }
@@ -120,7 +169,7 @@ class TableReader {
         auto v = item.value_exact<int64_t>();
         if (!v) wrong_type(key, item, "an array of integers");
         if (*v < INT32_MIN || *v > INT32_MAX)
-          input_error("{}: key '{}{}': {} is out of range", file_, prefix_, key, *v);
+          input_error("{}: key '{}{}': {} is out of range", from(key), prefix_, key, *v);
         out.push_back(int(*v));
       }
     }
@@ -139,13 +188,17 @@ class TableReader {
         }
         list += fmt::format("{}\"{}\"", i++ ? ", " : "", name);
       }
-      input_error("{}: key '{}{}': \"{}\" is not one of {}", file_, prefix_, key, *v, list);
+      input_error("{}: key '{}{}': {} is not one of {}", from(key), prefix_, key, excerpt(*v),
+                  list);
     }
   }
   void require(const std::string& key, std::string& out) {
-    if (!find(key)) input_error("{}: missing key '{}{}'", file_, prefix_, key);
+    if (!find(key)) input_error("{}: missing key '{}{}'", from(key), prefix_, key);
     get(key, out);
   }
+
+  // The config file or the --set argument that gave `key` its value.
+  std::string from(const std::string& key) const { return sources_.of(prefix_ + key); }
 
   // Every key present but never asked for is unknown.
   void finish() {
@@ -155,52 +208,108 @@ class TableReader {
       if (!used_.count(name)) {
         std::string known;
         for (auto& k : used_) known += (known.empty() ? "" : ", ") + k;
-        input_error("{}: unknown key '{}{}' (known keys here: {})", file_, prefix_, name, known);
+        input_error("{}: unknown key {} (known keys here: {})", from(name),
+                    excerpt(prefix_ + name, 80, '\''), known);
       }
     }
   }
 
  private:
   const toml::table* table_;
-  std::string file_, prefix_;
+  const Sources& sources_;
+  std::string prefix_;
   std::set<std::string> used_;
 };
 
-void check_choice(const std::string& file, const std::string& key, const std::string& value,
+void check_choice(const Sources& sources, const std::string& key, const std::string& value,
                   std::initializer_list<const char*> choices) {  // train.device
   std::string list;
   for (auto* c : choices) {
     if (value == c) return;
     list += (list.empty() ? "\"" : ", \"") + std::string(c) + "\"";
   }
-  input_error("{}: key '{}': \"{}\" is not one of {}", file, key, value, list);
+  input_error("{}: key '{}': {} is not one of {}", sources.of(key), key, excerpt(value), list);
 }
 
-void check_positive(const std::string& file, const std::string& key, double value) {
+void check_positive(const Sources& sources, const std::string& key, double value) {
   if (!(value > 0))
-    input_error("{}: key '{}': expected a positive value, found {}", file, key, value);
+    input_error("{}: key '{}': expected a positive value, found {}", sources.of(key), key, value);
 }
 
 // Every size and rate is bounded before anything is allocated, so an absurd value is an error
 // that names its key, not an allocation failure or an overflow later on. The bounds are far
 // beyond any sensible run.
-void check_range(const std::string& file, const std::string& key, double value, double lo,
+void check_range(const Sources& sources, const std::string& key, double value, double lo,
                  double hi) {
   if (!(value >= lo && value <= hi))
-    input_error("{}: key '{}': {} is out of range; expected a value from {} to {}", file, key,
-                value, lo, hi);
+    input_error("{}: key '{}': {} is out of range; expected a value from {} to {}", sources.of(key),
+                key, value, lo, hi);
 }
 
-const toml::table* subtable(const toml::table& root, const std::string& file, const char* key) {
+const toml::table* subtable(const toml::table& root, const Sources& sources, const char* key) {
   auto* node = root.get(key);
   if (!node) return nullptr;
   if (!node->is_table())
-    input_error("{}: '{}' must be a table ([{}]), found {}", file, key, key, type_name(*node));
+    input_error("{}: '{}' must be a table ([{}]), found {}", sources.of(key), key, key,
+                type_name(*node));
   return node->as_table();
 }
 
-// "train.epochs=3": walk the dotted path (array items by index) and set the TOML value.
-void apply_override(toml::table& root, const std::string& text) {
+// toml++ makes one table per part of a dotted key and recurses over them when it parses and
+// frees them, so a key of 100,000 parts overflows the stack; no config needs more than a few.
+constexpr size_t kMaxKeyParts = 64;
+// Nor is a config ever large; the cap also keeps `--config /dev/zero` from filling memory.
+constexpr size_t kMaxConfigBytes = size_t(16) << 20;
+
+// The config's text, refused when too large or when a dotted key (a run of key characters,
+// quoted keys, spaces and dots) has more than kMaxKeyParts parts; strings and comments are
+// skipped, since dots there separate nothing.
+std::string read_config_text(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  if (!in)
+    input_error("{}: cannot open: {}: expected a config TOML file", path, std::strerror(errno));
+  std::string text;
+  char buffer[1 << 16];
+  while (in.read(buffer, sizeof buffer) || in.gcount() > 0) {
+    text.append(buffer, size_t(in.gcount()));
+    if (text.size() > kMaxConfigBytes)
+      input_error("{}: larger than {} MiB: expected a config TOML file", path,
+                  kMaxConfigBytes >> 20);
+  }
+  size_t dots = 0, line = 1;
+  for (size_t i = 0; i < text.size(); ++i) {
+    const char c = text[i];
+    if (c == '"' || c == '\'') {
+      const bool triple = text.compare(i, 3, std::string(3, c)) == 0;
+      const size_t end = triple ? text.find(std::string(3, c), i + 3) : [&] {
+        size_t j = i + 1;
+        for (; j < text.size() && text[j] != c && text[j] != '\n'; ++j)
+          if (c == '"' && text[j] == '\\') ++j;
+        return j < text.size() && text[j] == c ? j : std::string::npos;
+      }();
+      if (end == std::string::npos) break;  // unterminated: the parser says where
+      line += size_t(std::count(text.begin() + i, text.begin() + end, '\n'));
+      i = end + (triple ? 2 : 0);
+      continue;  // a quoted key may be part of a dotted key
+    }
+    if (c == '#') {
+      i = std::min(text.find('\n', i), text.size()) - 1;
+    } else if (c == '.') {
+      if (++dots >= kMaxKeyParts)
+        input_error("{}:{}: a dotted key of more than {} parts: expected at most {}", path, line,
+                    kMaxKeyParts, kMaxKeyParts);
+    } else if (!(std::isalnum(static_cast<unsigned char>(c)) || c == '_' || c == '-' || c == ' ' ||
+                 c == '\t')) {
+      dots = 0;
+      line += c == '\n';
+    }
+  }
+  return text;
+}
+
+// "train.epochs=3": walk the dotted path (array items by index) and set the TOML value; the
+// key is recorded in `sources`, so that messages about it name the --set argument.
+void apply_override(toml::table& root, const std::string& text, Sources& sources) {
   auto eq = text.find('=');
   if (eq == std::string::npos || eq == 0)
     input_error("--set '{}': expected KEY=VALUE, for example train.epochs=3", text);
@@ -211,16 +320,27 @@ void apply_override(toml::table& root, const std::string& text) {
     std::getline(ss, part, '.');
     parts.push_back(part);
   }
+  if (parts.size() > kMaxKeyParts)
+    input_error("--set {}: the key has {} parts: expected at most {}", excerpt(text, 80, '\''),
+                parts.size(), kMaxKeyParts);
   toml::table parsed;
+  std::string not_toml;
   try {
     parsed = toml::parse("v = " + value);
-  } catch (const toml::parse_error&) {
+  } catch (const toml::parse_error& e) {
     parsed.insert_or_assign("v", value);  // a bare word: take it as a string
+    not_toml = std::string(e.description());
   }
   toml::node* node = &root;
+  std::string key;      // as the readers spell it: "data.groups[1].hidden"
+  std::string created;  // the first table this --set adds: all below it is the --set's doing
   for (size_t i = 0; i + 1 < parts.size(); ++i) {
     if (auto* table = node->as_table()) {
-      if (!table->contains(parts[i])) table->insert(parts[i], toml::table{});
+      key += (key.empty() ? "" : ".") + parts[i];
+      if (!table->contains(parts[i])) {
+        table->insert(parts[i], toml::table{});
+        if (created.empty()) created = key;
+      }
       node = table->get(parts[i]);
     } else if (auto* array = node->as_array()) {
       size_t index = 0;
@@ -233,6 +353,7 @@ void apply_override(toml::table& root, const std::string& text) {
         input_error("--set '{}': index {} is past the end (there are {})", text, index,
                     array->size());
       node = array->get(index);
+      key += fmt::format("[{}]", index);
     } else {
       input_error("--set '{}': '{}' is not a table", text, parts[i]);
     }
@@ -240,6 +361,8 @@ void apply_override(toml::table& root, const std::string& text) {
   auto* table = node->as_table();
   if (!table) input_error("--set '{}': the parent of '{}' is not a table", text, parts.back());
   table->insert_or_assign(parts.back(), std::move(*parsed.get("v")));
+  sources.add(created.empty() ? key + (key.empty() ? "" : ".") + parts.back() : created, text,
+              not_toml);
 }
 
 std::string resolve(const fs::path& base, const std::string& p) {
@@ -247,8 +370,7 @@ std::string resolve(const fs::path& base, const std::string& p) {
   return (path.is_absolute() ? path : base / path).lexically_normal().string();
 }
 
-void check_bounds(const Config& c) {
-  const std::string& f = c.path;
+void check_bounds(const Config& c, const Sources& f) {
   check_range(f, "data.classes", c.classes, 2, 1e5);
   check_range(f, "data.val_fraction", c.val_fraction, 0, 0.5);
   for (size_t i = 0; i < c.groups.size(); ++i) {
@@ -294,44 +416,54 @@ const char* name(GroupDroObjective o) { return choice_name(o); }
 
 Config load_config(const std::string& path, const std::vector<std::string>& overrides) {
   if (!fs::exists(path)) input_error("{}: config file not found", path);
+  if (fs::is_directory(path))
+    input_error("{}: is a folder: expected a config TOML file{}", path,
+                fs::exists(fs::path(path) / "config.toml")
+                    ? fmt::format(" such as {}", (fs::path(path) / "config.toml").string())
+                    : "");
   toml::table root;
   try {
-    root = toml::parse_file(path);
+    root = toml::parse(read_config_text(path), path);
   } catch (const toml::parse_error& e) {
     input_error("{}:{}:{}: TOML syntax error: {}", path, e.source().begin.line,
                 e.source().begin.column, e.description());
   }
-  for (auto& o : overrides) apply_override(root, o);
+  Sources src(path);
+  for (auto& o : overrides) apply_override(root, o, src);
 
   Config c;
   c.path = path;
   const fs::path base = fs::absolute(path).parent_path();
-  TableReader top(&root, path, "");
+  TableReader top(&root, src, "");
   top.find("data");
   top.find("model");
   top.find("train");
   top.finish();
 
-  const toml::table* data = subtable(root, path, "data");
+  const toml::table* data = subtable(root, src, "data");
   if (!data) input_error("{}: missing table [data] with [[data.groups]]", path);
-  TableReader d(data, path, "data.");
+  TableReader d(data, src, "data.");
   d.get("classes", c.classes);
   d.get("val_fraction", c.val_fraction);
   d.get("val_seed", c.val_seed);
   if (c.classes < 2)
-    input_error("{}: key 'data.classes': expected at least 2, found {}", path, c.classes);
+    input_error("{}: key 'data.classes': expected at least 2, found {}", src.of("data.classes"),
+                c.classes);
   auto* groups_node = d.find("groups");
   d.finish();
   if (!groups_node || !groups_node->is_array() || groups_node->as_array()->empty())
-    input_error("{}: expected at least one [[data.groups]] entry", path);
+    input_error("{}: expected at least one [[data.groups]] entry", src.of("data.groups"));
 
   std::set<std::string> names;
   int index = 0;
   for (auto& node : *groups_node->as_array()) {
     auto* table = node.as_table();
-    if (!table) input_error("{}: data.groups[{}] must be a table", path, index);
+    const std::string prefix = fmt::format("data.groups[{}].", index);
+    if (!table)
+      input_error("{}: data.groups[{}] must be a table",
+                  src.of(prefix.substr(0, prefix.size() - 1)), index);
     GroupConfig g;
-    TableReader r(table, path, fmt::format("data.groups[{}].", index));
+    TableReader r(table, src, prefix);
     r.require("name", g.name);
     r.require("train_x", g.train_x);
     r.require("train_y", g.train_y);
@@ -345,20 +477,22 @@ Config load_config(const std::string& path, const std::vector<std::string>& over
     r.get("val_x", g.val_x);
     r.get("val_y", g.val_y);
     r.finish();
-    const std::string prefix = fmt::format("data.groups[{}].", index);
-    if (g.name.empty()) input_error("{}: key '{}name' is empty", path, prefix);
+    if (g.name.empty()) input_error("{}: key '{}name' is empty", r.from("name"), prefix);
     if (!names.insert(g.name).second)
-      input_error("{}: duplicate group name '{}' ({}name): every group needs its own name", path,
-                  g.name, prefix);
+      input_error("{}: duplicate group name {} ({}name): every group needs its own name",
+                  r.from("name"), excerpt(g.name, 80, '\''), prefix);
     if (g.channels.size() != 2 || g.channels[0] < 1 || g.channels[1] < 1)
-      input_error("{}: key '{}channels': expected two positive integers [c1, c2], found {}", path,
-                  prefix, fmt::format("{}", fmt::join(g.channels, ", ")));
-    if (g.kernel < 1) input_error("{}: key '{}kernel': expected a positive integer", path, prefix);
+      input_error("{}: key '{}channels': expected two positive integers [c1, c2], found {}",
+                  r.from("channels"), prefix, fmt::format("{}", fmt::join(g.channels, ", ")));
+    if (g.kernel < 1)
+      input_error("{}: key '{}kernel': expected a positive integer", r.from("kernel"), prefix);
     for (int h : g.hidden)
       if (h < 1)
-        input_error("{}: key '{}hidden': sizes must be positive, found {}", path, prefix, h);
+        input_error("{}: key '{}hidden': sizes must be positive, found {}", r.from("hidden"),
+                    prefix, h);
     if (g.val_x.empty() != g.val_y.empty())
-      input_error("{}: group '{}' gives {} but not {}: a validation split needs both", path, g.name,
+      input_error("{}: group '{}' gives {} but not {}: a validation split needs both",
+                  r.from(g.val_x.empty() ? "val_y" : "val_x"), g.name,
                   g.val_x.empty() ? prefix + "val_y" : prefix + "val_x",
                   g.val_x.empty() ? prefix + "val_x" : prefix + "val_y");
     for (auto* p : {&g.train_x, &g.train_y, &g.test_x, &g.test_y}) *p = resolve(base, *p);
@@ -368,7 +502,7 @@ Config load_config(const std::string& path, const std::vector<std::string>& over
     ++index;
   }
 
-  TableReader m(subtable(root, path, "model"), path, "model.");
+  TableReader m(subtable(root, src, "model"), src, "model.");
   m.get("latent_dim", c.model.latent_dim);
   m.get_choice("classifier", c.model.classifier);
   m.get("classifier_hidden", c.model.classifier_hidden);
@@ -376,12 +510,12 @@ Config load_config(const std::string& path, const std::vector<std::string>& over
   m.get("anchor_scale", c.model.anchor_scale);
   m.get_choice("anchor_mean_init", c.model.anchor_mean_init);
   m.finish();
-  check_positive(path, "model.latent_dim", c.model.latent_dim);
-  check_positive(path, "model.classifier_hidden", c.model.classifier_hidden);
-  check_positive(path, "model.anchor_scale", c.model.anchor_scale);
+  check_positive(src, "model.latent_dim", c.model.latent_dim);
+  check_positive(src, "model.classifier_hidden", c.model.classifier_hidden);
+  check_positive(src, "model.anchor_scale", c.model.anchor_scale);
 
   TrainConfig& t = c.train;
-  TableReader r(subtable(root, path, "train"), path, "train.");
+  TableReader r(subtable(root, src, "train"), src, "train.");
   r.get("epochs", t.epochs);
   r.get("batch_size", t.batch_size);
   r.get("lr", t.lr);
@@ -399,7 +533,7 @@ Config load_config(const std::string& path, const std::vector<std::string>& over
   r.get("checkpoint_every", t.checkpoint_every);
   r.get_choice("select", t.select);
   if (r.find("groupdro")) {
-    TableReader gd(subtable(*subtable(root, path, "train"), path, "groupdro"), path,
+    TableReader gd(subtable(*subtable(root, src, "train"), src, "groupdro"), src,
                    "train.groupdro.");
     gd.get_choice("update", t.groupdro_update);
     gd.get_choice("objective", t.groupdro_objective);
@@ -409,19 +543,25 @@ Config load_config(const std::string& path, const std::vector<std::string>& over
     gd.finish();
   }
   r.finish();
-  if (t.epochs < 0) input_error("{}: key 'train.epochs': expected ≥ 0, found {}", path, t.epochs);
-  check_positive(path, "train.batch_size", t.batch_size);
-  check_positive(path, "train.lr", t.lr);
-  check_positive(path, "train.samples_per_anchor", t.samples_per_anchor);
-  check_positive(path, "train.eps", t.eps);
-  check_positive(path, "train.eval_batch", t.eval_batch);
-  check_choice(path, "train.device", t.device, {"auto", "cuda", "cpu"});
-  check_bounds(c);
+  if (t.epochs < 0)
+    input_error("{}: key 'train.epochs': expected ≥ 0, found {}", src.of("train.epochs"), t.epochs);
+  check_positive(src, "train.batch_size", t.batch_size);
+  check_positive(src, "train.lr", t.lr);
+  check_positive(src, "train.samples_per_anchor", t.samples_per_anchor);
+  check_positive(src, "train.eps", t.eps);
+  check_positive(src, "train.eval_batch", t.eval_batch);
+  for (auto [key, value] : {std::pair{"train.lambda_fit", t.lambda_fit},
+                            {"train.lambda_sep", t.lambda_sep},
+                            {"train.groupdro_eta", t.groupdro_eta},
+                            {"train.weight_decay", t.weight_decay}})
+    if (value < 0) input_error("{}: key '{}': expected ≥ 0, found {}", src.of(key), key, value);
+  check_choice(src, "train.device", t.device, {"auto", "cuda", "cpu"});
+  check_bounds(c, src);
   if (t.batch_size < int(c.groups.size()))
     input_error(
         "{}: key 'train.batch_size': {} is smaller than the number of groups ({}); "
         "every batch holds at least one sample of each group",
-        path, t.batch_size, c.groups.size());
+        src.of("train.batch_size"), t.batch_size, c.groups.size());
   return c;
 }
 

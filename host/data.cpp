@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <cmath>
 #include <filesystem>
+#include <limits>
 #include <numeric>
 
 #include "hetdro/check.h"
@@ -61,6 +62,14 @@ Split load_split(const std::string& x_path, const std::string& y_path, const Gro
 std::vector<int64_t> encoder_input_shape(const GroupConfig& group, const Array<float>& x,
                                          const std::string& path) {
   const auto& s = x.shape;
+  // The model sizes its layers in int, so a sample must hold fewer than 2^31 values.
+  int64_t values = 1;
+  for (size_t i = 1; i < s.size(); ++i) {
+    if (s[i] > std::numeric_limits<int32_t>::max() / values)
+      input_error("{}: samples of shape {} are too large: expected at most 2^31-1 values each",
+                  path, shape_string(std::vector<int64_t>(s.begin() + 1, s.end())));
+    values *= std::max<int64_t>(s[i], 1);
+  }
   if (group.encoder == Encoder::mlp) {
     if (s.size() != 2 || s[1] < 1)
       input_error("{}: group '{}' has encoder \"mlp\", which takes vectors [n,d]; found shape {}",

@@ -4,6 +4,7 @@
 
 #include <CLI/CLI.hpp>
 #include <cstdio>
+#include <cstring>  // memcmp
 #include <filesystem>
 
 #include "hetdro/backend.h"
@@ -57,6 +58,44 @@ Loaded load_run(const std::string& run, const std::string& config_path,
   }
   if (!fs::exists(l.checkpoint)) input_error("{}: checkpoint not found", l.checkpoint);
   return l;
+}
+
+// `predict --out`: a file in an existing folder, and never one that this run reads or a file
+// other than earlier predictions, since the predictions replace whatever is there.
+void check_output_path(const std::string& out, const Loaded& l, const std::string& input) {
+  constexpr const char* kExpected = "expected the name of an NPY file for the predicted labels";
+  if (out.empty()) input_error("--out is empty: {}", kExpected);
+  std::error_code ec;
+  const fs::file_status status = fs::status(out, ec);
+  if (fs::is_directory(status)) input_error("{}: --out names a folder: {}", out, kExpected);
+  const fs::path parent = fs::path(out).parent_path();
+  if (!parent.empty() && !fs::is_directory(parent))
+    input_error("{}: --out is in folder {}, which does not exist: {}", out, parent.string(),
+                kExpected);
+  if (!fs::exists(status)) return;
+  std::vector<std::pair<std::string, std::string>> reads = {
+      {l.config.path, "the config"}, {l.checkpoint, "the checkpoint"}, {input, "the --input"}};
+  for (const GroupConfig& g : l.config.groups)
+    for (const std::string* p : {&g.train_x, &g.train_y, &g.test_x, &g.test_y})
+      reads.push_back({*p, fmt::format("a data file of group '{}'", g.name)});
+  for (const auto& [path, what] : reads)
+    if (fs::equivalent(out, path, ec))
+      input_error(
+          "{}: --out is {} this command reads ({}); the predictions would replace it. Choose "
+          "another --out",
+          out, what, path);
+  if (!fs::is_regular_file(status))
+    input_error("{}: --out exists and is not a regular file: {}", out, kExpected);
+  // Earlier predictions (an NPY file) or an empty file may be replaced; anything else is kept.
+  char magic[6] = {};
+  std::FILE* f = std::fopen(out.c_str(), "rb");
+  const size_t got = f ? std::fread(magic, 1, sizeof magic, f) : 0;
+  if (f) std::fclose(f);
+  if (got > 0 && (got < sizeof magic || std::memcmp(magic, "\x93NUMPY", 6) != 0))
+    input_error(
+        "{}: --out exists and is not an NPY file (it starts with {}); the predictions would "
+        "replace it. Remove it first or choose another --out",
+        out, excerpt({magic, got}));
 }
 
 }  // namespace
@@ -157,7 +196,7 @@ int main(int argc, char** argv) {
     } else if (syn->parsed()) {
       prepare_synthetic(out, seed);
     } else if (train->parsed()) {
-      if (resume.empty() && (config_path.empty() || out.empty()))
+      if (resume.empty() && (config_path.empty() || out_option->count() == 0))
         input_error("train: give --config FILE and --out DIR, or --resume DIR");
       if (!resume.empty() && !config_path.empty())
         input_error(
@@ -190,6 +229,7 @@ int main(int argc, char** argv) {
       Loaded l = load_run(run, config_path,
                           use_best && checkpoint.empty() ? run + "/best.safetensors" : checkpoint,
                           overrides);
+      if (predict->parsed()) check_output_path(out, l, input);
       std::vector<GroupData> groups = load_groups(l.config);
       Trainer trainer(l.config, std::move(groups));
       trainer.load(l.checkpoint);

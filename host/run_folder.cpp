@@ -34,7 +34,10 @@ constexpr const char* kRunFiles[] = {"metrics.jsonl", "checkpoint.safetensors", 
 
 RunFolder::RunFolder(const std::string& dir, bool overwrite, bool resume, const Config& config)
     : dir_(dir) {
-  if (dir_.empty()) input_error("--out is empty: give the run folder to write");
+  if (dir_.empty())
+    input_error(
+        "--out is empty: expected the name of a folder for the run (config.toml, "
+        "metrics.jsonl, checkpoint.safetensors, report.json)");
   const std::string metrics_path = dir_ + "/metrics.jsonl";
   if (resume) {
     for (const char* f : {"config.toml", "checkpoint.safetensors"})

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Installs everything the build, the tests and the default data need, from Debian's packages.
 # Idempotent: does nothing when all of it is present. numpy and matplotlib serve
-# scripts/plot_run.py; --with-torch adds the PyTorch reference's needs (python3-torch).
+# scripts/plot_run.py and scripts/sweep.py; --with-torch adds the PyTorch reference's needs
+# (python3-torch); --with-fuzz adds clang with libFuzzer and its OpenMP runtime, for
+# scripts/fuzz.sh. The options combine.
 set -euo pipefail
 
 packages=(
@@ -11,9 +13,13 @@ packages=(
   dataset-fashion-mnist
   python3-numpy python3-matplotlib
 )
-if [[ "${1:-}" == "--with-torch" ]]; then
-  packages+=(python3-torch python3-pytest)
-fi
+for option in "$@"; do
+  case "$option" in
+    --with-torch) packages+=(python3-torch python3-pytest) ;;
+    --with-fuzz) packages+=(clang libclang-rt-14-dev libomp-dev) ;;
+    *) echo "setup: unknown option $option (known: --with-torch, --with-fuzz)" >&2; exit 2 ;;
+  esac
+done
 
 missing=()
 for p in "${packages[@]}"; do

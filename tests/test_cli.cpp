@@ -9,6 +9,7 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <map>
 #include <nlohmann/json.hpp>
 #include <regex>
 
@@ -262,6 +263,165 @@ TEST_F(Cli, TrainThenEvalAndPredictFromTheRunFolder) {
           " --out " + pred);
   EXPECT_EQ(r.code, 2);
   EXPECT_NE(r.output.find("no such group"), std::string::npos) << r.output;
+}
+
+// --- hostile input (tests/test_io.cpp has the readers' side of each class) -----------------
+
+std::string read_bytes(const std::string& path) {
+  std::ifstream f(path, std::ios::binary);
+  return std::string(std::istreambuf_iterator<char>(f), {});
+}
+
+void write_bytes(const std::string& path, const std::string& bytes) {
+  std::ofstream(path, std::ios::binary).write(bytes.data(), std::streamsize(bytes.size()));
+}
+
+// A header or config key nested 100,000 levels deep: exit code 2 (not a crash), the file
+// named, and the header not echoed.
+TEST_F(Cli, DeepNestingIsBadInputNotACrash) {
+  Result r = run("train --config " + config_ + " --out " + out_ + " --set train.epochs=0");
+  ASSERT_EQ(r.code, 0) << r.output;
+  std::string header =
+      "{'descr': '<f4', 'fortran_order': False, 'shape': " + std::string(100000, '(') + "}\n";
+  std::string npy = std::string("\x93NUMPY\x02\x00", 8);
+  for (int i = 0; i < 4; ++i) npy += char(header.size() >> (8 * i) & 0xff);
+  const std::string input = (dir_ / "deep.npy").string();
+  write_bytes(input, npy + header);
+  r = run("predict --run " + out_ + " --group vec16 --input " + input + " --out " +
+          (dir_ / "p.npy").string());
+  EXPECT_EQ(r.code, 2) << r.output.substr(0, 2000);
+  EXPECT_NE(r.output.find("deep.npy: malformed NPY header"), std::string::npos) << r.output;
+  EXPECT_LT(r.output.size(), 600u);
+  EXPECT_FALSE(fs::exists(dir_ / "p.npy"));
+
+  const std::string json = "{\"w\":" + std::string(100000, '[') + std::string(100000, ']') + "}";
+  std::string st(8, '\0');
+  for (int i = 0; i < 8; ++i) st[size_t(i)] = char(json.size() >> (8 * i) & 0xff);
+  const std::string checkpoint = (dir_ / "deep.safetensors").string();
+  write_bytes(checkpoint, st + json);
+  r = run("eval --config " + config_ + " --checkpoint " + checkpoint);
+  EXPECT_EQ(r.code, 2) << r.output.substr(0, 2000);
+  EXPECT_NE(r.output.find("deep.safetensors: malformed header"), std::string::npos) << r.output;
+  EXPECT_LT(r.output.size(), 600u);
+
+  std::string key = "a";
+  for (int i = 0; i < 99999; ++i) key += ".a";
+  write_text(config_, read_text(config_) + "\n[model.extra]\n" + key + " = 1\n");
+  r = run("train --config " + config_ + " --out " + (dir_ / "run2").string());
+  EXPECT_EQ(r.code, 2) << r.output.substr(0, 2000);
+  EXPECT_NE(r.output.find("config.toml:"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("a dotted key of more than 64 parts"), std::string::npos) << r.output;
+}
+
+// A value read from a file is quoted short in a message, however long it is.
+TEST_F(Cli, LongValuesFromFilesAreQuotedShort) {
+  Result r = run("train --config " + config_ + " --out " + out_ + " --set train.epochs=0");
+  ASSERT_EQ(r.code, 0) << r.output;
+  const std::string checkpoint = out_ + "/checkpoint.safetensors";
+  SafetensorsFile file = read_safetensors(checkpoint);
+  file.metadata["step"] = std::string(100000, '7') + "x";
+  write_safetensors(checkpoint, file.tensors, file.metadata);
+  r = run("eval --run " + out_);
+  EXPECT_EQ(r.code, 2) << r.output.substr(0, 2000);
+  EXPECT_NE(r.output.find("checkpoint.safetensors: __metadata__ 'step' is \"777"),
+            std::string::npos)
+      << r.output.substr(0, 2000);
+  EXPECT_NE(r.output.find("(100001 bytes): expected a non-negative integer"), std::string::npos)
+      << r.output.substr(0, 2000);
+  EXPECT_LT(r.output.size(), 600u);
+}
+
+// An IDX file of 64 KB that claims 3 GB: exit code 2 at once, naming the file (the reader
+// test checks that nothing of the claimed size is allocated).
+TEST_F(Cli, HugeSizeClaimIsBadInput) {
+  std::string idx = {'\0', '\0', '\x08', '\x03'};
+  for (uint32_t d : {3000u, 1000u, 1000u})
+    for (int shift = 24; shift >= 0; shift -= 8) idx += char(d >> shift & 0xff);
+  write_bytes(data("big-idx3-ubyte"), idx + std::string(65536, '\0'));
+  expect_bad_input({"big-idx3-ubyte", "truncated payload", "3000x1000x1000", "65536 bytes"},
+                   "--set data.groups.0.train_x=big-idx3-ubyte");
+}
+
+// predict --out may never replace what the command reads, a folder, or a file that is not
+// earlier predictions; each is exit code 2 with every file left as it was.
+TEST_F(Cli, PredictOutNeverDestroysData) {
+  Result r = run("train --config " + config_ + " --out " + out_ + " --set train.epochs=0");
+  ASSERT_EQ(r.code, 0) << r.output;
+  const std::string checkpoint = out_ + "/checkpoint.safetensors", input = data("vec16_test_x.npy"),
+                    report = out_ + "/report.json";
+  const std::string predict = "predict --run " + out_ + " --group vec16 --input " + input;
+  struct Case {
+    std::string out;
+    std::vector<std::string> words;
+  };
+  const std::vector<Case> cases = {
+      {checkpoint, {"checkpoint.safetensors: --out is the checkpoint", "Choose another --out"}},
+      {input, {"vec16_test_x.npy: --out is the --input"}},
+      {out_ + "/config.toml", {"config.toml: --out is the config"}},
+      {data("vec40_train_y.npy"), {"vec40_train_y.npy: --out is a data file of group 'vec40'"}},
+      {report, {"report.json: --out exists and is not an NPY file"}},
+      {out_, {"--out names a folder", "NPY file"}},
+      {"''", {"--out is empty", "NPY file"}},
+      {(dir_ / "nowhere" / "p.npy").string(), {"which does not exist"}},
+  };
+  std::map<std::string, std::string> before;
+  for (const auto& f : {checkpoint, input, report, data("vec40_train_y.npy"), config_})
+    before[f] = read_bytes(f);
+  for (const Case& c : cases) {
+    SCOPED_TRACE(c.out);
+    r = run(predict + " --out " + c.out);
+    EXPECT_EQ(r.code, 2) << r.output;
+    for (const auto& w : c.words) EXPECT_NE(r.output.find(w), std::string::npos) << r.output;
+  }
+  for (const auto& [f, bytes] : before) EXPECT_EQ(read_bytes(f), bytes) << f << " was changed";
+  EXPECT_FALSE(fs::exists(dir_ / "nowhere"));
+  // Earlier predictions are replaced.
+  const std::string pred = (dir_ / "pred.npy").string();
+  ASSERT_EQ(run(predict + " --out " + pred).code, 0);
+  r = run(predict + " --out " + pred);
+  EXPECT_EQ(r.code, 0) << r.output;
+  EXPECT_EQ(read_npy_labels(pred).size(), 300u);
+}
+
+TEST_F(Cli, TrainOutEmptySaysSo) {
+  Result r = run("train --config " + config_ + " --out '' --set train.epochs=0");
+  EXPECT_EQ(r.code, 2) << r.output;
+  EXPECT_NE(r.output.find("--out is empty: expected the name of a folder"), std::string::npos)
+      << r.output;
+}
+
+TEST_F(Cli, ConfigThatIsAFolderSaysSo) {
+  Result r = run("train --config " + (dir_ / "data").string() + " --out " + out_);
+  EXPECT_EQ(r.code, 2) << r.output;
+  EXPECT_NE(r.output.find("data: is a folder: expected a config TOML file such as "),
+            std::string::npos)
+      << r.output;
+  EXPECT_FALSE(fs::exists(out_));
+}
+
+TEST_F(Cli, ZipCheckpointIsNotSafetensors) {
+  const std::string pt = (dir_ / "model.pt").string();
+  write_bytes(pt, std::string("PK\x03\x04\x14\x00\x00\x00\x08\x00", 10) + std::string(500, 'z'));
+  Result r = run("eval --config " + config_ + " --checkpoint " + pt);
+  EXPECT_EQ(r.code, 2) << r.output;
+  EXPECT_NE(r.output.find("model.pt: not a safetensors file"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("zip archive"), std::string::npos) << r.output;
+}
+
+// An error in a --set value names the --set argument, not the config file.
+TEST_F(Cli, SetErrorsNameTheSetArgument) {
+  expect_bad_input({"error: --set 'train.epochs=1e999': key 'train.epochs': expected an integer",
+                    "not valid TOML"},
+                   "--set train.epochs=1e999");
+  expect_bad_input({"error: --set 'train.lr=-1': key 'train.lr': expected a positive value"},
+                   "--set train.lr=-1");
+  expect_bad_input({"error: --set 'data.groups.1.hidden=[0]': key 'data.groups[1].hidden'"},
+                   "--set 'data.groups.1.hidden=[0]'");
+  expect_bad_input({"error: --set 'train.epoch=3': unknown key 'train.epoch'"},
+                   "--set train.epoch=3");
+  // A bad key in the file still names the file, even when --set touched another key.
+  edit_config("lr = 3e-3", "lr = -1.0");
+  expect_bad_input({"config.toml: key 'train.lr'"}, "--set train.epochs=1");
 }
 
 TEST(CliHelp, EverySubcommandHasHelp) {

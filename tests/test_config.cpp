@@ -2,6 +2,8 @@
 // write-back.
 #include <gtest/gtest.h>
 
+#include <algorithm>  // count
+#include <cstring>    // strlen
 #include <filesystem>
 #include <fstream>
 
@@ -106,6 +108,69 @@ TEST(Config, ErrorsNameTheKeyAndWhatWasExpected) {
   EXPECT_NE(
       error_of(write_config("missing.toml", missing)).find("missing key 'data.groups[0].test_y'"),
       std::string::npos);
+}
+
+// toml++ recurses once per part of a dotted key: a hostile key is refused before parsing,
+// with the line, while dots in strings and comments do not count.
+TEST(Config, DeepDottedKeysAreRefusedBeforeParsing) {
+  std::string chain = "a";
+  for (int i = 0; i < 99999; ++i) chain += ".a";
+  for (const std::string& deep :
+       {"[model]\n" + chain + " = 1\n", "[" + chain + "]\n", "x = {" + chain + " = 1}\n"}) {
+    const std::string path = write_config("deep.toml", std::string(kMinimal) + deep);
+    const std::string m = error_of(path);
+    EXPECT_NE(m.find(path + ":"), std::string::npos) << m.substr(0, 300);
+    EXPECT_NE(m.find("a dotted key of more than 64 parts"), std::string::npos) << m.substr(0, 300);
+    EXPECT_LT(m.size(), 300u);
+  }
+  // The line of the key: kMinimal's lines, then "[model]", then the key.
+  const auto line = std::count(kMinimal, kMinimal + std::strlen(kMinimal), '\n') + 2;
+  EXPECT_NE(
+      error_of(write_config("deep.toml", std::string(kMinimal) + "[model]\n" + chain + " = 1\n"))
+          .find(":" + std::to_string(line) + ": a dotted key"),
+      std::string::npos);
+  // Dots in strings, multi-line strings and comments are not keys.
+  const std::string dots(200, '.');
+  Config c = load_config(write_config("dots.toml", std::string(kMinimal) + "# " + dots +
+                                                       "\n[train]\ndevice = \"cpu\" # " + dots +
+                                                       "\n[model]\nlatent_dim = 3\n"));
+  EXPECT_EQ(c.model.latent_dim, 3);
+  std::string text = kMinimal;
+  text.replace(text.find("\"a_x.npy\""), 9, "\"\"\"a_x.npy" + dots + "\"\"\"");
+  EXPECT_EQ(load_config(write_config("dots.toml", text)).groups[0].train_x.substr(0, 1), "/");
+  const std::string set =
+      error_of(write_config("min.toml", kMinimal), {chain.substr(0, 199) + "=1"});
+  EXPECT_NE(set.find("the key has 100 parts: expected at most 64"), std::string::npos) << set;
+}
+
+// An error about a key that a --set gave its value names the --set argument, also when the
+// --set created the table holding it; the file is named for everything else.
+TEST(Config, ErrorsInSetValuesNameTheSetArgument) {
+  const std::string path = write_config("min.toml", kMinimal);
+  EXPECT_EQ(error_of(path, {"train.epochs=1e999"})
+                .rfind("--set 'train.epochs=1e999': key "
+                       "'train.epochs': expected an integer",
+                       0),
+            0u);
+  EXPECT_NE(error_of(path, {"train.epochs=1e999"}).find("not valid TOML"), std::string::npos);
+  EXPECT_EQ(error_of(path, {"extra.b=1"}).rfind("--set 'extra.b=1': unknown key 'extra'", 0), 0u);
+  EXPECT_EQ(error_of(path, {"data.groups.1.hidden=[0]"})
+                .rfind("--set 'data.groups.1.hidden=[0]': key 'data.groups[1].hidden'", 0),
+            0u);
+  // The last --set of a key is the one applied, and the one named.
+  EXPECT_EQ(error_of(path, {"train.lr=1", "train.lr=-1"}).rfind("--set 'train.lr=-1'", 0), 0u);
+  // A --set of another key leaves the file named for its own errors.
+  std::string text = std::string(kMinimal) + "[train]\nlr = -1.0\n";
+  EXPECT_EQ(error_of(write_config("bad_lr.toml", text), {"train.epochs=2"})
+                .rfind(write_config("bad_lr.toml", text) + ": key 'train.lr'", 0),
+            0u);
+}
+
+TEST(Config, FoldersAndEndlessFilesAreNotConfigs) {
+  const std::string dir = fs::path(write_config("min.toml", kMinimal)).parent_path().string();
+  EXPECT_EQ(error_of(dir).rfind(dir + ": is a folder: expected a config TOML file", 0), 0u)
+      << error_of(dir);
+  EXPECT_NE(error_of("/dev/zero").find("/dev/zero: larger than 16 MiB"), std::string::npos);
 }
 
 TEST(Config, ResolvedTomlLoadsBackToTheSameConfig) {

@@ -2,8 +2,10 @@
 // headers, and one test per kind of bad input, each checking the message names the file and
 // says what was wrong.
 #include <gtest/gtest.h>
-#include <unistd.h>  // getpid
-#include <zlib.h>    // gzopen, gzwrite: the tests write their own gzipped IDX files
+#include <sys/resource.h>  // setrlimit: the memory test caps its child's address space
+#include <sys/wait.h>      // waitpid
+#include <unistd.h>        // getpid, fork
+#include <zlib.h>          // gzopen, gzwrite: the tests write their own gzipped IDX files
 
 #include <algorithm>
 #include <cmath>
@@ -12,6 +14,7 @@
 #include <fstream>
 #include <functional>
 #include <initializer_list>
+#include <new>  // bad_alloc
 #include <string>
 #include <vector>
 
@@ -69,6 +72,17 @@ void expect_input_error(const std::function<void()>& run, const std::string& fil
     EXPECT_NE(message.find(file), std::string::npos) << message;
     for (const char* word : words) EXPECT_NE(message.find(word), std::string::npos) << message;
   }
+}
+
+// The message of the InputError that `run` throws ("" and a failure when it throws none).
+std::string input_error_message(const std::function<void()>& run) {
+  try {
+    run();
+  } catch (const InputError& e) {
+    return e.what();
+  }
+  ADD_FAILURE() << "expected an InputError";
+  return "";
 }
 
 // An NPY file written by hand, to reach the dtypes and versions hetdro does not write.
@@ -477,6 +491,182 @@ TEST_F(Io, UnsupportedDtype) {
   bytes[0] = char(header.size());
   write_bytes(st, bytes + header + std::string(4, '\0'));
   expect_input_error([&] { read_safetensors(st); }, st, {"unsupported dtype", "'F16'", "F32"});
+}
+
+// --- hostile input: one test per class of defect, over every reader it concerns ------------
+
+// Deeply nested headers are refused at a fixed depth (no recursion that a file can drive
+// into a stack overflow), and the message quotes only a short excerpt of the header.
+TEST_F(Io, DeepNestingIsRefusedAndNotEchoed) {
+  const std::string npy = path("deep.npy");
+  for (int major : {2, 3}) {
+    SCOPED_TRACE(major);
+    write_bytes(npy, npy_bytes(major,
+                               "{'descr': '<f4', 'fortran_order': False, 'shape': " +
+                                   std::string(100000, '(') + "}",
+                               ""));
+    const std::string m = input_error_message([&] { read_npy_features(npy); });
+    EXPECT_NE(m.find(npy), std::string::npos) << m;
+    EXPECT_NE(m.find("at most 32 levels"), std::string::npos) << m;
+    EXPECT_LT(m.size(), 400u) << m;
+    EXPECT_NE(m.find("(100084 bytes)"), std::string::npos) << m;  // the header's size, not it
+  }
+  // 32 levels are still parsed: the descr of a nested structured dtype is refused as such.
+  write_bytes(npy, npy_bytes(1,
+                             "{'descr': " + std::string(31, '[') + std::string(31, ']') +
+                                 ", 'fortran_order': False, 'shape': (2,), }",
+                             std::string(8, '\0')));
+  expect_input_error([&] { read_npy_features(npy); }, npy, {"unsupported dtype", "structured"});
+
+  const std::string st = path("deep.safetensors");
+  for (const std::string& json :
+       {"{\"w\":" + std::string(100000, '[') + std::string(100000, ']') + "}",
+        "{\"w\":" + std::string(100000, '['), std::string(100000, '[') + std::string(100000, ']'),
+        "{\"w\":" + std::string(50000, '{') + "}"}) {
+    std::string bytes(8, '\0');
+    for (int i = 0; i < 8; ++i) bytes[size_t(i)] = char(json.size() >> (8 * i) & 0xff);
+    write_bytes(st, bytes + json);
+    const std::string m = input_error_message([&] { read_safetensors(st); });
+    EXPECT_NE(m.find(st), std::string::npos) << m;
+    EXPECT_LT(m.size(), 400u) << m;
+  }
+  // A tensor entry of the wrong kind is quoted, not dumped whole.
+  std::string json = "{\"w\":[7";
+  for (int i = 0; i < 50000; ++i) json += ",7";
+  json += "]}";
+  std::string bytes(8, '\0');
+  for (int i = 0; i < 8; ++i) bytes[size_t(i)] = char(json.size() >> (8 * i) & 0xff);
+  write_bytes(st, bytes + json);
+  const std::string m = input_error_message([&] { read_safetensors(st); });
+  EXPECT_NE(m.find("malformed header: tensor 'w'"), std::string::npos) << m;
+  EXPECT_LT(m.size(), 400u) << m;
+}
+
+// A small file whose header claims a huge payload fails before anything that size is
+// allocated: in a child process whose address space is capped at 256 MiB above its size now,
+// each reader must still throw its InputError (an allocation of the claimed 3 GB would fail
+// there with bad_alloc instead).
+TEST_F(Io, HugeClaimsFailBeforeAllocating) {
+#if defined(__SANITIZE_ADDRESS__)
+  GTEST_SKIP() << "AddressSanitizer reserves more address space than the cap allows";
+#endif
+  const std::string idx = path("big-idx3-ubyte"), gz = path("big-idx3-ubyte.gz");
+  write_bytes(idx, idx_bytes(0x08, {3000, 1000, 1000}, std::string(65536, '\x11')));
+  write_gzip(gz, read_bytes(idx));
+  const std::string npy = path("big.npy");
+  write_bytes(npy,
+              npy_bytes(1, "{'descr': '<f4', 'fortran_order': False, 'shape': (3000, 250000), }",
+                        std::string(65536, '\0')));
+  const std::string st = path("big.safetensors");
+  const std::string json =
+      R"({"w":{"dtype":"F32","shape":[750000000],"data_offsets":[0,3000000000]}})";
+  std::string bytes(8, '\0');
+  for (int i = 0; i < 8; ++i) bytes[size_t(i)] = char(json.size() >> (8 * i) & 0xff);
+  write_bytes(st, bytes + json + std::string(65536, '\0'));
+
+  const std::vector<std::pair<std::string, std::function<void()>>> cases = {
+      {idx, [&] { read_idx(idx); }},
+      {gz, [&] { read_idx(gz); }},
+      {npy, [&] { read_npy_features(npy); }},
+      {st, [&] { read_safetensors(st); }},
+  };
+  for (const auto& [file, read] : cases) {
+    SCOPED_TRACE(file);
+    long vm_kb = 0;
+    std::ifstream status("/proc/self/status");
+    for (std::string line; std::getline(status, line);)
+      if (line.rfind("VmSize:", 0) == 0) vm_kb = std::stol(line.substr(7));
+    ASSERT_GT(vm_kb, 0);
+    const pid_t pid = fork();
+    ASSERT_GE(pid, 0);
+    if (pid == 0) {
+      const rlim_t cap = rlim_t(vm_kb) * 1024 + (rlim_t(256) << 20);
+      const rlimit limit = {cap, cap};
+      if (setrlimit(RLIMIT_AS, &limit) != 0) _exit(5);
+      try {
+        read();
+      } catch (const InputError& e) {
+        const std::string m = e.what();
+        _exit(m.find(file) != std::string::npos && m.find("truncated") != std::string::npos ? 0
+                                                                                            : 1);
+      } catch (const std::bad_alloc&) {
+        _exit(3);
+      } catch (...) {
+        _exit(4);
+      }
+      _exit(2);
+    }
+    int child = 0;
+    ASSERT_EQ(waitpid(pid, &child, 0), pid);
+    ASSERT_TRUE(WIFEXITED(child)) << "the reader crashed";
+    EXPECT_EQ(WEXITSTATUS(child), 0)
+        << "1: the message lacks the file or 'truncated'; 2: no error; 3: it ran out of memory; "
+           "4: another exception; 5: setrlimit failed";
+  }
+}
+
+// Sizes computed from a file's header overflow nothing: a product past 2^63 is an error that
+// names the file.
+TEST_F(Io, SizesThatOverflowAreRefused) {
+  const std::string npy = path("o.npy");
+  write_bytes(npy, npy_bytes(1,
+                             "{'descr': '<f4', 'fortran_order': False, 'shape': "
+                             "(4611686018427387904, 4), }",
+                             ""));
+  expect_input_error([&] { read_npy_features(npy); }, npy, {"too large", "2^63"});
+  write_bytes(npy, npy_bytes(1,
+                             "{'descr': '<i8', 'fortran_order': False, 'shape': "
+                             "(1152921504606846977,), }",
+                             ""));
+  expect_input_error([&] { read_npy_labels(npy); }, npy, {"too large", "1152921504606846977"});
+  write_bytes(npy, npy_bytes(1,
+                             "{'descr': '<f4', 'fortran_order': False, 'shape': "
+                             "(99999999999999999999,), }",
+                             ""));
+  expect_input_error([&] { read_npy_features(npy); }, npy, {"malformed", "64 bits"});
+
+  const std::string idx = path("o-idx3-ubyte");
+  write_bytes(idx, idx_bytes(0x08, {0xffffffff, 0xffffffff, 0xffffffff}, ""));
+  expect_input_error([&] { read_idx(idx); }, idx, {"too large", "4294967295x4294967295"});
+
+  const std::string st = path("o.safetensors");
+  auto safetensors = [&](const std::string& header) {
+    std::string bytes(8, '\0');
+    for (int i = 0; i < 8; ++i) bytes[size_t(i)] = char(header.size() >> (8 * i) & 0xff);
+    write_bytes(st, bytes + header + std::string(16, '\0'));
+  };
+  safetensors(R"({"w":{"dtype":"F32","shape":[4611686018427387904,4],"data_offsets":[0,16]}})");
+  expect_input_error([&] { read_safetensors(st); }, st, {"too large", "'w'"});
+  safetensors(R"({"w":{"dtype":"F32","shape":[9223372036854775808],"data_offsets":[0,16]}})");
+  expect_input_error([&] { read_safetensors(st); }, st, {"non-negative integers"});
+  // Offsets near 2^64: the span is checked against the shape, the end against the file.
+  safetensors(
+      R"({"w":{"dtype":"F32","shape":[4],"data_offsets":[18446744073709551600,18446744073709551615]}})");
+  expect_input_error([&] { read_safetensors(st); }, st, {"span 15 bytes"});
+  safetensors(
+      R"({"w":{"dtype":"F32","shape":[4],"data_offsets":[18446744073709551599,18446744073709551615]}})");
+  expect_input_error([&] { read_safetensors(st); }, st, {"truncated", "'w'"});
+}
+
+// Files that are something else entirely say so, with the file's name.
+TEST_F(Io, ForeignFilesAreNamedForWhatTheyAre) {
+  const std::string zip = path("model.pt");
+  write_bytes(zip, std::string("PK\x03\x04\x14\x00\x00\x00\x08\x00", 10) + std::string(200, 'z'));
+  expect_input_error([&] { read_safetensors(zip); }, zip,
+                     {"not a safetensors file", "zip archive", "PK\\x03\\x04"});
+  // A small length-prefixed file whose length is not a length, and one whose length is
+  // plausible but which holds no JSON header.
+  const std::string other = path("other.bin");
+  write_bytes(other, std::string("\x40\x00\x00\x00\x01\x00\x00\x00", 8) + std::string(64, 'x'));
+  expect_input_error([&] { read_safetensors(other); }, other,
+                     {"not a safetensors file", "more than the whole file"});
+  write_bytes(other, std::string("\x10\x00\x00\x00\x00\x00\x00\x00", 8) + std::string(64, 'x'));
+  expect_input_error([&] { read_safetensors(other); }, other, {"not a safetensors file", "'{'"});
+  // A real safetensors file cut inside its header is truncated, not foreign.
+  write_safetensors(path("c.safetensors"), {{"w", {2}, {1, 2}}}, {});
+  cut(path("c.safetensors"), 30);
+  expect_input_error([&] { read_safetensors(path("c.safetensors")); }, path("c.safetensors"),
+                     {"truncated header"});
 }
 
 }  // namespace

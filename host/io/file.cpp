@@ -104,16 +104,7 @@ int64_t element_count(const std::vector<int64_t>& shape, const std::string& path
 }
 
 std::string escape_bytes(const void* data, size_t n) {
-  auto bytes = static_cast<const unsigned char*>(data);
-  std::string s = "\"";
-  for (size_t i = 0; i < n; ++i) {
-    unsigned char c = bytes[i];
-    if (c >= 0x20 && c < 0x7f && c != '"' && c != '\\')
-      s += char(c);
-    else
-      s += fmt::format("\\x{:02x}", c);
-  }
-  return s + "\"";
+  return excerpt({static_cast<const char*>(data), n}, n);
 }
 
 }  // namespace hetdro::io

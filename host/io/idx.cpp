@@ -10,7 +10,7 @@
 #include <vector>
 
 #include "file.h"          // InputFile, shape_string, element_count, escape_bytes
-#include "hetdro/check.h"  // input_error
+#include "hetdro/check.h"  // input_error, HETDRO_ASSERT
 #include "hetdro/io.h"
 
 namespace hetdro {
@@ -62,6 +62,11 @@ class ByteStream {
   ByteStream& operator=(const ByteStream&) = delete;
 
   bool gzipped() const { return gzipped_; }
+  // The plain file's size; a gzip stream's length is known only once it has been read.
+  uint64_t plain_size() const {
+    HETDRO_ASSERT(!gzipped_);
+    return plain_->size();
+  }
   bool truncated() const { return cut_short_; }
   // For messages: where the bytes came from, and whether the stream ended early.
   const char* form() const {
@@ -124,20 +129,39 @@ Array<uint8_t> read_idx(const std::string& path) {
                   in.form(), magic[3], i);
     a.shape.push_back(int64_t(be[0]) << 24 | int64_t(be[1]) << 16 | int64_t(be[2]) << 8 | be[3]);
   }
-  const int64_t count = io::element_count(a.shape, path);
-  a.data.resize(size_t(count));
-  const size_t held = in.read(a.data.data(), a.data.size());
-  if (held < a.data.size())
+  const uint64_t count = uint64_t(io::element_count(a.shape, path));
+  auto truncated = [&](uint64_t held) {
     input_error(
         "{}: truncated payload{}: header says {} uint8 ({} bytes) but the file holds {} "
         "bytes after the header",
         path, in.form(), io::shape_string(a.shape), count, held);
-  unsigned char extra;
-  if (in.read(&extra, 1) != 0)
+  };
+  auto too_long = [&] {
     input_error(
         "{}: unexpected bytes after the payload{}: header says {} uint8 ({} bytes); is "
         "the header right?",
         path, in.form(), io::shape_string(a.shape), count);
+  };
+  // Never allocate what the header claims before the data is known to be there: a plain file
+  // is checked against its length, a gzip stream is read into a buffer that grows as it comes.
+  if (!in.gzipped()) {
+    const uint64_t on_disk = in.plain_size() - 4 - 4 * uint64_t(magic[3]);
+    if (on_disk < count) truncated(on_disk);
+    if (on_disk > count) too_long();
+    a.data.reserve(size_t(count));
+  }
+  constexpr uint64_t kChunk = uint64_t(1) << 24;
+  uint64_t held = 0;
+  while (held < count) {
+    const size_t want = size_t(std::min(count - held, kChunk));
+    a.data.resize(size_t(held) + want);
+    const size_t arrived = in.read(a.data.data() + held, want);
+    held += arrived;
+    if (arrived < want) break;
+  }
+  if (held < count) truncated(held);
+  unsigned char extra;
+  if (in.read(&extra, 1) != 0) too_long();
   return a;
 }
 

@@ -17,6 +17,9 @@ namespace {
 
 constexpr char kMagic[] = "\x93NUMPY";
 constexpr size_t kMagicSize = 6;
+// numpy writes a shape tuple inside the dict and nests lists only for structured dtypes; a
+// deeper header is hostile, and the parser recurses once per level.
+constexpr int kMaxDepth = 32;
 
 // A value of the header's Python literal: the dict holds strings, booleans and tuples of ints;
 // lists appear only as the descr of structured arrays, which are parsed only to be rejected.
@@ -52,9 +55,10 @@ class HeaderParser {
 
  private:
   [[noreturn]] void fail(const char* expected) {
-    std::string found = pos_ < text_.size() ? text_.substr(pos_, 20) : "the end of the header";
-    input_error("{}: malformed NPY header: expected {} at character {}, found '{}' (header: {})",
-                path_, expected, pos_, found, text_);
+    std::string found = pos_ < text_.size() ? excerpt(std::string_view(text_).substr(pos_), 20)
+                                            : "the end of the header";
+    input_error("{}: malformed NPY header: expected {} at character {}, found {} (header: {})",
+                path_, expected, pos_, found, excerpt(text_));
   }
   void skip_space() {
     while (pos_ < text_.size() && std::isspace(static_cast<unsigned char>(text_[pos_]))) ++pos_;
@@ -112,9 +116,11 @@ class HeaderParser {
       // Files written by Python 2 mark long integers with 'L'.
       if (pos_ < text_.size() && text_[pos_] == 'L') ++pos_;
     } else if (c == '(' || c == '[') {
+      if (depth_ == kMaxDepth) fail("at most 32 levels of nested tuples and lists");
       v.kind = c == '(' ? PyValue::kTuple : PyValue::kList;
       const char close = c == '(' ? ')' : ']';
       ++pos_;
+      ++depth_;
       while (!accept(close)) {
         v.items.push_back(value());
         if (!accept(',')) {
@@ -122,6 +128,7 @@ class HeaderParser {
           break;
         }
       }
+      --depth_;
     } else {
       fail("a string, True, False, an integer or a tuple");
     }
@@ -131,6 +138,7 @@ class HeaderParser {
   const std::string& path_;
   const std::string& text_;
   size_t pos_ = 0;
+  int depth_ = 0;
 };
 
 struct NpyHeader {
@@ -190,7 +198,7 @@ NpyHeader read_header(io::InputFile& file) {
         input_error(
             "{}: unsupported dtype: a structured array (descr {}): expected a plain "
             "numeric array",
-            path, text.substr(text.find("descr")));
+            path, excerpt(std::string_view(text).substr(text.find("descr"))));
       header.descr = value.text;
       has_descr = true;
     } else if (key == "fortran_order") {
@@ -217,7 +225,7 @@ NpyHeader read_header(io::InputFile& file) {
     input_error(
         "{}: malformed NPY header: expected the keys 'descr', 'fortran_order' and "
         "'shape', found {}",
-        path, text);
+        path, excerpt(text));
   return header;
 }
 
@@ -319,9 +327,9 @@ Array<float> read_npy_features(const std::string& path) {
     read_payload<uint8_t>(file, header, x.data, [&](uint8_t v, int64_t) { return scale[v]; });
   } else {
     input_error(
-        "{}: unsupported dtype '{}' ({}): expected float32 ('<f4'), float64 ('<f8') or "
+        "{}: unsupported dtype {} ({}): expected float32 ('<f4'), float64 ('<f8') or "
         "uint8 ('|u1') features",
-        path, d, dtype_name(d));
+        path, excerpt(d, 32, '\''), dtype_name(d));
   }
   return x;
 }
@@ -351,9 +359,9 @@ std::vector<int32_t> read_npy_labels(const std::string& path) {
     read_payload<int8_t>(file, header, y, [](int8_t v, int64_t) { return int32_t(v); });
   } else {
     input_error(
-        "{}: unsupported dtype '{}' ({}): expected int64 ('<i8'), int32 ('<i4') or uint8 "
+        "{}: unsupported dtype {} ({}): expected int64 ('<i8'), int32 ('<i4') or uint8 "
         "('|u1') labels",
-        path, d, dtype_name(d));
+        path, excerpt(d, 32, '\''), dtype_name(d));
   }
   return y;
 }

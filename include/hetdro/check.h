@@ -6,6 +6,7 @@
 
 #include <stdexcept>
 #include <string>
+#include <string_view>
 
 namespace hetdro {
 
@@ -19,6 +20,11 @@ template <typename... Args>
 [[noreturn]] void input_error(fmt::format_string<Args...> format, Args&&... args) {
   throw InputError(fmt::format(format, std::forward<Args>(args)...));
 }
+
+// Untrusted text (a file's header, a value from a file) as a message shows it: quoted with
+// `quote`, printable ASCII kept, other bytes as \xNN, and at most `max_bytes` of it, followed
+// by "... (N bytes)" when cut, so a hostile file cannot flood or garble the message.
+std::string excerpt(std::string_view text, size_t max_bytes = 80, char quote = '"');
 
 }  // namespace hetdro
 
