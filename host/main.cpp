@@ -1,11 +1,16 @@
 // The `hetdro` command line: info, prepare, train, eval, predict.
 #include <fmt/ranges.h>
 #include <omp.h>
+#include <unistd.h>  // getpid
 
 #include <CLI/CLI.hpp>
 #include <cstdio>
 #include <cstring>  // memcmp
 #include <filesystem>
+#include <fstream>
+#include <iostream>  // std::cin, for --input -
+#include <iterator>
+#include <memory>
 
 #include "hetdro/backend.h"
 #include "hetdro/check.h"
@@ -20,6 +25,11 @@
 namespace {
 
 using namespace hetdro;
+
+bool ends_with(const std::string& s, const std::string& suffix) {
+  return s.size() >= suffix.size() &&
+         s.compare(s.size() - suffix.size(), suffix.size(), suffix) == 0;
+}
 namespace fs = std::filesystem;
 
 void print_info() {
@@ -62,8 +72,19 @@ Loaded load_run(const std::string& run, const std::string& config_path,
 
 // `predict --out`: a file in an existing folder, and never one that this run reads or a file
 // other than earlier predictions, since the predictions replace whatever is there.
+// Is `path` predictions that `hetdro predict` wrote (NPY, or CSV starting "index,class,")?
+bool holds_predictions(const std::string& path, std::string* start) {
+  char head[13] = {};
+  std::FILE* f = std::fopen(path.c_str(), "rb");
+  const size_t got = f ? std::fread(head, 1, sizeof head, f) : 0;
+  if (f) std::fclose(f);
+  *start = excerpt({head, got});
+  return got == 0 || (got >= 6 && std::memcmp(head, "\x93NUMPY", 6) == 0) ||
+         (got >= 12 && std::memcmp(head, "index,class,", 12) == 0);
+}
+
 void check_output_path(const std::string& out, const Loaded& l, const std::string& input) {
-  constexpr const char* kExpected = "expected the name of an NPY file for the predicted labels";
+  constexpr const char* kExpected = "expected the name of an .npy or .csv file for the predictions";
   if (out.empty()) input_error("--out is empty: {}", kExpected);
   std::error_code ec;
   const fs::file_status status = fs::status(out, ec);
@@ -71,6 +92,10 @@ void check_output_path(const std::string& out, const Loaded& l, const std::strin
   const fs::path parent = fs::path(out).parent_path();
   if (!parent.empty() && !fs::is_directory(parent))
     input_error("{}: --out is in folder {}, which does not exist: {}", out, parent.string(),
+                kExpected);
+  const bool known_format = ends_with(out, ".npy") || ends_with(out, ".csv");
+  if (!fs::exists(status) && !known_format)
+    input_error("{}: --out must end in .npy or .csv (the format follows the name): {}", out,
                 kExpected);
   if (!fs::exists(status)) return;
   std::vector<std::pair<std::string, std::string>> reads = {
@@ -86,16 +111,63 @@ void check_output_path(const std::string& out, const Loaded& l, const std::strin
           out, what, path);
   if (!fs::is_regular_file(status))
     input_error("{}: --out exists and is not a regular file: {}", out, kExpected);
-  // Earlier predictions (an NPY file) or an empty file may be replaced; anything else is kept.
-  char magic[6] = {};
-  std::FILE* f = std::fopen(out.c_str(), "rb");
-  const size_t got = f ? std::fread(magic, 1, sizeof magic, f) : 0;
-  if (f) std::fclose(f);
-  if (got > 0 && (got < sizeof magic || std::memcmp(magic, "\x93NUMPY", 6) != 0))
+  if (!known_format)
+    input_error("{}: --out must end in .npy or .csv (the format follows the name): {}", out,
+                kExpected);
+  // Earlier predictions or an empty file may be replaced; anything else is kept.
+  std::string start;
+  if (!holds_predictions(out, &start))
     input_error(
-        "{}: --out exists and is not an NPY file (it starts with {}); the predictions would "
+        "{}: --out exists and holds no predictions (it starts with {}); the predictions would "
         "replace it. Remove it first or choose another --out",
-        out, excerpt({magic, got}));
+        out, start);
+}
+
+// `--input -`: standard input, kept in a temporary file (named .npy or .csv by its first bytes)
+// that the readers can open; removed when this goes out of scope.
+class StdinFile {
+ public:
+  StdinFile() {
+    std::string data((std::istreambuf_iterator<char>(std::cin)), {});
+    if (data.empty()) input_error("--input -: standard input is empty: expected NPY or CSV data");
+    const bool npy = data.size() >= 6 && data.compare(0, 6, "\x93NUMPY") == 0;
+    path_ = (fs::temp_directory_path() /
+             fmt::format("hetdro_stdin_{}.{}", ::getpid(), npy ? "npy" : "csv"))
+                .string();
+    std::ofstream(path_, std::ios::binary) << data;
+  }
+  ~StdinFile() { fs::remove(path_); }
+  const std::string& path() const { return path_; }
+
+ private:
+  std::string path_;
+};
+
+// One row per sample: its index, the predicted class, and each class's probability; CSV with
+// a header, or NPY float64 [n, 2 + C], by the file name.
+void write_predictions(const std::string& path, const std::vector<int32_t>& classes,
+                       const std::vector<float>& probs, int C) {
+  const size_t n = classes.size();
+  if (ends_with(path, ".csv")) {
+    std::string text = "index,class";
+    for (int c = 0; c < C; ++c) text += fmt::format(",p{}", c);
+    text += "\n";
+    for (size_t i = 0; i < n; ++i) {
+      text += fmt::format("{},{}", i, classes[i]);
+      for (int c = 0; c < C; ++c) text += fmt::format(",{:.7g}", probs[i * C + c]);
+      text += "\n";
+    }
+    write_text_file(path, text);
+    return;
+  }
+  std::vector<double> rows(n * (2 + C));
+  for (size_t i = 0; i < n; ++i) {
+    double* row = rows.data() + i * (2 + C);
+    row[0] = double(i);
+    row[1] = classes[i];
+    for (int c = 0; c < C; ++c) row[2 + c] = probs[i * C + c];
+  }
+  write_npy(path, rows.data(), {int64_t(n), int64_t(2 + C)});
 }
 
 }  // namespace
@@ -171,9 +243,16 @@ int main(int argc, char** argv) {
     cmd->add_option("--set", overrides, "Override a config key");
   }
   predict->add_option("--group", group, "Group whose encoder to use")->required();
-  predict->add_option("--input", input, "Features: NPY, IDX or CSV, shaped like the group's")
+  predict
+      ->add_option("--input", input,
+                   "Features: NPY, IDX or CSV, shaped like the group's; - reads NPY or CSV "
+                   "from standard input")
       ->required();
-  predict->add_option("--out", out, "Where to write the predicted labels (NPY int32)")->required();
+  predict
+      ->add_option("--out", out,
+                   "Where to write one row per sample: index, predicted class, each class's "
+                   "probability; .csv (with a header) or .npy (float64 [n, 2 + C])")
+      ->required();
 
   try {
     app.parse(argc, argv);
@@ -244,15 +323,20 @@ int main(int argc, char** argv) {
         for (size_t i = 0; i < l.config.groups.size(); ++i)
           if (l.config.groups[i].name == group) g = int(i);
         if (g < 0) input_error("--group '{}': no such group in {}", group, l.config.path);
-        Array<float> x = load_features(input, l.config.groups[g]);
+        std::unique_ptr<StdinFile> stdin_file;
+        if (input == "-") stdin_file = std::make_unique<StdinFile>();
+        const std::string input_path = stdin_file ? stdin_file->path() : input;
+        Array<float> x = load_features(input_path, l.config.groups[g]);
         const auto shape = encoder_input_shape(l.config.groups[g], x, input);
         const auto expected = trainer.model().encoder(g).sample_shape();
         if (shape != expected)
           input_error("{}: samples of shape {}, but group '{}' was trained on samples of shape {}",
                       input, fmt::join(shape, "x"), group, fmt::join(expected, "x"));
-        std::vector<int32_t> labels = trainer.predict(g, x);
-        write_npy(out, labels.data(), {int64_t(labels.size())});
-        fmt::print("wrote {} predictions to {}\n", labels.size(), out);
+        std::vector<float> probs;
+        const std::vector<int32_t> classes = trainer.predict(g, x, probs);
+        write_predictions(out, classes, probs, l.config.classes);
+        fmt::print("wrote {} predictions (index, class, {} probabilities) to {}\n", classes.size(),
+                   l.config.classes, out);
       }
     }
   } catch (const InputError& e) {

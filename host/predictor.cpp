@@ -20,6 +20,7 @@ void Predictor::layout(Arena& a) {
   input_ = a.take<float>(rows * widest);
   z_ = a.take<float>(rows * model_.latent_dim());
   logits_ = a.take<float>(rows * model_.classes());
+  probs_ = a.take<float>(rows * model_.classes());
   pred_ = a.take<int32_t>(rows);
   model_.plan_classifier(a, max_rows_, false, cls_);
   enc_.assign(model_.groups(), {});
@@ -62,6 +63,21 @@ std::vector<int32_t> Predictor::predict_host(const float* params, int g, const f
                  size_t(rows) * sizeof(int32_t));
   }
   return out;
+}
+
+void Predictor::probabilities_host(const float* params, int g, const float* x, int64_t n,
+                                   std::vector<float>& probs, std::vector<int32_t>& classes) {
+  const int64_t width = model_.encoder(g).input_size(), C = model_.classes();
+  probs.resize(size_t(n * C));
+  classes.resize(size_t(n));
+  for (int64_t start = 0; start < n; start += max_rows_) {
+    const int rows = int(std::min<int64_t>(max_rows_, n - start));
+    be_.upload(input_, x + start * width, size_t(rows) * width * sizeof(float));
+    be_.download(classes.data() + start, chunk(params, g, input_, rows),
+                 size_t(rows) * sizeof(int32_t));
+    be_.softmax_forward(probs_, logits_, rows, int(C));
+    be_.download(probs.data() + start * C, probs_, size_t(rows * C) * sizeof(float));
+  }
 }
 
 std::vector<float> Predictor::latents(const float* params, int g, const float* x, int64_t n) {

@@ -304,6 +304,13 @@ void Trainer::save_latents(const std::string& path, int64_t per_group) {
   write_npz(path, arrays);
 }
 
+std::vector<int32_t> Trainer::predict(int g, const Array<float>& x,
+                                      std::vector<float>& probabilities) {
+  std::vector<int32_t> classes;
+  predictor_.probabilities_host(params_.data(), g, x.data.data(), x.rows(), probabilities, classes);
+  return classes;
+}
+
 std::vector<int32_t> Trainer::predict(int g, const Array<float>& x) {
   return predictor_.predict_host(params_.data(), g, x.data.data(), x.rows());
 }

@@ -248,12 +248,31 @@ TEST_F(Cli, TrainThenEvalAndPredictFromTheRunFolder) {
   r = run("predict --run " + out_ + " --group vec16 --input " + data("vec16_test_x.npy") +
           " --out " + pred);
   ASSERT_EQ(r.code, 0) << r.output;
-  std::vector<int32_t> labels = read_npy_labels(pred),
-                       truth = read_npy_labels(data("vec16_test_y.npy"));
-  ASSERT_EQ(labels.size(), truth.size());
+  // One row per sample: index, class, the 5 class probabilities (summing to 1, the class's the
+  // largest).
+  const Array<float> rows = read_npy_features(pred);
+  const std::vector<int32_t> truth = read_npy_labels(data("vec16_test_y.npy"));
+  ASSERT_EQ(rows.shape, (std::vector<int64_t>{300, 7}));
   int correct = 0;
-  for (size_t i = 0; i < labels.size(); ++i) correct += labels[i] == truth[i];
+  for (int64_t i = 0; i < 300; ++i) {
+    const float* sample = rows.data.data() + i * 7;
+    EXPECT_EQ(sample[0], float(i));
+    const int label = int(sample[1]);
+    correct += label == truth[i];
+    float sum = 0;
+    for (int c = 0; c < 5; ++c) sum += sample[2 + c];
+    EXPECT_NEAR(sum, 1.0f, 1e-5f);
+    EXPECT_EQ(std::max_element(sample + 2, sample + 7) - (sample + 2), label);
+  }
   EXPECT_DOUBLE_EQ(correct / 300.0, trained);
+  // The same as CSV with a header, and from standard input.
+  const std::string csv = (dir_ / "pred.csv").string();
+  r = run("predict --run " + out_ + " --group vec16 --input - --out " + csv + " < " +
+          data("vec16_test_x.npy"));
+  ASSERT_EQ(r.code, 0) << r.output;
+  const std::string text = read_text(csv);
+  EXPECT_EQ(text.rfind("index,class,p0,p1,p2,p3,p4\n0,", 0), 0u) << text.substr(0, 80);
+  EXPECT_EQ(std::count(text.begin(), text.end(), '\n'), 301);
   // Features of the wrong shape for the group are refused, naming the file.
   r = run("predict --run " + out_ + " --group vec16 --input " + data("vec40_test_x.npy") +
           " --out " + pred);
@@ -359,9 +378,9 @@ TEST_F(Cli, PredictOutNeverDestroysData) {
       {input, {"vec16_test_x.npy: --out is the --input"}},
       {out_ + "/config.toml", {"config.toml: --out is the config"}},
       {data("vec40_train_y.npy"), {"vec40_train_y.npy: --out is a data file of group 'vec40'"}},
-      {report, {"report.json: --out exists and is not an NPY file"}},
-      {out_, {"--out names a folder", "NPY file"}},
-      {"''", {"--out is empty", "NPY file"}},
+      {report, {"report.json: --out must end in .npy or .csv"}},
+      {out_, {"--out names a folder", ".npy or .csv file"}},
+      {"''", {"--out is empty", ".npy or .csv file"}},
       {(dir_ / "nowhere" / "p.npy").string(), {"which does not exist"}},
   };
   std::map<std::string, std::string> before;
@@ -380,7 +399,7 @@ TEST_F(Cli, PredictOutNeverDestroysData) {
   ASSERT_EQ(run(predict + " --out " + pred).code, 0);
   r = run(predict + " --out " + pred);
   EXPECT_EQ(r.code, 0) << r.output;
-  EXPECT_EQ(read_npy_labels(pred).size(), 300u);
+  EXPECT_EQ(read_npy_features(pred).rows(), 300);
 }
 
 TEST_F(Cli, TrainOutEmptySaysSo) {

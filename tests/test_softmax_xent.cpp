@@ -131,5 +131,20 @@ TEST(SoftmaxXent, BackwardMatchesCentralDifferencesAndAccumulates) {
   EXPECT_LT(rel_error(dlogits, twice), 1e-15);
 }
 
+TEST(SoftmaxForward, IsTheLossesSoftmaxAndSumsToOne) {
+  // Large logits: the max shift keeps exp finite.
+  const int n = 4, C = 3;
+  const std::vector<double> logits = {1, 2, 3, 1000, 999, 998, -5, -5, -5, 0, 40, -40};
+  const std::vector<int32_t> labels(n, 0);
+  std::vector<double> probs(n * C, -7), ref(n * C), loss(n);
+  cpu::softmax_forward(probs.data(), logits.data(), n, C);
+  cpu::softmax_xent_forward<double>(ref.data(), loss.data(), nullptr, logits.data(), labels.data(),
+                                    nullptr, n, C, 0);
+  EXPECT_LE(testing::rel_error(probs, ref), 1e-15);
+  const double e = std::exp(1.0);
+  EXPECT_NEAR(probs[0], 1 / (1 + e + e * e), 1e-15);
+  EXPECT_NEAR(probs[6], 1.0 / 3, 1e-15);
+}
+
 }  // namespace
 }  // namespace hetdro

@@ -372,6 +372,9 @@ void write_npy(const std::string& path, const float* data, const std::vector<int
 void write_npy(const std::string& path, const int32_t* data, const std::vector<int64_t>& shape) {
   write_npy_impl(path, "<i4", data, shape);
 }
+void write_npy(const std::string& path, const double* data, const std::vector<int64_t>& shape) {
+  write_npy_impl(path, "<f8", data, shape);
+}
 void write_npy(const std::string& path, const uint8_t* data, const std::vector<int64_t>& shape) {
   write_npy_impl(path, "|u1", data, shape);
 }

@@ -49,10 +49,23 @@ void softmax_xent_backward(T* dlogits, const T* probs, const int32_t* labels, co
   }
 }
 
+template <typename T>
+void softmax_forward(T* probs, const T* logits, int n, int classes) {
+  for (int i = 0; i < n; ++i) {
+    const T* x = logits + int64_t(i) * classes;
+    T* p = probs + int64_t(i) * classes;
+    const T top = *std::max_element(x, x + classes);
+    T sum = 0;
+    for (int c = 0; c < classes; ++c) sum += p[c] = std::exp(x[c] - top);
+    for (int c = 0; c < classes; ++c) p[c] /= sum;
+  }
+}
+
 #define HETDRO_INSTANTIATE(T)                                                                      \
   template void softmax_xent_forward<T>(T*, T*, T*, const T*, const int32_t*, const int32_t*, int, \
                                         int, int);                                                 \
-  template void softmax_xent_backward<T>(T*, const T*, const int32_t*, const T*, int, int);
+  template void softmax_xent_backward<T>(T*, const T*, const int32_t*, const T*, int, int);        \
+  template void softmax_forward<T>(T*, const T*, int, int);
 HETDRO_INSTANTIATE(float)
 HETDRO_INSTANTIATE(double)
 #undef HETDRO_INSTANTIATE

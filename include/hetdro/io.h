@@ -26,6 +26,7 @@ std::vector<int32_t> read_npy_labels(const std::string& path);
 void write_npy(const std::string& path, const float* data, const std::vector<int64_t>& shape);
 void write_npy(const std::string& path, const int32_t* data, const std::vector<int64_t>& shape);
 void write_npy(const std::string& path, const uint8_t* data, const std::vector<int64_t>& shape);
+void write_npy(const std::string& path, const double* data, const std::vector<int64_t>& shape);
 // An NPY file's bytes before its payload (magic, version, padded header) for dtype `descr`
 // ("<f4", "<i4", "|u1") and `shape`.
 std::string npy_header(const char* descr, const std::vector<int64_t>& shape);

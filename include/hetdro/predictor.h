@@ -18,6 +18,10 @@ class Predictor {
   std::vector<int32_t> predict(const float* params, int g, const float* x, int64_t n);
   // The same for features on the host, uploaded a chunk at a time.
   std::vector<int32_t> predict_host(const float* params, int g, const float* x, int64_t n);
+  // Class probabilities [n, C] and predicted classes [n] of n samples of group g whose
+  // features are on the host.
+  void probabilities_host(const float* params, int g, const float* x, int64_t n,
+                          std::vector<float>& probs, std::vector<int32_t>& classes);
   // The latents z [n, k] (after the latent activation) of n samples of group g in backend
   // memory, copied to the host.
   std::vector<float> latents(const float* params, int g, const float* x, int64_t n);
@@ -32,7 +36,7 @@ class Predictor {
   Buffer<std::byte> block_;
   std::vector<EncoderBuffers<float>> enc_;  // one per group, overlapping: never live at once
   ClassifierBuffers<float> cls_;
-  float *input_ = nullptr, *z_ = nullptr, *logits_ = nullptr;
+  float *input_ = nullptr, *z_ = nullptr, *logits_ = nullptr, *probs_ = nullptr;
   int32_t* pred_ = nullptr;
 };
 

@@ -68,6 +68,8 @@ class Trainer {
   Evaluation evaluate(SplitKind split = SplitKind::test);
   // Predicted classes for features x of group g.
   std::vector<int32_t> predict(int g, const Array<float>& x);
+  // The same with each class's probability [n, C].
+  std::vector<int32_t> predict(int g, const Array<float>& x, std::vector<float>& probabilities);
 
   // Writes up to `per_group` test latents of every group with their labels, and the anchors'
   // means and covariances, to an NPZ (z.<group>, y.<group>, anchor_mean, anchor_cov).
