@@ -461,5 +461,26 @@ TEST(CliInfo, SaysWhetherCudaIsBuiltAndWhatGpusAreFound) {
   EXPECT_TRUE(std::regex_search(r.output, std::regex("GPU(s: none| 0:)"))) << r.output;
 }
 
+// On a terminal, training redraws one progress line (step, steps/s, loss, ETA) in place; into
+// a pipe it prints plain lines. `script` (util-linux) gives the run a pseudo-terminal.
+TEST_F(Cli, ProgressIsALiveLineOnATerminalAndPlainLinesOtherwise) {
+  if (std::system("command -v script > /dev/null 2>&1") != 0) GTEST_SKIP() << "no script(1)";
+  const std::string train = std::string(HETDRO_BIN) + " train --config " + config_ + " --out " +
+                            out_ + " --set train.epochs=2";
+  Result r{0, ""};
+  FILE* pipe = popen(("script -qfec '" + train + "' /dev/null 2>&1").c_str(), "r");
+  std::array<char, 4096> buf;
+  while (size_t n = fread(buf.data(), 1, buf.size(), pipe)) r.output.append(buf.data(), n);
+  ASSERT_EQ(pclose(pipe), 0) << r.output;
+  EXPECT_TRUE(std::regex_search(
+      r.output, std::regex("\r  epoch 1/2 \\[[#.]+\\] step [0-9]+/[0-9]+  [0-9.]+ steps/s  loss "
+                           "[0-9.]+  ETA [0-9]+:[0-9]{2}:[0-9]{2}")))
+      << r.output.substr(0, 2000);
+  fs::remove_all(out_);
+  r = run("train --config " + config_ + " --out " + out_ + " --set train.epochs=2");
+  EXPECT_EQ(r.output.find("steps/s"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("epoch 2/2  loss"), std::string::npos) << r.output;
+}
+
 }  // namespace
 }  // namespace hetdro
