@@ -130,8 +130,7 @@ Split split_validation(Split& train, double fraction, uint64_t seed, int classes
   val.x.shape[0] = val.size();
   kept.x.shape[0] = kept.size();
   train = std::move(kept);
-  *note = fmt::format("{} of its training samples (share {}, by class, seed {})", val.size(),
-                      fraction, seed);
+  *note = fmt::format("{} of its training samples (share {}, by class)", val.size(), fraction);
   return val;
 }
 
@@ -156,6 +155,7 @@ std::vector<GroupData> load_groups(const Config& config) {
       d.val = split_validation(d.train, config.val_fraction,
                                splitmix64(config.val_seed ^ splitmix64(index)), config.classes,
                                &d.val_note);
+      if (d.val.size() > 0) d.val_note += fmt::format(", data.val_seed = {}", config.val_seed);
     } else {
       d.val_note = "none (data.val_fraction = 0)";
     }
