@@ -138,6 +138,18 @@ TEST(Seam, ANonFiniteLossStopsTheRunAtTheNextReadAndAdamSkipsEveryStepFromIt) {
 // their usual alignment (which changes Eigen's summation order), drifts from itself by 1e-8 at
 // step 6 and by 2e-3 at step 100, as far as it drifts from the pre-seam trainer. Its first step
 // still matches to 1e-6.
+//
+// The reference numbers come from the release build (-O3 -march=native, AVX-512 and FMA on this
+// project's machine). A build for another instruction set, such as the portable -O1 sanitizer
+// build, sums in another order, and W2's eigenvalues near the ε floor turn that into larger
+// differences: measured there, 8.8e-5 in the first step's gradient and 3.6e-4 in step 100's
+// L_clf. Such builds are held to 1e-3 and 5e-3 instead.
+#ifdef HETDRO_NATIVE_BUILD
+constexpr double kGradTolerance = 1e-6, kStep100Tolerance = 1e-4;
+#else
+constexpr double kGradTolerance = 1e-3, kStep100Tolerance = 5e-3;
+#endif
+
 struct Fixture {
   const char* file;
   bool step100;
@@ -165,7 +177,8 @@ TEST_P(SameNumbers, AsThePreSeamTrainer) {
   EXPECT_LE(relative(t1.sep, number("step1.sep")), 1e-6);
   EXPECT_EQ(t1.fit_pairs, number("step1.fit_pairs"));
   EXPECT_EQ(t1.skipped_slots, number("step1.skipped_slots"));
-  EXPECT_LE(testing::rel_error(first.trainer->gradient(), ref.find("step1.grad")->data), 1e-6);
+  EXPECT_LE(testing::rel_error(first.trainer->gradient(), ref.find("step1.grad")->data),
+            kGradTolerance);
   if (!GetParam().step100) return;
 
   SyntheticRun hundred(overrides);
@@ -178,13 +191,13 @@ TEST_P(SameNumbers, AsThePreSeamTrainer) {
       last = t.read_window().sums;
     }
   }
-  EXPECT_LE(relative(last.total, number("step100.total")), 1e-4);
-  EXPECT_LE(relative(last.clf, number("step100.clf")), 1e-4);
-  EXPECT_LE(relative(last.fit, number("step100.fit")), 1e-4);
-  EXPECT_LE(relative(last.sep, number("step100.sep")), 1e-4);
+  EXPECT_LE(relative(last.total, number("step100.total")), kStep100Tolerance);
+  EXPECT_LE(relative(last.clf, number("step100.clf")), kStep100Tolerance);
+  EXPECT_LE(relative(last.fit, number("step100.fit")), kStep100Tolerance);
+  EXPECT_LE(relative(last.sep, number("step100.sep")), kStep100Tolerance);
   const std::vector<double> q = t.state().q;
   const std::vector<float>& q_ref = ref.find("step100.q")->data;
-  for (size_t g = 0; g < q.size(); ++g) EXPECT_NEAR(q[g], q_ref[g], 1e-4) << g;
+  for (size_t g = 0; g < q.size(); ++g) EXPECT_NEAR(q[g], q_ref[g], kStep100Tolerance) << g;
 }
 
 INSTANTIATE_TEST_SUITE_P(Fixtures, SameNumbers,
