@@ -2,6 +2,9 @@
 // §1–2), as a fixed sequence of backend ops over buffers planned once (docs/DESIGN.md §6).
 #include "hetdro/loss.h"
 
+#include <algorithm>
+#include <cmath>
+
 #include "hetdro/check.h"
 #include "hetdro/ops.h"  // w2_gaussian_saved_size
 
@@ -24,6 +27,15 @@ LossSettings LossSettings::from(const Config& c) {
   return s;
 }
 
+LossSettings LossSettings::from(const Config& c, const std::vector<int64_t>& train_sizes) {
+  LossSettings s = from(c);
+  if (c.train.groupdro_adjustment > 0)
+    for (int64_t n : train_sizes)
+      s.adjustment.push_back(c.train.groupdro_adjustment /
+                             std::sqrt(double(std::max<int64_t>(n, 1))));
+  return s;
+}
+
 LossTerms StepStats::decode(const double* stats, int groups, const LossSettings& settings) {
   LossTerms t;
   t.clf = stats[kClf];
@@ -34,10 +46,12 @@ LossTerms StepStats::decode(const double* stats, int groups, const LossSettings&
   t.skipped_slots = stats[kSkippedSlots];
   t.group_loss.assign(stats + kGroupLoss, stats + kGroupLoss + groups);
   t.dead.assign(stats + dead(groups), stats + dead(groups) + groups);
+  t.q.assign(stats + q(groups), stats + q(groups) + groups);
   return t;
 }
 
-const char* StepStats::name(int i) {
+const char* StepStats::name(int i, int groups) {
+  if (i >= q(groups) && i < dead(groups)) return "GroupDRO weight";
   switch (i) {
     case kClf:
       return "loss_clf";
@@ -92,6 +106,7 @@ void Loss<T>::layout(Arena& a) {
   group_ = a.take<int32_t>(B_);
   group_count_ = a.take<int32_t>(G);
   adjustment_ = a.take<double>(G);
+  q_next_ = a.take<double>(G);
   stats_ = a.take<double>(stats_size());
 
   enc_.assign(G, {});
@@ -138,7 +153,7 @@ void Loss<T>::layout(Arena& a) {
 }
 
 template <typename T>
-void Loss<T>::run(const T* P, T* G, double* q, uint64_t sample_counter) {
+void Loss<T>::run(const T* P, T* G, const double* q, uint64_t sample_counter) {
   be_.zero(stats_, size_t(stats_size()) * sizeof(double));
   if (G) be_.zero(grad_begin_, size_t(grad_end_ - grad_begin_) * sizeof(T));
   encode(P);
@@ -162,7 +177,7 @@ void Loss<T>::encode(const T* P) {
 
 // L_clf: ERM mean cross-entropy, or GroupDRO Σ_g q_g ℓ_g (docs/DESIGN.md §1).
 template <typename T>
-void Loss<T>::clf_term(const T* P, T* G, double* q) {
+void Loss<T>::clf_term(const T* P, T* G, const double* q) {
   const int groups = int(rows_.size()), C = model_.classes();
   model_.classifier_forward(be_, P, z_, B_, logits_, cls_);
   be_.softmax_xent_forward(probs_, loss_, group_sum_, logits_, y_, group_, B_, C, groups);
@@ -176,8 +191,10 @@ void Loss<T>::clf_term(const T* P, T* G, double* q) {
   // q follows the batch on training steps only; the exp update with η = 0 leaves it as it is.
   rule.update_q = G != nullptr && s_.update_q &&
                   !(s_.groupdro_update == GroupDroUpdate::exp && s_.groupdro_eta == 0);
-  be_.clf_objective(stats_ + StepStats::kClf, stats_ + StepStats::kGroupLoss, q, weight_,
+  be_.clf_objective(stats_ + StepStats::kClf, stats_ + StepStats::kGroupLoss, q_next_, weight_, q,
                     group_sum_, group_count_, group_, adjustment_, B_, groups, rule);
+  // The stats (zeroed above) carry q_next too, so check_finite sees a weight that overflowed.
+  be_.accumulate(stats_ + StepStats::q(groups), q_next_, groups, nullptr);
   if (!G) return;
   be_.softmax_xent_backward(dlogits_, probs_, y_, weight_, B_, C);
   model_.classifier_backward(be_, P, G, z_, B_, dlogits_, dz_, cls_);

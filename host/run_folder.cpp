@@ -71,9 +71,9 @@ RunFolder::RunFolder(const std::string& dir, bool overwrite, bool resume, const 
   }
   if (!resume && overwrite)
     for (const char* f : kRunFiles) fs::remove(dir_ + "/" + f);
-  // A resumed run takes the config given now (it may extend train.epochs, say).
-  if (!resume || config.path != dir_ + "/config.toml")
-    write_text_file(dir_ + "/config.toml", to_toml(config));
+  // A resumed run takes the config given now (its --set may extend train.epochs, say), and its
+  // config.toml says so, for the next resume and for eval.
+  write_text_file(dir_ + "/config.toml", to_toml(config));
   metrics_.open(metrics_path, resume ? std::ios::app : std::ios::trunc);
   if (!metrics_) input_error("{}: cannot write", metrics_path);
 }

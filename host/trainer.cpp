@@ -95,7 +95,7 @@ Trainer::Trainer(Config config, std::vector<GroupData> groups,
       groups_(std::move(groups)),
       backend_(backend ? std::move(backend) : make_cpu_backend<float>()),
       model_(config_, sample_shapes(config_, groups_)),
-      settings_(LossSettings::from(config_)),
+      settings_(LossSettings::from(config_, train_sizes(groups_))),
       sampler_(make_sampler(config_, groups_)),
       loss_(model_, settings_, *backend_, sampler_.per_batch()),
       predictor_(model_, *backend_, config_.train.eval_batch),
@@ -214,7 +214,8 @@ void Trainer::step(int64_t step_in_epoch) {
   const TrainConfig& t = config_.train;
   be.adam_update(params_.data(), adam_m_.data(), adam_v_.data(), grads_.data(), model_.size(),
                  float(t.lr), 0.9f, 0.999f, 1e-8f, float(t.weight_decay), step_, status_.data());
-  be.accumulate(window_.data(), loss_.stats(), loss_.stats_size());
+  be.groupdro_commit(q_.data(), loss_.next_q(), int(groups_.size()), status_.data());
+  be.accumulate(window_.data(), loss_.stats(), loss_.stats_size(), status_.data());
 }
 
 Window Trainer::read_window() {
@@ -224,16 +225,19 @@ Window Trainer::read_window() {
   Window w{window_steps_, sums, StepStats::decode(sums.data(), int(groups_.size()), settings_)};
   window_steps_ = 0;
   if (status[0] >= 0) {
-    // Adam skipped the bad step and every later one: rewind to the last good step, so that a
-    // checkpoint taken now resumes from it.
+    // Adam, q's commit and the window skipped the bad step and every later one: keep the good
+    // steps' sums and rewind to the last good step, so that a checkpoint taken now resumes
+    // from it exactly.
+    for (size_t i = 0; i < sums.size(); ++i) epoch_sums_[i] += sums[i];
     const int64_t skipped = step_ - (status[0] - 1);
     step_ -= skipped;
     step_in_epoch_ -= skipped;
     status_.upload(std::vector<int64_t>{-1, -1});
     const int64_t where = status[1];
-    const std::string what = where < 0
-                                 ? fmt::format("the loss term {}", StepStats::name(int(-1 - where)))
-                                 : fmt::format("the gradient of {}", model_.param_at(where).name);
+    const std::string what =
+        where < 0
+            ? fmt::format("the loss term {}", StepStats::name(int(-1 - where), int(groups_.size())))
+            : fmt::format("the gradient of {}", model_.param_at(where).name);
     throw std::runtime_error(fmt::format(
         "{} became non-finite at step {}; Adam skipped it, so the parameters are those after "
         "step {}.",
@@ -323,7 +327,8 @@ std::string Trainer::failure_hints() const {
     hints.push_back(fmt::format("train.lr = {} is large (typical: 1e-4 to 1e-2)", t.lr));
   if (t.objective == Objective::groupdro && t.groupdro_eta > 1)
     hints.push_back(fmt::format(
-        "train.groupdro_eta = {} is large: q_g·exp(η ℓ_g) overflows (typical: 0.001 to 1)",
+        "train.groupdro_eta = {} is large: q swings to one group within a step (typical: "
+        "0.001 to 1)",
         t.groupdro_eta));
   if (config_.model.anchor_scale > 100)
     hints.push_back(
@@ -367,7 +372,7 @@ void Trainer::checkpoint(RunFolder& folder) {
   save_checkpoint(folder.checkpoint_path(), model_, state());
 }
 
-// The rest of epoch `epoch` (from step_in_epoch_), or `budget` steps of it when budget > 0,
+// The rest of epoch `epoch` (from step_in_epoch_), or `budget` steps of it when budget ≥ 0,
 // reading the statistics at the logging points and checkpointing every
 // train.checkpoint_every steps. Fills the record; returns false when the budget ran out first.
 bool Trainer::run_epoch(int epoch, int64_t budget, RunFolder& folder, EpochRecord& r,
@@ -384,7 +389,7 @@ bool Trainer::run_epoch(int epoch, int64_t budget, RunFolder& folder, EpochRecor
   ProgressBar bar;
   auto window_start = Clock::now();
   for (int64_t s = step_in_epoch_; s < steps; ++s) {
-    if (budget > 0 && done >= budget) break;
+    if (budget >= 0 && done >= budget) break;
     step(s);
     ++done;
     const bool stop = g_stop_signal != 0;
@@ -458,7 +463,8 @@ void Trainer::train(const std::string& out_dir, const TrainOptions& options) {
   std::vector<double> all_step_ms;
   Evaluation eval;
   bool evaluated = false;
-  int64_t budget = options.max_steps;
+  // --max-steps: the steps this invocation may still take (−1: no limit).
+  int64_t budget = options.max_steps > 0 ? options.max_steps : -1;
   try {
     for (int epoch = epoch_ + 1; epoch <= t.epochs; ++epoch) {
       EpochRecord r;
@@ -470,7 +476,7 @@ void Trainer::train(const std::string& out_dir, const TrainOptions& options) {
       std::vector<double> step_ms;
       const int64_t before = step_;
       const bool complete = run_epoch(epoch, budget, folder, r, step_ms);
-      if (budget > 0) budget -= step_ - before;
+      if (budget >= 0) budget -= step_ - before;
       if (r.done == 0) break;
       eval = evaluate();
       const Evaluation val = evaluate(SplitKind::val);
@@ -493,7 +499,7 @@ void Trainer::train(const std::string& out_dir, const TrainOptions& options) {
                           fmt::format("{} at the end of epoch {}; checkpoint written. Resume "
                                       "with: hetdro train --resume {}",
                                       signal_name(g_stop_signal), epoch, folder.dir()));
-      if (!complete) break;
+      if (!complete || budget == 0) break;
     }
     if (!evaluated) {  // no step ran: still leave a checkpoint
       eval = evaluate();

@@ -208,6 +208,43 @@ TEST_F(Resume, ASignalOnTheLastStepOfAnEpochFinishesThatEpoch) {
   EXPECT_EQ(int(metrics(out("run")).size()), epochs + 2);
 }
 
+// A GroupDRO run driven to blow up (η and lr at their bounds) fails with its last good
+// checkpoint loadable: q is committed only after a step's check, and its exp update is
+// computed shifted, so it never turns NaN. The advised --resume with saner values finishes.
+TEST_F(Resume, AGroupDroBlowUpKeepsALoadableCheckpointAndResumesAfterAFix) {
+  for (const char* objective : {"weighted", "max"}) {
+    const std::string name = std::string("run_") + objective;
+    const auto r = run_cli("train --config " + config() + " --out " + out(name) +
+                           " --set train.objective=groupdro --set train.groupdro_eta=100 "
+                           "--set train.lr=1 --set train.groupdro.objective=" +
+                           objective);
+    EXPECT_EQ(r.code, 1) << r.output;
+    EXPECT_NE(r.output.find("train.groupdro_eta = 100 is large"), std::string::npos) << r.output;
+    const SafetensorsFile ckpt = read_safetensors(out(name) + "/checkpoint.safetensors");
+    EXPECT_EQ(ckpt.metadata.at("groupdro_q").find("nan"), std::string::npos)
+        << ckpt.metadata.at("groupdro_q");
+    EXPECT_EQ(run_cli("eval --run " + out(name)).code, 0);
+    resume(name, "--set train.lr=1e-3 --set train.groupdro_eta=0.01");
+  }
+}
+
+// --max-steps counts steps across epochs: 25 steps are one epoch of the synthetic data, and the
+// run stops there even though train.epochs asks for 3.
+TEST_F(Resume, MaxStepsHoldsAcrossEpochBoundaries) {
+  train("run", "--set train.epochs=3 --max-steps 25");
+  EXPECT_EQ(nlohmann::json::parse(read_text(out("run") + "/report.json"))["steps"], 25);
+  EXPECT_EQ(metrics(out("run")).size(), 1u);
+}
+
+// A resume's --set reaches the run folder's config.toml, so the next resume and eval see it.
+TEST_F(Resume, ResumeWritesTheConfigItRunsWith) {
+  train("run", "--set train.epochs=1");
+  resume("run", "--set train.epochs=2 --set train.lr=0.002");
+  const Config c = load_config(out("run") + "/config.toml");
+  EXPECT_EQ(c.train.epochs, 2);
+  EXPECT_EQ(c.train.lr, 0.002);
+}
+
 TEST_F(Resume, TwoRunsCannotWriteOneFolder) {
   fs::create_directories(out("busy"));
   const int fd = ::open((out("busy") + "/.lock").c_str(), O_RDWR | O_CREAT, 0644);

@@ -137,7 +137,7 @@ TEST(StepOps, ClfObjectiveErm) {
   const std::vector<int32_t> count = {3, 1}, group = {0, 0, 1, 0};
   double clf = -1;
   std::vector<double> gl(2, -7), q = {0.3, 0.7}, weight(4, -7);
-  cpu::clf_objective(&clf, gl.data(), q.data(), weight.data(), sums.data(), count.data(),
+  cpu::clf_objective(&clf, gl.data(), q.data(), weight.data(), q.data(), sums.data(), count.data(),
                      group.data(), nullptr, 4, 2, rule(/*groupdro=*/0, /*eta=*/0.5));
   EXPECT_NEAR(clf, 1.05, 1e-15);
   EXPECT_EQ(weight, (std::vector<double>{0.25, 0.25, 0.25, 0.25}));
@@ -154,7 +154,7 @@ TEST(StepOps, ClfObjectiveGroupDroEtaZeroKeepsQ) {
   const std::vector<int32_t> count = {2, 2}, group = {0, 1, 1, 0};
   double clf = -1;
   std::vector<double> gl(2, -7), q = {0.2, 0.8}, weight(4, -7);
-  cpu::clf_objective(&clf, gl.data(), q.data(), weight.data(), sums.data(), count.data(),
+  cpu::clf_objective(&clf, gl.data(), q.data(), weight.data(), q.data(), sums.data(), count.data(),
                      group.data(), nullptr, 4, 2, rule(/*groupdro=*/1, /*eta=*/0.0));
   EXPECT_EQ(q, (std::vector<double>{0.2, 0.8}));
   EXPECT_NEAR(clf, 1.3, 1e-15);
@@ -176,7 +176,7 @@ TEST(StepOps, ClfObjectiveGroupDroMatchesHandWorkedUpdate) {
   const std::vector<int32_t> count = {2, 1, 0}, group = {0, 1, 0};
   double clf = -1;
   std::vector<double> gl(3, -7), q = {0.5, 0.25, 0.25}, weight(3, -7);
-  cpu::clf_objective(&clf, gl.data(), q.data(), weight.data(), sums.data(), count.data(),
+  cpu::clf_objective(&clf, gl.data(), q.data(), weight.data(), q.data(), sums.data(), count.data(),
                      group.data(), nullptr, 3, 3, rule(/*groupdro=*/1, /*eta=*/1.0));
   EXPECT_NEAR(q[0], 4.0 / 9, 1e-15);
   EXPECT_NEAR(q[1], 4.0 / 9, 1e-15);
@@ -201,7 +201,7 @@ TEST(StepOps, ClfObjectiveGroupDroTwoGroupsTwoSteps) {
   double clf = -1;
   std::vector<double> gl(2), q = {0.5, 0.5}, weight(3);
   std::vector<double> sums = {0, ln3};
-  cpu::clf_objective(&clf, gl.data(), q.data(), weight.data(), sums.data(), count.data(),
+  cpu::clf_objective(&clf, gl.data(), q.data(), weight.data(), q.data(), sums.data(), count.data(),
                      group.data(), nullptr, 3, 2, rule(1, 2.0));
   EXPECT_NEAR(q[0], 0.25, 1e-15);
   EXPECT_NEAR(q[1], 0.75, 1e-15);
@@ -210,7 +210,7 @@ TEST(StepOps, ClfObjectiveGroupDroTwoGroupsTwoSteps) {
   EXPECT_NEAR(weight[1], 0.25, 1e-15);
   EXPECT_NEAR(weight[2], 3.0 / 8, 1e-15);
   sums = {ln3, 0};
-  cpu::clf_objective(&clf, gl.data(), q.data(), weight.data(), sums.data(), count.data(),
+  cpu::clf_objective(&clf, gl.data(), q.data(), weight.data(), q.data(), sums.data(), count.data(),
                      group.data(), nullptr, 3, 2, rule(1, 2.0));
   EXPECT_NEAR(q[0], 0.75, 1e-15);
   EXPECT_NEAR(q[1], 0.25, 1e-15);
@@ -232,15 +232,15 @@ TEST(StepOps, ClfObjectiveGradientWrtGroupSumsIsTheSampleWeight) {
     auto clf_of = [&](const std::vector<double>& s) {
       double clf;
       std::vector<double> gl(groups), q = q0, w(n);
-      cpu::clf_objective(&clf, gl.data(), q.data(), w.data(), s.data(), count.data(), group.data(),
-                         nullptr, n, groups, rule(groupdro, 0.0));
+      cpu::clf_objective(&clf, gl.data(), q.data(), w.data(), q.data(), s.data(), count.data(),
+                         group.data(), nullptr, n, groups, rule(groupdro, 0.0));
       return clf;
     };
     const auto grad = numeric_gradient(clf_of, sums);
     double clf;
     std::vector<double> gl(groups), q = q0, weight(n);
-    cpu::clf_objective(&clf, gl.data(), q.data(), weight.data(), sums.data(), count.data(),
-                       group.data(), nullptr, n, groups, rule(groupdro, 0.0));
+    cpu::clf_objective(&clf, gl.data(), q.data(), weight.data(), q.data(), sums.data(),
+                       count.data(), group.data(), nullptr, n, groups, rule(groupdro, 0.0));
     for (int i = 0; i < n; ++i)
       EXPECT_NEAR(weight[i], grad[group[i]], 1e-9) << "groupdro " << groupdro << " sample " << i;
     if (groupdro)
@@ -266,7 +266,7 @@ TYPED_TEST(StepOpsTyped, ClfObjectiveGroupDroHandWorked) {
   double clf = -1;
   std::vector<double> gl(3, -7), q = {0.5, 0.25, 0.25};
   std::vector<T> weight(3, T(-7));
-  cpu::clf_objective(&clf, gl.data(), q.data(), weight.data(), sums.data(), count.data(),
+  cpu::clf_objective(&clf, gl.data(), q.data(), weight.data(), q.data(), sums.data(), count.data(),
                      group.data(), nullptr, 3, 3, rule(1, 1.0));
   EXPECT_NEAR(q[0], 4.0 / 9, tol);
   EXPECT_NEAR(q[1], 4.0 / 9, tol);
@@ -280,7 +280,7 @@ TYPED_TEST(StepOpsTyped, ClfObjectiveGroupDroHandWorked) {
   EXPECT_NEAR(weight[2], 2.0 / 9, tol);
 
   // And ERM on the same batch: clf = (2 ln 2 + 2 ln 2 + 0)/3; weight 1/3 each.
-  cpu::clf_objective(&clf, gl.data(), q.data(), weight.data(), sums.data(), count.data(),
+  cpu::clf_objective(&clf, gl.data(), q.data(), weight.data(), q.data(), sums.data(), count.data(),
                      group.data(), nullptr, 3, 3, rule(0, 1.0));
   EXPECT_NEAR(clf, 4 * ln2 / 3, tol);
   for (int i = 0; i < 3; ++i) EXPECT_NEAR(weight[i], 1.0 / 3, tol) << i;
@@ -399,10 +399,24 @@ TEST(StepOps, AccumulateAddsTwice) {
   // {1, 2, 3} + 2·{0.5, −2, 10} = {2, −2, 23}.
   std::vector<double> sum = {1, 2, 3};
   const std::vector<double> x = {0.5, -2, 10};
-  cpu::accumulate<float>(sum.data(), x.data(), 3);
+  const int64_t clear[2] = {-1, -1}, bad[2] = {4, 0};
+  cpu::accumulate<float>(sum.data(), x.data(), 3, nullptr);
   EXPECT_EQ(sum, (std::vector<double>{1.5, 0, 13}));
-  cpu::accumulate<double>(sum.data(), x.data(), 3);
+  cpu::accumulate<double>(sum.data(), x.data(), 3, clear);
   EXPECT_EQ(sum, (std::vector<double>{2, -2, 23}));
+  // Once check_finite has flagged a step, nothing more enters the window.
+  cpu::accumulate<double>(sum.data(), x.data(), 3, bad);
+  EXPECT_EQ(sum, (std::vector<double>{2, -2, 23}));
+}
+
+TEST(StepOps, GroupDroCommitTakesTheNewWeightsUnlessTheStepWasBad) {
+  std::vector<double> q = {0.5, 0.5};
+  const std::vector<double> next = {0.25, 0.75}, spoiled = {NAN, NAN};
+  const int64_t clear[2] = {-1, -1}, bad[2] = {9, -3};
+  cpu::groupdro_commit<float>(q.data(), next.data(), 2, clear);
+  EXPECT_EQ(q, next);
+  cpu::groupdro_commit<float>(q.data(), spoiled.data(), 2, bad);
+  EXPECT_EQ(q, next);
 }
 
 // --- argmax_rows -------------------------------------------------------------------------------
@@ -433,8 +447,8 @@ struct TwoGroups {
   std::vector<int32_t> count = {2, 3}, group = {0, 0, 1, 1, 1};
   double clf = 0;
   void run(std::vector<double>& q, const ClfRule& r, const double* adjustment = nullptr) {
-    cpu::clf_objective(&clf, gl.data(), q.data(), weight.data(), sums.data(), count.data(),
-                       group.data(), adjustment, 5, 2, r);
+    cpu::clf_objective(&clf, gl.data(), q.data(), weight.data(), q.data(), sums.data(),
+                       count.data(), group.data(), adjustment, 5, 2, r);
   }
 };
 
@@ -525,6 +539,19 @@ TEST(StepOps, ClfObjectiveSoftmaxUpdateGivesAnAbsentGroupNoWeight) {
   b.run(q, family(GroupDroUpdate::softmax, GroupDroObjective::weighted, true));
   EXPECT_EQ(q, (std::vector<double>{1.0, 0.0}));
   EXPECT_EQ(b.clf, 1.0);
+}
+
+TEST(StepOps, ClfObjectiveExpUpdateCannotOverflow) {
+  // η ℓ = {450, 900}: exp(900) overflows a double; the shifted form gives
+  // q = {e^-450, 1}/(1 + e^-450).
+  TwoGroups b;
+  std::vector<double> q = {0.5, 0.5};
+  ClfRule r = family(GroupDroUpdate::exp, GroupDroObjective::weighted, true);
+  r.eta = 450;
+  b.run(q, r);
+  EXPECT_EQ(q[1], 1.0);
+  EXPECT_NEAR(q[0], std::exp(-450.0), 1e-205);
+  EXPECT_TRUE(std::isfinite(b.clf));
 }
 
 }  // namespace

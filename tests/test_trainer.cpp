@@ -61,9 +61,10 @@ struct TinyLoss {
   Buffer<T> params, grads;
   Buffer<double> q;
 
-  TinyLoss(const Config& c, double groupdro_eta)
+  TinyLoss(const Config& c, double groupdro_eta, std::vector<double> adjustment = {})
       : model(c, {{1, 6, 6}, {5}}), settings(LossSettings::from(c)) {
     settings.groupdro_eta = groupdro_eta;
+    settings.adjustment = std::move(adjustment);
     settings.update_q = groupdro_eta > 0;
     loss = std::make_unique<Loss<T>>(model, settings, *backend, std::vector<int>{8, 8});
     params = Buffer<T>(*backend, model.size());
@@ -168,13 +169,34 @@ TEST(GroupDro, WeightsMoveTowardTheWorseGroup) {
   std::vector<double> params(tiny.model.size()), grads;
   tiny.model.init(params.data(), 5);
   LossTerms t = tiny.run(params, {0.5, 0.5}, &grads);
-  const std::vector<double> q = tiny.q.download();
+  std::vector<double> q(2);  // the loss's updated weights, which the trainer commits
+  tiny.backend->download(q.data(), tiny.loss->next_q(), 2 * sizeof(double));
   // q_g ∝ 0.5·exp(η ℓ_g), and L_clf = Σ q_g ℓ_g with the new q.
   const double a = 0.5 * std::exp(0.5 * t.group_loss[0]), b = 0.5 * std::exp(0.5 * t.group_loss[1]);
   EXPECT_NEAR(q[0], a / (a + b), 1e-12);
   EXPECT_NEAR(q[1], b / (a + b), 1e-12);
   EXPECT_NEAR(t.clf, q[0] * t.group_loss[0] + q[1] * t.group_loss[1], 1e-12);
   EXPECT_EQ(q[0] > q[1], t.group_loss[0] > t.group_loss[1]);
+}
+
+// The generalization adjustment C/√N_g enters q's update (Sagawa et al.), computed from each
+// group's training-set size by LossSettings::from.
+TEST(GroupDro, TheAdjustmentAddsCOverRootNToEachGroupsLossInTheUpdate) {
+  Config c =
+      tiny_config(Fit::none, Objective::groupdro, Classifier::linear, LatentActivation::none);
+  c.train.groupdro_adjustment = 2.0;
+  const LossSettings from = LossSettings::from(c, {100, 25});
+  ASSERT_EQ(from.adjustment, (std::vector<double>{0.2, 0.4}));
+  TinyLoss<double> tiny(c, 0.5, from.adjustment);
+  std::vector<double> params(tiny.model.size()), grads;
+  tiny.model.init(params.data(), 5);
+  LossTerms t = tiny.run(params, {0.5, 0.5}, &grads);
+  std::vector<double> q(2);
+  tiny.backend->download(q.data(), tiny.loss->next_q(), 2 * sizeof(double));
+  const double a = std::exp(0.5 * (t.group_loss[0] + 0.2)),
+               b = std::exp(0.5 * (t.group_loss[1] + 0.4));
+  EXPECT_NEAR(q[0], a / (a + b), 1e-12);
+  EXPECT_NEAR(q[1], b / (a + b), 1e-12);
 }
 
 TEST(DeadLatents, AGroupWhoseReluLatentIsAllZeroIsReported) {

@@ -27,15 +27,16 @@ std::vector<double> present_softmax(const std::vector<double>& x, const int32_t*
 }  // namespace
 
 template <typename T>
-void clf_objective(double* clf, double* group_loss, double* q, T* weight, const T* group_loss_sum,
-                   const int32_t* group_count, const int32_t* group, const double* adjustment,
-                   int n, int groups, ClfRule rule) {
+void clf_objective(double* clf, double* group_loss, double* q_next, T* weight, const double* q,
+                   const T* group_loss_sum, const int32_t* group_count, const int32_t* group,
+                   const double* adjustment, int n, int groups, ClfRule rule) {
   double total = 0;
   std::vector<double> loss(groups);
   for (int g = 0; g < groups; ++g) {
     loss[g] = group_loss[g] = group_count[g] > 0 ? double(group_loss_sum[g]) / group_count[g] : 0.0;
     total += double(group_loss_sum[g]);
   }
+  for (int g = 0; g < groups; ++g) q_next[g] = q[g];
   if (!rule.groupdro) {
     clf[0] = total / n;
     for (int i = 0; i < n; ++i) weight[i] = T(1.0 / n);
@@ -45,18 +46,23 @@ void clf_objective(double* clf, double* group_loss, double* q, T* weight, const 
     std::vector<double> adjusted(loss);
     for (int g = 0; g < groups; ++g) adjusted[g] += adjustment ? adjustment[g] : 0.0;
     if (rule.update == GroupDroUpdate::exp) {
-      double sum = 0;
+      // exp(η ℓ̃_g) over their sum, each shifted by the largest: the same q, never inf/inf.
+      double top = -HUGE_VAL, sum = 0;
       for (int g = 0; g < groups; ++g)
-        sum += q[g] *= group_count[g] > 0 ? std::exp(rule.eta * adjusted[g]) : 1.0;
-      for (int g = 0; g < groups; ++g) q[g] /= sum;
+        if (group_count[g] > 0) top = std::max(top, rule.eta * adjusted[g]);
+      // An absent group's factor is exp(0) = 1 before the shift, exp(−top) after it.
+      for (int g = 0; g < groups; ++g)
+        sum += q_next[g] *= std::exp((group_count[g] > 0 ? rule.eta * adjusted[g] : 0.0) - top);
+      for (int g = 0; g < groups; ++g) q_next[g] /= sum;
     } else if (rule.update == GroupDroUpdate::softmax) {
       const std::vector<double> p = present_softmax(adjusted, group_count, groups, 1.0 / rule.tau);
-      for (int g = 0; g < groups; ++g) q[g] = p[g];
+      for (int g = 0; g < groups; ++g) q_next[g] = p[g];
     } else {
       const std::vector<double> p = present_softmax(adjusted, group_count, groups, rule.eta);
-      for (int g = 0; g < groups; ++g) q[g] = (1 - rule.gamma) * q[g] + rule.gamma * p[g];
+      for (int g = 0; g < groups; ++g) q_next[g] = (1 - rule.gamma) * q_next[g] + rule.gamma * p[g];
     }
   }
+  q = q_next;  // the objective and the weights use the updated q
   // dL_clf/dℓ_g for each group; weight_i = that over the group's count.
   std::vector<double> d(groups, 0.0);
   if (rule.objective == GroupDroObjective::weighted) {
@@ -83,10 +89,11 @@ void clf_objective(double* clf, double* group_loss, double* q, T* weight, const 
   for (int i = 0; i < n; ++i) weight[i] = T(d[group[i]] / group_count[group[i]]);
 }
 
-template void clf_objective<float>(double*, double*, double*, float*, const float*, const int32_t*,
-                                   const int32_t*, const double*, int, int, ClfRule);
+template void clf_objective<float>(double*, double*, double*, float*, const double*, const float*,
+                                   const int32_t*, const int32_t*, const double*, int, int,
+                                   ClfRule);
 template void clf_objective<double>(double*, double*, double*, double*, const double*,
-                                    const int32_t*, const int32_t*, const double*, int, int,
-                                    ClfRule);
+                                    const double*, const int32_t*, const int32_t*, const double*,
+                                    int, int, ClfRule);
 
 }  // namespace hetdro::cpu

@@ -40,8 +40,15 @@ void check_finite(int64_t* status, const double* stats, int stats_count, const T
 }
 
 template <typename T>
-void accumulate(double* sum, const double* x, int count) {
+void accumulate(double* sum, const double* x, int count, const int64_t* status) {
+  if (status && status[0] >= 0) return;
   for (int i = 0; i < count; ++i) sum[i] += x[i];
+}
+
+template <typename T>
+void groupdro_commit(double* q, const double* q_next, int groups, const int64_t* status) {
+  if (status && status[0] >= 0) return;
+  for (int g = 0; g < groups; ++g) q[g] = q_next[g];
 }
 
 template <typename T>
@@ -59,7 +66,8 @@ void argmax_rows(int32_t* out, const T* x, int n, int cols) {
   template void sum_scaled<T>(double*, const T*, int64_t, double);                         \
   template void all_zero<T>(double*, const T*, int64_t);                                   \
   template void check_finite<T>(int64_t*, const double*, int, const T*, int64_t, int64_t); \
-  template void accumulate<T>(double*, const double*, int);                                \
+  template void accumulate<T>(double*, const double*, int, const int64_t*);                \
+  template void groupdro_commit<T>(double*, const double*, int, const int64_t*);           \
   template void argmax_rows<T>(int32_t*, const T*, int, int);
 HETDRO_INSTANTIATE(float)
 HETDRO_INSTANTIATE(double)

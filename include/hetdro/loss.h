@@ -25,6 +25,9 @@ struct LossSettings {
   std::vector<double> adjustment;  // per group, C/√N_g, added to ℓ_g in q's update (or empty)
   uint64_t seed = 0;
   static LossSettings from(const Config& config);
+  // With each group's training-set size N_g: also the generalization adjustment C/√N_g
+  // (C = train.groupdro.adjustment).
+  static LossSettings from(const Config& config, const std::vector<int64_t>& train_sizes);
 };
 
 // What one step (or a window of steps, summed) reports. A host value, decoded from the step's
@@ -35,18 +38,21 @@ struct LossTerms {
   double fit_pairs = 0;            // Gaussian pairs in L_fit (slots with n ≥ 2)
   double skipped_slots = 0;        // classes (or group-class pairs) present with n = 1
   std::vector<double> dead;        // per group: 1 when its latent units were all 0 (summed)
+  std::vector<double> q;           // the GroupDRO weights after the step (summed)
 };
 
 // The layout of the step's statistics vector, doubles in backend memory.
 struct StepStats {
   static constexpr int kClf = 0, kFit = 1, kFitPairs = 2, kSkippedSlots = 3, kSep = 4;
-  static constexpr int kGroupLoss = 5;  // then ℓ_g for each group, then each group's dead flag
-  static int size(int groups) { return kGroupLoss + 2 * groups; }
-  static int dead(int groups) { return kGroupLoss + groups; }
+  // Then ℓ_g for each group, q_g after the step, and each group's dead flag.
+  static constexpr int kGroupLoss = 5;
+  static int q(int groups) { return kGroupLoss + groups; }
+  static int dead(int groups) { return kGroupLoss + 2 * groups; }
+  static int size(int groups) { return kGroupLoss + 3 * groups; }
   // The stats that must be finite for a step to count (the dead flags are 0 or 1).
-  static int checked(int groups) { return kGroupLoss + groups; }
+  static int checked(int groups) { return kGroupLoss + 2 * groups; }
   static LossTerms decode(const double* stats, int groups, const LossSettings& settings);
-  static const char* name(int i);  // "loss_clf", ... for messages
+  static const char* name(int i, int groups);  // "loss_clf", ... for messages
 };
 
 // The loss's buffers are planned once, for batches of rows[g] samples of each group g; run()
@@ -65,9 +71,11 @@ class Loss {
 
   // The loss on the batch, into stats(); with grads (backend, model.size()), its gradient
   // accumulated there. q (backend, double[groups]): the GroupDRO weights; with the groupdro
-  // objective and grads given they are first updated from this batch (Sagawa et al.), and the
-  // loss uses the new q. sample_counter: where this step's anchor draws start in the RNG stream.
-  void run(const T* params, T* grads, double* q, uint64_t sample_counter);
+  // objective and grads given they first follow this batch (docs/DESIGN.md §1) into next_q(),
+  // which the loss uses; q itself is left for the caller to commit (groupdro_commit).
+  // sample_counter: where this step's anchor draws start in the RNG stream.
+  void run(const T* params, T* grads, const double* q, uint64_t sample_counter);
+  const double* next_q() const { return q_next_; }
 
   const double* stats() const { return stats_; }  // StepStats layout
   int stats_size() const { return StepStats::size(int(rows_.size())); }
@@ -76,7 +84,7 @@ class Loss {
 
  private:
   void encode(const T* P);
-  void clf_term(const T* P, T* G, double* q);
+  void clf_term(const T* P, T* G, const double* q);
   void fit_term(const T* P, T* G);
   void sep_term(const T* P, T* G, uint64_t sample_counter);
   void encode_backward(const T* P, T* G);
@@ -90,7 +98,7 @@ class Loss {
   Buffer<std::byte> block_;
   std::vector<T*> x_;
   int32_t *y_ = nullptr, *group_ = nullptr, *group_count_ = nullptr;
-  double* adjustment_ = nullptr;
+  double *adjustment_ = nullptr, *q_next_ = nullptr;
   double* stats_ = nullptr;
   // encoders and L_clf
   std::vector<EncoderBuffers<T>> enc_;
