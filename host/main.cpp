@@ -44,7 +44,12 @@ void print_info() {
   for (size_t i = 0; i < r.gpus.size(); ++i)
     fmt::print("GPU {}: {}, {:.1f} GiB, compute capability {}.{}\n", i, r.gpus[i].name,
                double(r.gpus[i].memory_bytes) / (1 << 30), r.gpus[i].major, r.gpus[i].minor);
-  fmt::print("training backends: cpu (the cuda backend is not built yet)\n");
+  if (!r.cuda_built)
+    fmt::print("training backends: cpu (this build has no CUDA)\n");
+  else
+    fmt::print(
+        "training backends: cpu, cuda (train.device = \"cuda\"; \"auto\" keeps the CPU until the "
+        "CUDA backend has been validated on a GPU)\n");
 }
 
 // The run's config and data, from --run DIR or from --config (with --checkpoint).

@@ -58,6 +58,10 @@ class Backend : public Memory {
 template <typename T>
 std::unique_ptr<Backend<T>> make_cpu_backend();
 
+// The CUDA backend (kernels/cuda_backend.cu): nullptr, with the reason in `why_not`, when this
+// build has no CUDA or the machine no GPU.
+std::unique_ptr<Backend<float>> make_cuda_backend(std::string* why_not);
+
 // The training backend for train.device ("auto" | "cpu" | "cuda"). `why` receives one line
 // saying which device runs and why. Throws an InputError naming `config_path` when the device
 // asked for cannot run.

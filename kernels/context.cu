@@ -1,0 +1,94 @@
+// The per-thread CUDA context and the checked-call failure path.
+#include <fmt/format.h>
+
+#include <string>
+
+#include "context.h"
+#include "cuda_check.h"
+
+namespace hetdro::cuda {
+
+void fail(const char* file, int line, const char* call, const std::string& why) {
+  throw CudaError(fmt::format("{}:{}: {} failed: {}", file, line, call, why));
+}
+
+void check(cusolverStatus_t status, const char* file, int line, const char* call) {
+  if (status == CUSOLVER_STATUS_SUCCESS) return;
+  // cuSOLVER has no status-to-string function.
+  const char* why = "unknown cuSOLVER status";
+  switch (status) {
+    case CUSOLVER_STATUS_NOT_INITIALIZED:
+      why = "CUSOLVER_STATUS_NOT_INITIALIZED";
+      break;
+    case CUSOLVER_STATUS_ALLOC_FAILED:
+      why = "CUSOLVER_STATUS_ALLOC_FAILED";
+      break;
+    case CUSOLVER_STATUS_INVALID_VALUE:
+      why = "CUSOLVER_STATUS_INVALID_VALUE";
+      break;
+    case CUSOLVER_STATUS_ARCH_MISMATCH:
+      why = "CUSOLVER_STATUS_ARCH_MISMATCH";
+      break;
+    case CUSOLVER_STATUS_EXECUTION_FAILED:
+      why = "CUSOLVER_STATUS_EXECUTION_FAILED";
+      break;
+    case CUSOLVER_STATUS_INTERNAL_ERROR:
+      why = "CUSOLVER_STATUS_INTERNAL_ERROR";
+      break;
+    case CUSOLVER_STATUS_NOT_SUPPORTED:
+      why = "CUSOLVER_STATUS_NOT_SUPPORTED";
+      break;
+    default:
+      break;
+  }
+  fail(file, line, call, fmt::format("{} ({})", why, int(status)));
+}
+
+Context::Context() {
+  cudaCheck(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
+  cublasCheck(cublasCreate(&cublas_));
+  cublasCheck(cublasSetStream(cublas_, stream_));
+  cusolverCheck(cusolverDnCreate(&cusolver_));
+  cusolverCheck(cusolverDnSetStream(cusolver_, stream_));
+}
+
+Context::~Context() {
+  // No throwing from a destructor: a failure here has nowhere to go.
+  if (scratch_) cudaFree(scratch_);
+  if (cusolver_) cusolverDnDestroy(cusolver_);
+  if (cublas_) cublasDestroy(cublas_);
+  if (stream_) cudaStreamDestroy(stream_);
+}
+
+void* Context::scratch(size_t bytes) {
+  if (bytes <= scratch_bytes_) return scratch_;
+  cudaCheck(cudaStreamSynchronize(stream_));
+  if (scratch_) cudaCheck(cudaFree(scratch_));
+  scratch_ = nullptr;
+  scratch_bytes_ = 0;
+  cudaCheck(cudaMalloc(&scratch_, bytes));
+  scratch_bytes_ = bytes;
+  return scratch_;
+}
+
+Context& context() {
+  thread_local Context c;
+  return c;
+}
+
+void set_eigensolver(Eigensolver solver) { context().eigensolver = solver; }
+Eigensolver eigensolver() { return context().eigensolver; }
+const char* name(Eigensolver solver) {
+  switch (solver) {
+    case Eigensolver::jacobi:
+      return "jacobi";
+    case Eigensolver::syevj:
+      return "syevj";
+    case Eigensolver::syev:
+      return "syev";
+    default:
+      return "auto";
+  }
+}
+
+}  // namespace hetdro::cuda
