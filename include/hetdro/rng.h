@@ -5,11 +5,7 @@
 #include <cmath>
 #include <cstdint>
 
-#if defined(__CUDACC__)
-#define HETDRO_HD __host__ __device__
-#else
-#define HETDRO_HD
-#endif
+#include "hetdro/hd.h"  // HETDRO_HD
 
 namespace hetdro {
 
