@@ -453,7 +453,7 @@ class W2SquaredSafe(torch.autograd.Function):
         R = (U * fa.unsqueeze(-2)) @ U.transpose(-1, -2)
         M = _sym(R @ B @ R)
         mu, V = torch.linalg.eigh(M)
-        T = mu.clamp_min(eps).sqrt().sum(-1)
+        T = mu.clamp_min(eps * eps).sqrt().sum(-1)  # M's floor is ε² (DESIGN §2 step 2)
         delta = m1 - m2
         ctx.eps = eps
         ctx.save_for_backward(delta, B, a, U, fa, R, mu, V)
@@ -463,8 +463,8 @@ class W2SquaredSafe(torch.autograd.Function):
     def backward(ctx, g):
         delta, B, a, U, fa, R, mu, V = ctx.saved_tensors
         eps = ctx.eps
-        # 2. G_M = V diag(h) Vᵀ, h = 1/(2√μ) above the clamp, 0 below (the clamp is flat).
-        h = torch.where(mu > eps, 0.5 / mu.clamp_min(eps).sqrt(), torch.zeros_like(mu))
+        # 2. G_M = V diag(h) Vᵀ, h = 1/(2√μ) above the ε² floor, 0 below (the floor is flat).
+        h = torch.where(mu > eps * eps, 0.5 / mu.clamp_min(eps * eps).sqrt(), torch.zeros_like(mu))
         GM = (V * h.unsqueeze(-2)) @ V.transpose(-1, -2)
         # 3. Through M = R B R.
         dT_dB = R @ GM @ R
@@ -492,7 +492,7 @@ def w2_squared_naive(m1, A, m2, B, eps):
     """The paper's pseudocode: matrix square roots via eigh, differentiated by autograd
     (which divides by eigenvalue gaps: non-finite on repeated eigenvalues)."""
     R = _sqrtm_psd_autograd(A, eps)
-    C = _sqrtm_psd_autograd(_sym(R @ B @ R), eps)
+    C = _sqrtm_psd_autograd(_sym(R @ B @ R), eps * eps)
     return ((m1 - m2) ** 2).sum(-1) + _trace(A) + _trace(B) - 2.0 * _trace(C)
 
 

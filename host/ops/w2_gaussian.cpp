@@ -3,6 +3,7 @@
 //
 // saved per pair: [U (k·k), a (k), V (k·k), mu (k)], row-major, eigenvectors in columns:
 // A = U diag(a) Uᵀ and M = R B R = V diag(mu) Vᵀ with R = U diag(f(a)) Uᵀ, f(x) = √max(x, eps).
+// M's own root floors at eps², not eps: A, B ≥ eps·I give M ≥ eps² I (docs/DESIGN.md §2 step 2).
 #include <fmt/format.h>  // error message
 #include <omp.h>         // omp_set_num_threads
 
@@ -85,8 +86,8 @@ void w2_gaussian_forward(T* w2, T* saved, const T* m1, const T* A, const T* m2, 
     }
     const Vec<T>& mu = eigM.eigenvalues();
 
-    T cross = 0;  // T = tr((R B R)^½) = Σ f(mu)   (docs/DESIGN.md §2 step 1)
-    for (int i = 0; i < k; ++i) cross += clamped_sqrt(mu[i], eps);
+    T cross = 0;  // T = tr((R B R)^½) = Σ √max(mu, eps²)   (docs/DESIGN.md §2 step 1)
+    for (int i = 0; i < k; ++i) cross += clamped_sqrt(mu[i], eps * eps);
     w2[p] = (mean1 - mean2).squaredNorm() + Ap.trace() + Bp.trace() - T(2) * cross;
 
     if (saved != nullptr) {
@@ -134,8 +135,11 @@ void w2_gaussian_backward(T* dm1, T* dA, T* dm2, T* dB, const T* dw2, const T* s
 
     const Vec<T> fa = a.unaryExpr([eps](T x) { return clamped_sqrt(x, eps); });
     const Mat<T> R = U * fa.asDiagonal() * U.transpose();
-    // G_M = ∂T/∂M = V diag(h) Vᵀ; f is flat below eps, so h = 0 there   (docs/DESIGN.md §2 step 2)
-    const Vec<T> h = mu.unaryExpr([eps](T x) { return x > eps ? T(0.5) / std::sqrt(x) : T(0); });
+    // G_M = ∂T/∂M = V diag(h) Vᵀ; the root is flat below eps², so h = 0 there
+    // (docs/DESIGN.md §2 step 2)
+    const T floor_m = eps * eps;
+    const Vec<T> h =
+        mu.unaryExpr([floor_m](T x) { return x > floor_m ? T(0.5) / std::sqrt(x) : T(0); });
     const Mat<T> GM = V * h.asDiagonal() * V.transpose();
 
     if (dB != nullptr) {
