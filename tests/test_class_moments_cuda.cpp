@@ -108,9 +108,10 @@ void check(const std::vector<float>& z, const std::vector<int32_t>& slot, int k,
       ref_inc[e] = ref[e] - double(dz0[e]);
     }
     EXPECT_LT(increment_error(inc, ref_inc), 1e-4) << "with dcov: " << with_cov;
-    for (size_t i = 0; i < slot.size(); ++i)  // left-out and masked samples: untouched
-      if (slot[i] < 0 || count[slot[i]] < 2)
-        for (int d = 0; d < k; ++d) ASSERT_EQ(out[i * k + d], dz0[i * k + d]);
+    for (size_t i = 0; i < slot.size(); ++i) {  // left-out and masked samples: untouched
+      if (slot[i] >= 0 && count[slot[i]] >= 2) continue;
+      for (int d = 0; d < k; ++d) ASSERT_EQ(out[i * k + d], dz0[i * k + d]);
+    }
   }
 }
 

@@ -40,7 +40,8 @@ TEST(FitReduceCuda, MaskedSumCountsAndGradient) {
     std::vector<int32_t> count(slots);
     for (int s = 0; s < slots; ++s) count[s] = (s * 7) % 4;  // 0, 1 (skipped), 2, 3 (live)
     const auto w2 = random_vector<float>(size_t(slots), 1, 0.0f, 10.0f);
-    auto gc = on_device(be, count), gw = on_device(be, w2);
+    auto gc = on_device(be, count);
+    auto gw = on_device(be, w2);
     auto gdw = nan_buffer(be, slots);
     Buffer<double> gout = on_device(be, std::vector<double>(3, -7.0));
     be.fit_reduce(gout.data(), gdw.data(), gw.data(), gc.data(), slots, 1e-3f);
