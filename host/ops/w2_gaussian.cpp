@@ -85,8 +85,9 @@ void w2_gaussian_forward(T* w2, T* saved, const T* m1, const T* A, const T* m2, 
     }
     const Vec<T>& mu = eigM.eigenvalues();
 
-    T cross = 0;  // T = tr((R B R)^½) = Σ f(mu)   (docs/DESIGN.md §2 step 1)
-    for (int i = 0; i < k; ++i) cross += clamped_sqrt(mu[i], eps);
+    // T = tr((R B R)^½) = Σ √max(mu, eps²): M ≥ eps² I, so its floor is eps² (docs/DESIGN.md §2)
+    T cross = 0;
+    for (int i = 0; i < k; ++i) cross += clamped_sqrt(mu[i], eps * eps);
     w2[p] = (mean1 - mean2).squaredNorm() + Ap.trace() + Bp.trace() - T(2) * cross;
 
     if (saved != nullptr) {
@@ -134,8 +135,9 @@ void w2_gaussian_backward(T* dm1, T* dA, T* dm2, T* dB, const T* dw2, const T* s
 
     const Vec<T> fa = a.unaryExpr([eps](T x) { return clamped_sqrt(x, eps); });
     const Mat<T> R = U * fa.asDiagonal() * U.transpose();
-    // G_M = ∂T/∂M = V diag(h) Vᵀ; f is flat below eps, so h = 0 there   (docs/DESIGN.md §2 step 2)
-    const Vec<T> h = mu.unaryExpr([eps](T x) { return x > eps ? T(0.5) / std::sqrt(x) : T(0); });
+    // G_M = ∂T/∂M = V diag(h) Vᵀ; the root is flat below eps², so h = 0 there (docs/DESIGN.md §2)
+    const Vec<T> h =
+        mu.unaryExpr([eps](T x) { return x > eps * eps ? T(0.5) / std::sqrt(x) : T(0); });
     const Mat<T> GM = V * h.asDiagonal() * V.transpose();
 
     if (dB != nullptr) {
