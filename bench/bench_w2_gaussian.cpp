@@ -1,13 +1,24 @@
 // Timing of the fit's CPU reference: w2_gaussian forward+backward (two k×k eigensolves per
 // pair) and class_moments, at the sizes of one training step (B = 100, k = 64, C = 10 classes,
-// 30 slots per_group with 3 groups).
+// 30 slots per_group with 3 groups). In CUDA builds also the GPU kernels: w2_gaussian forward
+// and backward for P ∈ {10, 100, 1000} pairs and k ∈ {32, 64, 128, 256} with each eigensolver
+// back end, and the batched eigensolvers alone (docs/DESIGN.md §3; scripts/bench_eigh_torch.py
+// times torch.linalg.eigh on the same shapes).
 #include <benchmark/benchmark.h>
 
 #include <cstdint>
+#include <string>
 #include <vector>
 
 #include "bench_inputs.h"  // uniform_inputs
 #include "hetdro/ops.h"
+#ifdef HETDRO_WITH_CUDA
+#include <algorithm>
+
+#include "hetdro/backend.h"      // make_cuda_backend, Buffer
+#include "hetdro/cuda_ops.h"     // set_eigensolver, eigh
+#include "hetdro/cuda_timing.h"  // median_ms, measure_ceilings
+#endif
 
 namespace {
 
@@ -95,6 +106,138 @@ void BM_class_moments_forward(benchmark::State& state) {
   }
 }
 BENCHMARK(BM_class_moments_forward)->Arg(10)->Unit(benchmark::kMicrosecond);
+
+#ifdef HETDRO_WITH_CUDA
+
+using hetdro::cuda::Eigensolver;
+
+hetdro::Backend<float>* gpu(std::string* why_not) {
+  static std::string reason;
+  static auto backend = hetdro::make_cuda_backend(&reason);
+  *why_not = reason;
+  return backend.get();
+}
+
+const hetdro::cuda::Ceilings& ceilings() {
+  static const hetdro::cuda::Ceilings c = hetdro::cuda::measure_ceilings();
+  return c;
+}
+
+// The floor of one call: its FLOPs at the SGEMM peak or its compulsory bytes at the copy
+// bandwidth, whichever is longer. A dense symmetric eigensolve with vectors counts ≈ 9k³ FLOPs
+// (tridiagonal reduction 4/3 k³, back-transformation 2k³, implicit QR ~6k³; Golub & Van Loan).
+double floor_us(double flops, double bytes) {
+  const auto& c = ceilings();
+  return 1e6 * std::max(flops / (c.sgemm_tflops * 1e12), bytes / (c.copy_gbps * 1e9));
+}
+
+bool skip_unless_runs(benchmark::State& state, hetdro::Backend<float>* be, const std::string& why,
+                      Eigensolver solver, int k) {
+  if (!be) {
+    state.SkipWithError(("no GPU: " + why).c_str());
+    return false;
+  }
+  if (solver == Eigensolver::jacobi && k > 128) {
+    state.SkipWithError("jacobi takes k <= 128");
+    return false;
+  }
+  return true;
+}
+
+// Args: pairs, k, eigensolver (1 jacobi, 2 syevj, 3 syev). The backward is timed alone, after
+// one forward that fills `saved`.
+template <bool kBackward>
+void BM_w2_gaussian_cuda(benchmark::State& state) {
+  const int pairs = int(state.range(0)), k = int(state.range(1));
+  const auto solver = Eigensolver(state.range(2));
+  std::string why;
+  hetdro::Backend<float>* be = gpu(&why);
+  if (!skip_unless_runs(state, be, why, solver, k)) return;
+  state.SetLabel(hetdro::cuda::name(solver));
+  hetdro::cuda::set_eigensolver(solver);
+  const float eps = 1e-5f;
+  const int64_t kk = int64_t(k) * k;
+  std::vector<float> Bh(size_t(pairs) * kk, 0.0f);  // anchors at init: L = I
+  for (int p = 0; p < pairs; ++p)
+    for (int i = 0; i < k; ++i) Bh[size_t(p) * kk + size_t(i) * k + i] = 1.0f + eps;
+  auto up = [be](const std::vector<float>& h) {
+    hetdro::Buffer<float> b(*be, int64_t(h.size()));
+    b.upload(h);
+    return b;
+  };
+  const auto A = up(class_like_covariances(pairs, k, eps)), B = up(Bh);
+  const auto m1 = up(uniform_inputs<float>(size_t(pairs) * k, 2));
+  const auto m2 = up(uniform_inputs<float>(size_t(pairs) * k, 3));
+  const auto dw2 = up(std::vector<float>(pairs, 1.0f));
+  hetdro::Buffer<float> w2(*be, pairs), saved(*be, pairs * hetdro::w2_gaussian_saved_size(k));
+  hetdro::Buffer<float> dm1(*be, pairs * k), dm2(*be, pairs * k), dA(*be, pairs * kk),
+      dB(*be, pairs * kk);
+  auto forward = [&] {
+    be->w2_gaussian_forward(w2.data(), saved.data(), m1.data(), A.data(), m2.data(), B.data(),
+                            pairs, k, eps);
+  };
+  auto backward = [&] {
+    be->w2_gaussian_backward(dm1.data(), dA.data(), dm2.data(), dB.data(), dw2.data(), saved.data(),
+                             m1.data(), A.data(), m2.data(), B.data(), pairs, k, eps);
+  };
+  forward();
+  const double ms =
+      kBackward ? hetdro::cuda::median_ms(backward) : hetdro::cuda::median_ms(forward);
+  hetdro::cuda::set_eigensolver(Eigensolver::automatic);
+  for (auto _ : state) state.SetIterationTime(ms / 1e3);
+  // Forward: 3 GEMMs (2k³ each) and 2 eigensolves; reads A, B, means, writes saved and w2.
+  // Backward: 8 GEMMs; reads saved, B, means, read-modify-writes dA, dB, dm1, dm2.
+  const double k3 = double(k) * k * k;
+  const double flops = pairs * (kBackward ? 8 * 2 * k3 : 3 * 2 * k3 + 2 * 9 * k3);
+  const double bytes = 4.0 * pairs *
+                       (kBackward ? double(hetdro::w2_gaussian_saved_size(k)) + 5 * kk + 6 * k
+                                  : 2 * kk + 2 * k + hetdro::w2_gaussian_saved_size(k) + 1);
+  state.counters["pairs/s"] = pairs / (ms / 1e3);
+  state.counters["TFLOP/s"] = flops / (ms / 1e3) / 1e12;
+  state.counters["floor_us"] = floor_us(flops, bytes);
+}
+void BM_w2_gaussian_forward_cuda(benchmark::State& state) { BM_w2_gaussian_cuda<false>(state); }
+void BM_w2_gaussian_backward_cuda(benchmark::State& state) { BM_w2_gaussian_cuda<true>(state); }
+
+// The eigensolvers alone, on the same batch for each: Ŝ-like covariances (rank 9 + eps·I).
+void BM_eigh_cuda(benchmark::State& state) {
+  const int batch = int(state.range(0)), k = int(state.range(1));
+  const auto solver = Eigensolver(state.range(2));
+  std::string why;
+  hetdro::Backend<float>* be = gpu(&why);
+  if (!skip_unless_runs(state, be, why, solver, k)) return;
+  state.SetLabel(hetdro::cuda::name(solver));
+  hetdro::cuda::set_eigensolver(solver);
+  const auto host = class_like_covariances(batch, k, 1e-5f);
+  hetdro::Buffer<float> A(*be, int64_t(host.size())), w(*be, int64_t(batch) * k),
+      V(*be, int64_t(host.size()));
+  A.upload(host);
+  const double ms =
+      hetdro::cuda::median_ms([&] { hetdro::cuda::eigh(w.data(), V.data(), A.data(), batch, k); });
+  hetdro::cuda::set_eigensolver(Eigensolver::automatic);
+  for (auto _ : state) state.SetIterationTime(ms / 1e3);
+  const double flops = 9.0 * batch * double(k) * k * k;
+  state.counters["matrices/s"] = batch / (ms / 1e3);
+  state.counters["floor_us"] = floor_us(flops, 4.0 * batch * (2.0 * k * k + k));
+}
+
+void cuda_shapes(benchmark::internal::Benchmark* b) {
+  b->ArgNames({"pairs", "k", "solver"});
+  for (int solver : {int(Eigensolver::jacobi), int(Eigensolver::syevj), int(Eigensolver::syev)})
+    for (int k : {32, 64, 128, 256})
+      for (int pairs : {10, 100, 1000}) b->Args({pairs, k, solver});
+}
+BENCHMARK(BM_w2_gaussian_forward_cuda)
+    ->Apply(cuda_shapes)
+    ->UseManualTime()
+    ->Unit(benchmark::kMicrosecond);
+BENCHMARK(BM_w2_gaussian_backward_cuda)
+    ->Apply(cuda_shapes)
+    ->UseManualTime()
+    ->Unit(benchmark::kMicrosecond);
+BENCHMARK(BM_eigh_cuda)->Apply(cuda_shapes)->UseManualTime()->Unit(benchmark::kMicrosecond);
+
+#endif  // HETDRO_WITH_CUDA
 
 }  // namespace
 

@@ -24,4 +24,9 @@ void set_eigensolver(Eigensolver solver);  // this thread's CUDA context
 Eigensolver eigensolver();
 const char* name(Eigensolver solver);
 
+// The eigensolver alone, for its tests and benchmarks (kernels/eig.cu): A [batch,k,k] symmetric
+// → eigenvalues ascending w [batch,k] and eigenvectors V [batch,k,k], row-major, eigenvector i
+// in column i (as Eigen returns them), by this thread's eigensolver. Device pointers.
+void eigh(float* w, float* V, const float* A, int batch, int k);
+
 }  // namespace hetdro::cuda

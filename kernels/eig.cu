@@ -1,0 +1,174 @@
+// The batched symmetric eigensolver behind w2_gaussian (docs/DESIGN.md §3): which back end runs
+// for which k, the two cuSOLVER back ends (syevjBatched, XsyevBatched), and the public
+// cuda::eigh that the tests and benchmarks call.
+#include <cuda_runtime.h>
+#include <cusolverDn.h>
+
+#include <cstdint>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "context.h"
+#include "cuda_check.h"
+#include "eigh.cuh"
+#include "jacobi.h"  // kMaxK
+
+namespace hetdro::cuda {
+namespace {
+
+// cuSOLVER's per-call parameters, made once per thread (host objects; creating them is not a
+// stream operation, but it allocates, so not inside a step after the first).
+struct SolverParams {
+  syevjInfo_t syevj = nullptr;
+  cusolverDnParams_t x = nullptr;
+  std::vector<char> host;  // XsyevBatched's host workspace
+  SolverParams() = default;
+  SolverParams(const SolverParams&) = delete;
+  SolverParams& operator=(const SolverParams&) = delete;
+  ~SolverParams() {
+    if (syevj) cusolverDnDestroySyevjInfo(syevj);
+    if (x) cusolverDnDestroyParams(x);
+  }
+  syevjInfo_t syevj_info() {
+    // Defaults: tolerance at machine accuracy, 100 sweeps, eigenvalues sorted ascending.
+    if (!syevj) cusolverCheck(cusolverDnCreateSyevjInfo(&syevj));
+    return syevj;
+  }
+  cusolverDnParams_t xparams() {
+    if (!x) cusolverCheck(cusolverDnCreateParams(&x));
+    return x;
+  }
+};
+
+SolverParams& solver_params() {
+  thread_local SolverParams p;
+  return p;
+}
+
+size_t align(size_t bytes) { return (bytes + 255) / 256 * 256; }
+
+// The cuSOLVER workspace: a column-major copy of A (solved in place into eigenvectors), the
+// eigenvalues, one info per matrix, then the solver's own workspace.
+struct CusolverLayout {
+  size_t copy, values, info, work, work_bytes, host_bytes, bytes;
+};
+
+CusolverLayout cusolver_layout(Eigensolver solver, int batch, int k) {
+  const int64_t kk = int64_t(k) * k;
+  CusolverLayout l{};
+  l.copy = 0;
+  l.values = align(sizeof(float) * batch * kk);
+  l.info = l.values + align(sizeof(float) * batch * k);
+  l.work = l.info + align(sizeof(int) * batch);
+  cusolverDnHandle_t h = context().cusolver();
+  // The size queries read only the shapes; the pointers may be null.
+  if (solver == Eigensolver::syevj) {
+    int lwork = 0;
+    cusolverCheck(cusolverDnSsyevjBatched_bufferSize(h, CUSOLVER_EIG_MODE_VECTOR,
+                                                     CUBLAS_FILL_MODE_LOWER, k, nullptr, k, nullptr,
+                                                     &lwork, solver_params().syevj_info(), batch));
+    l.work_bytes = sizeof(float) * size_t(lwork);
+  } else {
+    size_t device = 0, host = 0;
+    cusolverCheck(cusolverDnXsyevBatched_bufferSize(
+        h, solver_params().xparams(), CUSOLVER_EIG_MODE_VECTOR, CUBLAS_FILL_MODE_LOWER, k,
+        CUDA_R_32F, nullptr, k, CUDA_R_32F, nullptr, CUDA_R_32F, &device, &host, batch));
+    l.work_bytes = device;
+    l.host_bytes = host;
+  }
+  l.bytes = l.work + align(l.work_bytes);
+  return l;
+}
+
+// cuSOLVER's column-major eigenvectors (matrix b's column j at Vcol + b·k² + j·k) to our
+// row-major layout with eigenvector j in column j, and the eigenvalues to their strided home.
+__global__ void scatter_eigh_kernel(float* __restrict__ w, int64_t w_stride, float* __restrict__ V,
+                                    int64_t v_stride, const float* __restrict__ Vcol,
+                                    const float* __restrict__ values, int batch, int k) {
+  const int64_t kk = int64_t(k) * k, total = int64_t(batch) * kk;
+  for (int64_t idx = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; idx < total;
+       idx += int64_t(gridDim.x) * blockDim.x) {
+    const int64_t b = idx / kk, rem = idx % kk;
+    const int64_t i = rem / k, j = rem % k;
+    V[b * v_stride + i * k + j] = Vcol[b * kk + j * k + i];
+    if (i == 0) w[b * w_stride + j] = values[b * k + j];
+  }
+}
+
+void cusolver_eigh(float* w, int64_t w_stride, float* V, int64_t v_stride, const float* A,
+                   int batch, int k, Eigensolver solver, void* workspace) {
+  const CusolverLayout l = cusolver_layout(solver, batch, k);
+  char* ws = static_cast<char*>(workspace);
+  float* copy = reinterpret_cast<float*>(ws + l.copy);
+  float* values = reinterpret_cast<float*>(ws + l.values);
+  int* info = reinterpret_cast<int*>(ws + l.info);
+  const int64_t kk = int64_t(k) * k;
+  cudaStream_t s = context().stream();
+  cusolverDnHandle_t h = context().cusolver();
+  // A is symmetric, so its row-major buffer is also its column-major one: copy it as is. The
+  // solvers read the lower triangle of the column-major view (A's upper triangle, row-major).
+  cudaCheck(cudaMemcpyAsync(copy, A, sizeof(float) * batch * kk, cudaMemcpyDeviceToDevice, s));
+  if (solver == Eigensolver::syevj) {
+    cusolverCheck(cusolverDnSsyevjBatched(h, CUSOLVER_EIG_MODE_VECTOR, CUBLAS_FILL_MODE_LOWER, k,
+                                          copy, k, values, reinterpret_cast<float*>(ws + l.work),
+                                          int(l.work_bytes / sizeof(float)), info,
+                                          solver_params().syevj_info(), batch));
+  } else {
+    auto& host = solver_params().host;
+    if (host.size() < l.host_bytes) host.resize(l.host_bytes);
+    cusolverCheck(cusolverDnXsyevBatched(
+        h, solver_params().xparams(), CUSOLVER_EIG_MODE_VECTOR, CUBLAS_FILL_MODE_LOWER, k,
+        CUDA_R_32F, copy, k, CUDA_R_32F, values, CUDA_R_32F, ws + l.work, l.work_bytes,
+        l.host_bytes ? host.data() : nullptr, l.host_bytes, info, batch));
+  }
+  // info is not read: reading it would need a host sync. A matrix that did not converge shows
+  // up as inaccurate or non-finite outputs, which the trainer's finiteness check catches.
+  const int threads = 256;
+  scatter_eigh_kernel<<<blocks_for(int64_t(batch) * kk, threads), threads, 0, s>>>(
+      w, w_stride, V, v_stride, copy, values, batch, k);
+  launchCheck();
+}
+
+}  // namespace
+
+// `automatic`: our Jacobi kernel up to k = 128, cuSOLVER's XsyevBatched above. A reasoned
+// default, not yet measured (docs/DESIGN.md §3): up to 128 the Jacobi kernel keeps a matrix in
+// one block's shared memory, is deterministic and can be captured into a CUDA Graph with the
+// rest of the step, which cuSOLVER is not known to allow; above 128 it does not fit, and a
+// Jacobi's k³·sweeps work loses to syev's tridiagonal reduction (syevjBatched, also Jacobi, is
+// documented to drop off past n = 32). bench/bench_w2_gaussian.cpp measures all three.
+Eigensolver resolve_eigensolver(Eigensolver solver, int k) {
+  if (solver == Eigensolver::automatic)
+    return k <= jacobi::kMaxK ? Eigensolver::jacobi : Eigensolver::syev;
+  if (solver == Eigensolver::jacobi && k > jacobi::kMaxK)
+    throw std::invalid_argument("eigensolver jacobi takes k ≤ " + std::to_string(jacobi::kMaxK) +
+                                ", got k = " + std::to_string(k) +
+                                "; choose syevj, syev or automatic");
+  return solver;
+}
+
+size_t eigh_workspace_bytes(Eigensolver solver, int batch, int k) {
+  if (batch <= 0 || k <= 0) return 0;
+  solver = resolve_eigensolver(solver, k);
+  if (solver == Eigensolver::jacobi) return 0;
+  return cusolver_layout(solver, batch, k).bytes;
+}
+
+void eigh(float* w, int64_t w_stride, float* V, int64_t v_stride, const float* A, int batch, int k,
+          Eigensolver solver, void* workspace) {
+  if (batch <= 0 || k <= 0) return;
+  solver = resolve_eigensolver(solver, k);
+  if (solver == Eigensolver::jacobi)
+    jacobi_eigh(w, w_stride, V, v_stride, A, batch, k, context().stream());
+  else
+    cusolver_eigh(w, w_stride, V, v_stride, A, batch, k, solver, workspace);
+}
+
+void eigh(float* w, float* V, const float* A, int batch, int k) {
+  const Eigensolver solver = context().eigensolver;
+  void* ws = context().scratch(eigh_workspace_bytes(solver, batch, k));
+  eigh(w, k, V, int64_t(k) * k, A, batch, k, solver, ws);
+}
+
+}  // namespace hetdro::cuda

@@ -1,0 +1,223 @@
+// Batched symmetric eigensolver of our own: parallel cyclic Jacobi, one thread block per matrix,
+// the matrix and its eigenvectors in shared memory (docs/DESIGN.md §3). Deterministic (no
+// atomics; every thread takes the same convergence decision) and capturable into a CUDA Graph
+// (no host sync, no allocation). The arithmetic and the ordering are in kernels/jacobi.h, where
+// the CPU tests check them.
+#include <cuda_runtime.h>
+
+#include <cstdint>
+#include <mutex>
+#include <stdexcept>
+#include <string>
+
+#include "cuda_check.h"
+#include "eigh.cuh"
+#include "jacobi.h"
+
+namespace hetdro::cuda {
+namespace {
+
+namespace jac = hetdro::jacobi;
+using Rot = jac::Rotation<float>;
+
+// Shared memory of one block, for padded size n: A and V with row stride n + 1 (so a column
+// walk does not hit one bank), the round's rotations and pivots, the reduction buffer, the
+// eigenvalue ranks and the block-pair table (P, Q packed in 16 bits; m ≤ 64).
+struct Layout {
+  int n, m, ld, pairs_upper;
+  size_t a, v, rot, piv_p, piv_q, red, rank, tri, bytes;
+};
+
+Layout layout(int k, int threads) {
+  Layout l{};
+  l.n = jac::padded(k);
+  l.m = l.n / 2;
+  l.ld = l.n + 1;
+  l.pairs_upper = l.m * (l.m + 1) / 2;
+  size_t off = 0;
+  auto take = [&off](size_t bytes) {
+    const size_t at = off;
+    off += (bytes + 15) / 16 * 16;
+    return at;
+  };
+  l.a = take(sizeof(float) * l.n * l.ld);
+  l.v = take(sizeof(float) * l.n * l.ld);
+  l.rot = take(sizeof(Rot) * l.m);
+  l.piv_p = take(sizeof(int) * l.m);
+  l.piv_q = take(sizeof(int) * l.m);
+  l.red = take(sizeof(float) * threads);
+  l.rank = take(sizeof(int) * l.n);
+  l.tri = take(sizeof(unsigned short) * l.pairs_upper);
+  l.bytes = off;
+  return l;
+}
+
+// Enough threads for the widest phase (n·m rows of V or m(m+1)/2 blocks), a multiple of 32,
+// at most 256: the rounds are barrier-bound, and more blocks per SM hide the barriers better.
+int threads_for(int k) {
+  const int n = jac::padded(k);
+  const int work = n * (n / 2);
+  const int t = (work + 31) / 32 * 32;
+  return t < 32 ? 32 : (t > 256 ? 256 : t);
+}
+
+__global__ void jacobi_eig_kernel(float* __restrict__ w, int64_t w_stride, float* __restrict__ V,
+                                  int64_t v_stride, const float* __restrict__ A, int k, Layout L) {
+  extern __shared__ __align__(16) unsigned char smem[];
+  float* a = reinterpret_cast<float*>(smem + L.a);
+  float* v = reinterpret_cast<float*>(smem + L.v);
+  Rot* rot = reinterpret_cast<Rot*>(smem + L.rot);
+  int* piv_p = reinterpret_cast<int*>(smem + L.piv_p);
+  int* piv_q = reinterpret_cast<int*>(smem + L.piv_q);
+  float* red = reinterpret_cast<float*>(smem + L.red);
+  int* rank = reinterpret_cast<int*>(smem + L.rank);
+  unsigned short* tri = reinterpret_cast<unsigned short*>(smem + L.tri);
+
+  const int n = L.n, m = L.m, ld = L.ld;
+  const int tid = threadIdx.x, nt = blockDim.x;
+  const int64_t b = blockIdx.x;
+  const float* Ab = A + b * int64_t(k) * k;
+
+  // Load A symmetrised (M = R B R comes out of two GEMMs only symmetric to rounding), zero the
+  // padding row and column, V = I; each thread sums the squares it loaded, in a fixed order.
+  float sum = 0.0f;
+  for (int idx = tid; idx < n * n; idx += nt) {
+    const int i = idx / n, j = idx % n;
+    const float x =
+        i < k && j < k ? 0.5f * (Ab[int64_t(i) * k + j] + Ab[int64_t(j) * k + i]) : 0.0f;
+    a[i * ld + j] = x;
+    v[i * ld + j] = i == j ? 1.0f : 0.0f;
+    sum += x * x;
+  }
+  for (int idx = tid; idx < L.pairs_upper; idx += nt) {
+    int P, Q;
+    jac::upper_triangle_index(m, idx, &P, &Q);
+    tri[idx] = (unsigned short)((P << 8) | Q);
+  }
+  // ‖A‖_F by a fixed-shape tree: the same sum on every run (docs/DESIGN.md §3, deterministic).
+  red[tid] = sum;
+  __syncthreads();
+  for (int s = 1; s < nt; s *= 2) {
+    if (tid % (2 * s) == 0 && tid + s < nt) red[tid] += red[tid + s];
+    __syncthreads();
+  }
+  const float floor = jac::rotation_floor(sqrtf(red[0]), n);
+
+  for (int sweep = 0; sweep < jac::kMaxSweeps; ++sweep) {
+    int rotated = 0;
+    for (int round = 0; round < n - 1; ++round) {
+      // Phase 1: the round's m rotations, from A as the previous round left it.
+      for (int j = tid; j < m; j += nt) {
+        int p, q;
+        jac::round_robin_pair(n, round, j, &p, &q);
+        const float app = a[p * ld + p], aqq = a[q * ld + q], apq = a[p * ld + q];
+        Rot r{1.0f, 0.0f, 0.0f};
+        if (jac::should_rotate(app, aqq, apq, floor)) {
+          r = jac::rotation(app, aqq, apq);
+          rotated = 1;
+        }
+        rot[j] = r;
+        piv_p[j] = p;
+        piv_q[j] = q;
+      }
+      __syncthreads();
+      // Phase 2: A ← Jᵀ A J by disjoint 2x2 blocks (P ≤ Q; the thread also writes the
+      // transpose), and V ← V J by rows. No block or row is touched by two threads.
+      for (int idx = tid; idx < L.pairs_upper; idx += nt) {
+        const int P = tri[idx] >> 8, Q = tri[idx] & 0xff;
+        const Rot r1 = rot[P];
+        const int p = piv_p[P], q = piv_q[P];
+        if (P == Q) {
+          if (r1.s != 0.0f) {
+            const float apq = a[p * ld + q];
+            a[p * ld + p] -= r1.t * apq;
+            a[q * ld + q] += r1.t * apq;
+            a[p * ld + q] = 0.0f;
+            a[q * ld + p] = 0.0f;
+          }
+          continue;
+        }
+        const Rot r2 = rot[Q];
+        if (r1.s == 0.0f && r2.s == 0.0f) continue;
+        const int r = piv_p[Q], u = piv_q[Q];
+        float x00 = a[p * ld + r], x01 = a[p * ld + u], x10 = a[q * ld + r], x11 = a[q * ld + u];
+        jac::rotate_block(&x00, &x01, &x10, &x11, r1, r2);
+        a[p * ld + r] = x00;
+        a[r * ld + p] = x00;
+        a[p * ld + u] = x01;
+        a[u * ld + p] = x01;
+        a[q * ld + r] = x10;
+        a[r * ld + q] = x10;
+        a[q * ld + u] = x11;
+        a[u * ld + q] = x11;
+      }
+      for (int idx = tid; idx < n * m; idx += nt) {
+        const int i = idx / m, j = idx % m;
+        const Rot r = rot[j];
+        if (r.s != 0.0f) jac::rotate_pair(&v[i * ld + piv_p[j]], &v[i * ld + piv_q[j]], r);
+      }
+      __syncthreads();
+    }
+    // Every thread gets the same answer, so the whole block leaves the loop together.
+    if (!__syncthreads_or(rotated)) break;
+  }
+
+  // Ascending eigenvalues with their vectors: rank by a total order (ties by index, NaN last),
+  // so the ranks are a permutation and every output element is written.
+  for (int i = tid; i < k; i += nt) {
+    const float di = a[i * ld + i];
+    int r = 0;
+    for (int j = 0; j < k; ++j) r += jac::ranked_before(a[j * ld + j], j, di, i);
+    rank[i] = r;
+  }
+  __syncthreads();
+  float* wb = w + b * w_stride;
+  float* Vb = V + b * v_stride;
+  for (int i = tid; i < k; i += nt) wb[rank[i]] = a[i * ld + i];
+  for (int idx = tid; idx < k * k; idx += nt) {
+    const int row = idx / k, i = idx % k;
+    Vb[int64_t(row) * k + rank[i]] = v[row * ld + i];
+  }
+}
+
+// The opt-in above 48 KiB of dynamic shared memory, set once for the largest k (an attribute of
+// the function, not a stream operation; the first, uncaptured step sets it).
+size_t shared_limit() {
+  static std::once_flag once;
+  static size_t limit = 0;
+  std::call_once(once, [] {
+    int device = 0, optin = 0;
+    cudaCheck(cudaGetDevice(&device));
+    cudaCheck(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
+    const size_t want = layout(jac::kMaxK, threads_for(jac::kMaxK)).bytes;
+    const size_t set = want < size_t(optin) ? want : size_t(optin);
+    cudaCheck(cudaFuncSetAttribute(jacobi_eig_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
+                                   int(set)));
+    limit = set;
+  });
+  return limit;
+}
+
+}  // namespace
+
+void jacobi_eigh(float* w, int64_t w_stride, float* V, int64_t v_stride, const float* A, int batch,
+                 int k, cudaStream_t stream) {
+  if (k > jac::kMaxK)
+    throw std::invalid_argument("jacobi eigensolver: k = " + std::to_string(k) +
+                                " exceeds its largest size " + std::to_string(jac::kMaxK) +
+                                " (one matrix per block in shared memory); use the syevj or syev "
+                                "eigensolver, which `automatic` picks for this k");
+  if (batch <= 0 || k <= 0) return;
+  const int threads = threads_for(k);
+  const Layout L = layout(k, threads);
+  if (L.bytes > shared_limit())
+    throw std::invalid_argument("jacobi eigensolver: k = " + std::to_string(k) + " needs " +
+                                std::to_string(L.bytes) +
+                                " bytes of shared memory per block; this GPU allows " +
+                                std::to_string(shared_limit()) + "; use syevj or syev");
+  jacobi_eig_kernel<<<unsigned(batch), threads, L.bytes, stream>>>(w, w_stride, V, v_stride, A, k,
+                                                                   L);
+  launchCheck();
+}
+
+}  // namespace hetdro::cuda
