@@ -1,6 +1,6 @@
 // Adam over one flat parameter buffer, PyTorch semantics; AdamW's decoupled decay when wd > 0.
 // The arithmetic lives in kernels/adam.h, which the CUDA kernel runs too.
-#include "../../kernels/adam.h"  // hd::adam_step, hd::adam_element
+#include "kernels/adam.h"  // hd::adam_step, hd::adam_element
 
 #include <cstdint>
 

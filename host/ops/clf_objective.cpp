@@ -1,7 +1,7 @@
 // clf_objective: L_clf as ERM or as one of the GroupDRO family (docs/DESIGN.md §1), the update
 // of the group weights q, and the per-sample weights softmax_xent_backward applies (§2). The
 // per-group arithmetic lives in kernels/clf_objective.h, which the CUDA kernel runs too.
-#include "../../kernels/clf_objective.h"  // hd::clf_objective_groups, hd::clf_sample_weight
+#include "kernels/clf_objective.h"  // hd::clf_objective_groups, hd::clf_sample_weight
 
 #include <cstdint>
 #include <vector>

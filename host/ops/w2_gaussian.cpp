@@ -3,7 +3,10 @@
 //
 // saved per pair: [U (k·k), a (k), V (k·k), mu (k)], row-major, eigenvectors in columns:
 // A = U diag(a) Uᵀ and M = R B R = V diag(mu) Vᵀ with R = U diag(f(a)) Uᵀ, f(x) = √max(x, eps).
+// The elementwise arithmetic (the floored roots, h, K) is the kernels' own (kernels/w2_gaussian.h).
 // M's own root floors at eps², not eps: A, B ≥ eps·I give M ≥ eps² I (docs/DESIGN.md §2 step 2).
+#include "kernels/w2_gaussian.h"  // w2::root, cross_root, cross_slope, divided_difference
+
 #include <fmt/format.h>  // error message
 #include <omp.h>         // omp_set_num_threads
 
@@ -24,28 +27,6 @@ template <typename T>
 using Mat = Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic>;
 template <typename T>
 using Vec = Eigen::Matrix<T, Eigen::Dynamic, 1>;
-
-template <typename T>
-T clamped_sqrt(T x, T eps) {
-  return std::sqrt(std::max(x, eps));
-}
-
-// Divided difference K_ij of f(x) = √max(x, eps) (docs/DESIGN.md §2 step 4). Never divides by a gap
-// that rounding could have made: equal eigenvalues take the closed form or f′.
-template <typename T>
-T divided_difference(T ai, T aj, T fi, T fj, T eps) {
-  const bool live_i = ai > eps, live_j = aj > eps;
-  if (live_i && live_j) return T(1) / (fi + fj);  // (√ai − √aj)/(ai − aj), gap cancelled
-  if (!live_i && !live_j) return T(0);            // f is constant below eps
-  const T gap = ai - aj;
-  const T rounding =
-      T(16) * std::numeric_limits<T>::epsilon() * std::max(std::abs(ai), std::abs(aj));
-  if (std::abs(gap) <= rounding) {
-    const T mid = T(0.5) * (ai + aj);
-    return mid > eps ? T(0.5) / std::sqrt(mid) : T(0);
-  }
-  return (fi - fj) / gap;
-}
 
 // Eigen splits any product of more than ~50k flops over a fresh thread team (Parallelizer.h)
 // unless it already runs inside one; for 64×64 that costs more than the product, and on a
@@ -76,7 +57,7 @@ void w2_gaussian_forward(T* w2, T* saved, const T* m1, const T* A, const T* m2, 
     }
     const Mat<T>& U = eigA.eigenvectors();
     const Vec<T>& a = eigA.eigenvalues();
-    const Vec<T> fa = a.unaryExpr([eps](T x) { return clamped_sqrt(x, eps); });
+    const Vec<T> fa = a.unaryExpr([eps](T x) { return hetdro::w2::root(x, eps); });
     const Mat<T> R = U * fa.asDiagonal() * U.transpose();
     const Mat<T> M = R * Bp * R;
     Eigen::SelfAdjointEigenSolver<Mat<T>> eigM(M);
@@ -87,7 +68,7 @@ void w2_gaussian_forward(T* w2, T* saved, const T* m1, const T* A, const T* m2, 
     const Vec<T>& mu = eigM.eigenvalues();
 
     T cross = 0;  // T = tr((R B R)^½) = Σ √max(mu, eps²)   (docs/DESIGN.md §2 step 1)
-    for (int i = 0; i < k; ++i) cross += clamped_sqrt(mu[i], eps * eps);
+    for (int i = 0; i < k; ++i) cross += hetdro::w2::cross_root(mu[i], eps);
     w2[p] = (mean1 - mean2).squaredNorm() + Ap.trace() + Bp.trace() - T(2) * cross;
 
     if (saved != nullptr) {
@@ -133,13 +114,11 @@ void w2_gaussian_backward(T* dm1, T* dA, T* dm2, T* dB, const T* dw2, const T* s
     const Mat<T> V = Eigen::Map<const RowMat<T>>(in + kk + k, k, k);
     const Eigen::Map<const Vec<T>> mu(in + 2 * kk + k, k);
 
-    const Vec<T> fa = a.unaryExpr([eps](T x) { return clamped_sqrt(x, eps); });
+    const Vec<T> fa = a.unaryExpr([eps](T x) { return hetdro::w2::root(x, eps); });
     const Mat<T> R = U * fa.asDiagonal() * U.transpose();
     // G_M = ∂T/∂M = V diag(h) Vᵀ; the root is flat below eps², so h = 0 there
     // (docs/DESIGN.md §2 step 2)
-    const T floor_m = eps * eps;
-    const Vec<T> h =
-        mu.unaryExpr([floor_m](T x) { return x > floor_m ? T(0.5) / std::sqrt(x) : T(0); });
+    const Vec<T> h = mu.unaryExpr([eps](T x) { return hetdro::w2::cross_slope(x, eps); });
     const Mat<T> GM = V * h.asDiagonal() * V.transpose();
 
     if (dB != nullptr) {
@@ -159,7 +138,8 @@ void w2_gaussian_backward(T* dm1, T* dA, T* dm2, T* dB, const T* dw2, const T* s
       // Daleckii–Krein: ∂T/∂A = U (K ∘ (Uᵀ ∂T/∂R U)) Uᵀ   (docs/DESIGN.md §2 step 4)
       Mat<T> C = U.transpose() * dTdR * U;
       for (int j = 0; j < k; ++j)
-        for (int i = 0; i < k; ++i) C(i, j) *= divided_difference(a[i], a[j], fa[i], fa[j], eps);
+        for (int i = 0; i < k; ++i)
+          C(i, j) *= hetdro::w2::divided_difference(a[i], a[j], fa[i], fa[j], eps);
       Mat<T> dTdA = U * C * U.transpose();
       dTdA = T(0.5) * (dTdA + dTdA.transpose()).eval();
       Eigen::Map<RowMat<T>> out(dA + p * kk, k, k);
