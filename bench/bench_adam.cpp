@@ -6,8 +6,8 @@
 #include <cstdint>
 #include <vector>
 
-#include "bench_gpu.h"     // gpu_or_skip, device_filled, time_on_gpu
 #include "bench_inputs.h"  // uniform_inputs
+#include "cuda_bench.h"    // gpu, device_filled, time_gpu
 #include "hetdro/ops.h"
 
 namespace {
@@ -36,7 +36,7 @@ BENCHMARK(BM_adam_cpu)->Arg(kModelParameters)->Unit(benchmark::kMicrosecond);
 
 void BM_adam_gpu(benchmark::State& state) {
 #ifdef HETDRO_WITH_CUDA
-  hetdro::Backend<float>* be = hetdro::bench::gpu_or_skip(state);
+  hetdro::Backend<float>* be = hetdro::bench::gpu(state);
   if (!be) return;
   const int64_t count = state.range(0);
   const bool decay = state.range(1) != 0;
@@ -48,7 +48,7 @@ void BM_adam_gpu(benchmark::State& state) {
   v.zero();
   auto status = device_filled(*be, 2, std::vector<int64_t>{-1, -1});
   int64_t step = 0;
-  hetdro::bench::time_on_gpu(
+  hetdro::bench::time_gpu(
       state,
       [&] {
         be->adam_update(p.data(), m.data(), v.data(), g.data(), count, 1e-3f, 0.9f, 0.999f, 1e-8f,

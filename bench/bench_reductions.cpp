@@ -9,8 +9,8 @@
 #include <cstdint>
 #include <vector>
 
-#include "bench_gpu.h"     // gpu_or_skip, device_filled, time_on_gpu
 #include "bench_inputs.h"  // uniform_inputs
+#include "cuda_bench.h"    // gpu, device_filled, time_gpu
 #include "hetdro/ops.h"
 
 namespace {
@@ -18,8 +18,8 @@ namespace {
 using hetdro::bench::uniform_inputs;
 
 #ifdef HETDRO_WITH_CUDA
-#define HETDRO_GPU_OR_SKIP(be)                                    \
-  hetdro::Backend<float>* be = hetdro::bench::gpu_or_skip(state); \
+#define HETDRO_GPU_OR_SKIP(be)                            \
+  hetdro::Backend<float>* be = hetdro::bench::gpu(state); \
   if (!be) return
 #else
 #define HETDRO_GPU_OR_SKIP(be)                                                              \
@@ -39,7 +39,7 @@ void BM_reduce_gpu(benchmark::State& state) {
   auto stats = hetdro::bench::device_filled(*be, 32, std::vector<double>(32, 1.0));
   auto status = hetdro::bench::device_filled(*be, 2, std::vector<int64_t>{-1, -1});
   hetdro::Buffer<double> out(*be, 1);
-  hetdro::bench::time_on_gpu(
+  hetdro::bench::time_gpu(
       state,
       [&] {
         if (op == kSumScaled)
@@ -72,7 +72,7 @@ void BM_window_gpu(benchmark::State& state) {
   auto sum = hetdro::bench::device_filled(*be, count, std::vector<double>(count, 0.0));
   auto x = hetdro::bench::device_filled(*be, count, std::vector<double>(count, 1.0));
   auto status = hetdro::bench::device_filled(*be, 2, std::vector<int64_t>{-1, -1});
-  hetdro::bench::time_on_gpu(
+  hetdro::bench::time_gpu(
       state,
       [&] {
         if (commit)
@@ -96,7 +96,7 @@ void BM_argmax_rows_gpu(benchmark::State& state) {
   const int n = int(state.range(0)), cols = int(state.range(1));
   auto x = hetdro::bench::device_filled(*be, int64_t(n) * cols, uniform_inputs<float>(1 << 20, 1));
   hetdro::Buffer<int32_t> out(*be, n);
-  hetdro::bench::time_on_gpu(
+  hetdro::bench::time_gpu(
       state, [&] { be->argmax_rows(out.data(), x.data(), n, cols); },
       4.0 * double(n) * cols + 4.0 * n);
 #endif

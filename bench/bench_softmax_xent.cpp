@@ -7,8 +7,8 @@
 #include <cstdint>
 #include <vector>
 
-#include "bench_gpu.h"     // gpu_or_skip, device_filled, time_on_gpu
 #include "bench_inputs.h"  // uniform_inputs
+#include "cuda_bench.h"    // gpu, device_filled, time_gpu
 #include "hetdro/ops.h"
 
 namespace {
@@ -62,7 +62,7 @@ BENCHMARK(BM_clf_objective_cpu)->Unit(benchmark::kMicrosecond);
 template <bool kBackward>
 void BM_softmax_xent_gpu(benchmark::State& state) {
 #ifdef HETDRO_WITH_CUDA
-  hetdro::Backend<float>* be = hetdro::bench::gpu_or_skip(state);
+  hetdro::Backend<float>* be = hetdro::bench::gpu(state);
   if (!be) return;
   const int n = int(state.range(0)), classes = int(state.range(1)), groups = 3;
   const int64_t elements = int64_t(n) * classes;
@@ -80,7 +80,7 @@ void BM_softmax_xent_gpu(benchmark::State& state) {
   // the backward reads probs, labels, weights and reads and writes dlogits.
   const double bytes =
       kBackward ? 12.0 * double(elements) + 8.0 * n : 8.0 * double(elements) + 12.0 * n;
-  hetdro::bench::time_on_gpu(
+  hetdro::bench::time_gpu(
       state,
       [&] {
         if (kBackward)
@@ -109,7 +109,7 @@ BENCHMARK(BM_softmax_xent_backward_gpu)->Apply(gpu_shapes);
 
 void BM_clf_objective_gpu(benchmark::State& state) {
 #ifdef HETDRO_WITH_CUDA
-  hetdro::Backend<float>* be = hetdro::bench::gpu_or_skip(state);
+  hetdro::Backend<float>* be = hetdro::bench::gpu(state);
   if (!be) return;
   const int n = 100, groups = 3;
   std::vector<int32_t> host_group(n);
@@ -124,7 +124,7 @@ void BM_clf_objective_gpu(benchmark::State& state) {
   hetdro::ClfRule rule;
   rule.groupdro = rule.update_q = true;
   // Latency-bound: a few hundred bytes; the GB/s counter is for the record only.
-  hetdro::bench::time_on_gpu(
+  hetdro::bench::time_gpu(
       state,
       [&] {
         be->clf_objective(clf.data(), group_loss.data(), q_next.data(), weight.data(), q.data(),

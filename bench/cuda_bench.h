@@ -12,11 +12,22 @@
 #include <functional>
 #include <memory>
 #include <string>
+#include <vector>
 
 #include "hetdro/backend.h"
 #include "hetdro/cuda_timing.h"
 
 namespace hetdro::bench {
+
+// A device buffer of `count` elements, `pattern` repeated: large inputs without generating
+// gigabytes on the host.
+template <typename U>
+Buffer<U> device_filled(Memory& memory, int64_t count, const std::vector<U>& pattern) {
+  Buffer<U> b(memory, count);
+  for (int64_t at = 0; at < count; at += int64_t(pattern.size()))
+    b.upload(pattern.data(), std::min<int64_t>(int64_t(pattern.size()), count - at), at);
+  return b;
+}
 
 // The CUDA backend, or nullptr after state.SkipWithError("no GPU: ...").
 inline Backend<float>* gpu(benchmark::State& state) {
@@ -34,7 +45,7 @@ inline const cuda::Ceilings& ceilings() {
 // Times `fn` (CUDA events, median of 20) as each iteration's manual time, and reports the
 // throughput and the floor: max(bytes / copy ceiling, flops / SGEMM ceiling).
 inline void time_gpu(benchmark::State& state, const std::function<void()>& fn, double bytes,
-                     double flops) {
+                     double flops = 0) {
   double ms = 0;
   for (auto _ : state) {
     ms = cuda::median_ms(fn);
