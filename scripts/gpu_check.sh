@@ -32,6 +32,7 @@
 #
 # Usage: scripts/gpu_check.sh [--deps DIR] [--fashion DIR] [--out DIR] [--build DIR]
 #          [--arch SM] [--cuda auto|on|off] [--budget SECONDS] [--racecheck-filter PATTERN]
+#          [--werror]
 #   --deps DIR      dependency folder from scripts/pack_deps.sh (default: the system's packages)
 #   --fashion DIR   Fashion-MNIST's four .gz files (default /usr/share/datasets/fashion-mnist
 #                   when there; else the train step is skipped)
@@ -43,6 +44,8 @@
 #   --budget S      seconds for the whole check (default 480); each step's timeout is cut to
 #                   what is left
 #   --racecheck-filter P   gtest filter for racecheck (default '*')
+#   --werror        keep warnings as errors (default off here: another compiler's new warning
+#                   must not cost the GPU's few minutes; build.log still shows them)
 set -euo pipefail
 
 usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; }
@@ -50,9 +53,11 @@ die() { echo "gpu_check: $*" >&2; exit 2; }
 
 command_line="scripts/gpu_check.sh $*"
 deps="" fashion="" out="" build="build-gpu" arch="" cuda_mode=auto budget=480 race_filter='*'
+werror=OFF
 while [[ $# -gt 0 ]]; do
   case "$1" in
     -h|--help) usage; exit 0 ;;
+    --werror) werror=ON; shift ;;
     --deps|--fashion|--out|--build|--arch|--cuda|--budget|--racecheck-filter)
       [[ $# -ge 2 && -n "$2" ]] || die "$1 needs a value (see --help)"
       case "$1" in
@@ -108,6 +113,14 @@ if [[ -n "$smi" ]] && "$smi" -L >/dev/null 2>&1; then
   gpu_name=$("$smi" --query-gpu=name --format=csv,noheader 2>/dev/null | head -1 || true)
   compute_cap=$("$smi" --query-gpu=compute_cap --format=csv,noheader 2>/dev/null | head -1 | tr -d ' .' || true)
 fi
+# CMake and ninja may be only in the Python environment's bin (pip's cmake and ninja).
+if ! command -v ninja >/dev/null || ! command -v cmake >/dev/null; then
+  pybin=$(dirname "$(python3 -c 'import sys; print(sys.executable)' 2>/dev/null || echo /nonexistent/x)")
+  [[ -d "$pybin" ]] && PATH=$PATH:$pybin
+fi
+command -v cmake >/dev/null || { echo "gpu_check: cmake not found" >&2; exit 1; }
+generator=Ninja keep_going=(-- -k 0)
+command -v ninja >/dev/null || { generator="Unix Makefiles"; keep_going=(-- -k); }
 nvcc=$(command -v nvcc || true)
 [[ -z "$nvcc" && -x /usr/local/cuda/bin/nvcc ]] && nvcc=/usr/local/cuda/bin/nvcc
 cuda_home=""
@@ -179,11 +192,13 @@ pip_libpath=$(IFS=:; echo "${pip_dirs[*]/%//lib}")
 [[ -n "$pip_libpath" ]] && export LD_LIBRARY_PATH="$pip_libpath${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}"
 
 jobs=$(nproc)
-export root build res work deps fashion arch use_cuda nvcc sanitizer race_filter jobs
+export root build res work deps fashion arch use_cuda nvcc sanitizer race_filter jobs werror
+export generator keep_going_text="${keep_going[*]}"
 export smi gpu_name cuda_home cuda_why
-export cuda_roots_list="$(IFS=';'; echo "${cuda_roots[*]}")"
-export lib_report_text="$(printf '%s\n' "${lib_report[@]}")"
-export pip_dirs_text="$(printf '%s\n' "${pip_dirs[@]}")"
+cuda_roots_list=$(IFS=';'; echo "${cuda_roots[*]}")
+lib_report_text=$(printf '%s\n' "${lib_report[@]}")
+pip_dirs_text=$(printf '%s\n' "${pip_dirs[@]}")
+export cuda_roots_list lib_report_text pip_dirs_text
 
 # --- the steps: each a function run under `timeout` in its own bash; exit 77 = skipped, with
 # the reason as the log's last line --------------------------------------------------------
@@ -207,7 +222,7 @@ step_machine() {
   if [[ -n "$nvcc" ]]; then "$nvcc" --version | tail -2; else echo "nvcc: not found"; fi
   echo "compute-sanitizer: ${sanitizer:-not found}"
   cmake --version | head -1
-  echo "ninja: $(ninja --version 2>/dev/null || echo 'not found')"
+  echo "ninja: $(ninja --version 2>/dev/null || echo 'not found: make')"
   echo "c++: $(c++ --version | head -1)"
   python3 -c 'import torch; print("torch", torch.__version__, "CUDA", torch.version.cuda, "GPU", torch.cuda.is_available())' 2>/dev/null || echo "torch: not importable"
   echo "CUDA libraries:"
@@ -221,8 +236,8 @@ step_machine() {
 }
 
 step_configure() {
-  local args=(-S "$root" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=Release -DHETDRO_CUDA="$use_cuda"
-              -DHETDRO_TESTS=ON -DHETDRO_BENCH=ON)
+  local args=(-S "$root" -B "$build" -G "$generator" -DCMAKE_BUILD_TYPE=Release
+              -DHETDRO_CUDA="$use_cuda" -DHETDRO_TESTS=ON -DHETDRO_BENCH=ON -DHETDRO_WERROR="$werror")
   [[ "$use_cuda" = ON ]] && args+=(-DCMAKE_CUDA_ARCHITECTURES="$arch" -DCMAKE_CUDA_COMPILER="$nvcc")
   [[ -n "$deps" ]] && args+=(-DHETDRO_DEPS="$deps")
   [[ -n "$cuda_roots_list" ]] && args+=(-DHETDRO_CUDA_LIB_ROOTS="$cuda_roots_list")
@@ -235,8 +250,9 @@ step_configure() {
 }
 
 step_build() {
-  [[ -f "$build/build.ninja" ]] || { echo "skipped: not configured (see configure.log)"; exit 77; }
-  cmake --build "$build" -j "$jobs" -- -k 0
+  [[ "$configure_state" = PASS ]] || { echo "skipped: configure failed (see configure.log)"; exit 77; }
+  # shellcheck disable=SC2086  # "-- -k 0" or "-- -k": words on purpose
+  cmake --build "$build" -j "$jobs" $keep_going_text
 }
 
 step_info() {
@@ -250,14 +266,14 @@ step_ctest_gpu() {
     --output-junit "$res/ctest_gpu.xml"
 }
 
-sanitize() {
+sanitize() {  # sanitize TOOL GTEST_FILTER [compute-sanitizer options...]
   need_gpu; need_exe hetdro_gpu_tests
   [[ -n "$sanitizer" ]] || { echo "skipped: compute-sanitizer not found"; exit 77; }
-  "$sanitizer" --tool "$1" --error-exitcode 1 --print-limit 50 "${@:2}" \
-    "$build/hetdro_gpu_tests" --gtest_brief=1 --gtest_filter="$filter"
+  "$sanitizer" --tool "$1" --error-exitcode 1 --print-limit 50 "${@:3}" \
+    "$build/hetdro_gpu_tests" --gtest_brief=1 --gtest_filter="$2"
 }
-step_memcheck() { filter='*' sanitize memcheck; }
-step_racecheck() { filter=$race_filter sanitize racecheck --racecheck-report analysis; }
+step_memcheck() { sanitize memcheck '*'; }
+step_racecheck() { sanitize racecheck "$race_filter" --racecheck-report analysis; }
 
 step_bench() {
   local failed=0 ran=0 b n
@@ -324,6 +340,7 @@ run_step() {  # run_step NAME TIMEOUT_SECONDS
 run_step machine 30
 cat "$res/machine.log"
 run_step configure 120
+export configure_state=${states[-1]}
 run_step build 330
 run_step info 30
 run_step ctest_gpu 150

@@ -45,13 +45,13 @@ files=(
   share/eigen3/cmake
   include/CLI share/cmake/CLI11
   include/nlohmann share/cmake/nlohmann_json
-  include/fmt lib/$arch/cmake/fmt lib/$arch/libfmt.so.9.1.0
+  include/fmt "lib/$arch/cmake/fmt" "lib/$arch/libfmt.so.9.1.0"
   include/toml++
   include/zlib.h include/zconf.h
-  include/gtest include/gmock lib/$arch/cmake/GTest
-  lib/$arch/libgtest.a lib/$arch/libgtest_main.a lib/$arch/libgmock.a lib/$arch/libgmock_main.a
-  include/benchmark lib/$arch/cmake/benchmark
-  lib/$arch/libbenchmark.so.1.7.1 lib/$arch/libbenchmark_main.a
+  include/gtest include/gmock "lib/$arch/cmake/GTest"
+  "lib/$arch/libgtest.a" "lib/$arch/libgtest_main.a" "lib/$arch/libgmock.a" "lib/$arch/libgmock_main.a"
+  include/benchmark "lib/$arch/cmake/benchmark"
+  "lib/$arch/libbenchmark.so.1.7.1" "lib/$arch/libbenchmark_main.a"
 )
 missing=()
 for f in "${files[@]}"; do [[ -e "$usr/$f" ]] || missing+=("$usr/$f"); done
