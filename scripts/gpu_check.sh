@@ -24,15 +24,15 @@
 # arguments.
 #
 # On the GPU machine, through the device tool (the packed folders must be carried: deps/ is
-# ignored by git). Here, once:
+# ignored by git). Here, once, in the checkout the tool sends (the session's own):
 #   bash scripts/pack_deps.sh --fashion deps/fashion deps/pack
-# then the device tool's run with carry ["deps"] and the command
+# then the device tool's run with carry ["deps"], timeout_s 570, and the command
 #   bash scripts/gpu_check.sh --deps deps/pack --fashion deps/fashion
 # (deps/pack about 12 MB, deps/fashion about 31 MB; the limit for all that travels is 64 MiB).
 #
 # Usage: scripts/gpu_check.sh [--deps DIR] [--fashion DIR] [--out DIR] [--build DIR]
 #          [--arch SM] [--cuda auto|on|off] [--budget SECONDS] [--racecheck-filter PATTERN]
-#          [--werror]
+#          [--bench-filter REGEX] [--werror]
 #   --deps DIR      dependency folder from scripts/pack_deps.sh (default: the system's packages)
 #   --fashion DIR   Fashion-MNIST's four .gz files (default /usr/share/datasets/fashion-mnist
 #                   when there; else the train step is skipped)
@@ -44,6 +44,7 @@
 #   --budget S      seconds for the whole check (default 480); each step's timeout is cut to
 #                   what is left
 #   --racecheck-filter P   gtest filter for racecheck (default '*')
+#   --bench-filter R  --benchmark_filter for every bench_* (default: all)
 #   --werror        keep warnings as errors (default off here: another compiler's new warning
 #                   must not cost the GPU's few minutes; build.log still shows them)
 set -euo pipefail
@@ -53,17 +54,17 @@ die() { echo "gpu_check: $*" >&2; exit 2; }
 
 command_line="scripts/gpu_check.sh $*"
 deps="" fashion="" out="" build="build-gpu" arch="" cuda_mode=auto budget=480 race_filter='*'
-werror=OFF
+werror=OFF bench_filter=.
 while [[ $# -gt 0 ]]; do
   case "$1" in
     -h|--help) usage; exit 0 ;;
     --werror) werror=ON; shift ;;
-    --deps|--fashion|--out|--build|--arch|--cuda|--budget|--racecheck-filter)
+    --deps|--fashion|--out|--build|--arch|--cuda|--budget|--racecheck-filter|--bench-filter)
       [[ $# -ge 2 && -n "$2" ]] || die "$1 needs a value (see --help)"
       case "$1" in
         --deps) deps=$2 ;; --fashion) fashion=$2 ;; --out) out=$2 ;; --build) build=$2 ;;
         --arch) arch=$2 ;; --cuda) cuda_mode=$2 ;; --budget) budget=$2 ;;
-        --racecheck-filter) race_filter=$2 ;;
+        --racecheck-filter) race_filter=$2 ;; --bench-filter) bench_filter=$2 ;;
       esac
       shift 2 ;;
     *) die "unknown argument '$1' (see --help)" ;;
@@ -193,7 +194,7 @@ pip_libpath=$(IFS=:; echo "${pip_dirs[*]/%//lib}")
 
 jobs=$(nproc)
 export root build res work deps fashion arch use_cuda nvcc sanitizer race_filter jobs werror
-export generator keep_going_text="${keep_going[*]}"
+export bench_filter generator keep_going_text="${keep_going[*]}"
 export smi gpu_name cuda_home cuda_why
 cuda_roots_list=$(IFS=';'; echo "${cuda_roots[*]}")
 lib_report_text=$(printf '%s\n' "${lib_report[@]}")
@@ -282,8 +283,8 @@ step_bench() {
     n=$(basename "$b")
     echo "== $n"
     ran=$((ran + 1))
-    timeout -k 5 120 "$b" --benchmark_min_time=0.05 --benchmark_out="$res/$n.json" \
-      --benchmark_out_format=json || { echo "!! $n failed (exit $?)"; failed=1; }
+    timeout -k 5 120 "$b" --benchmark_min_time=0.05 --benchmark_filter="$bench_filter" \
+      --benchmark_out="$res/$n.json" --benchmark_out_format=json || { echo "!! $n failed (exit $?)"; failed=1; }
   done
   if [[ -f "$root/scripts/bench_eigh_torch.py" ]]; then
     echo "== scripts/bench_eigh_torch.py"
