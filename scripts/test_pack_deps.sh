@@ -71,7 +71,7 @@ say "no header or library of a dependency came from /usr"
 "$build/hetdro" info | tee "$work/info.txt"
 grep -q "hetdro" "$work/info.txt" || fail "hetdro info printed no version line"
 # Config (toml++ header-only), IO (zlib: gzipped IDX), a W2 op (Eigen), the CLI (CLI11, JSON).
-"$build/hetdro_tests" --gtest_brief=1 \
+"$build/hetdro_tests" \
   --gtest_filter='Config.*:Io.*:W2Gaussian.*ClosedForm:CliHelp.*:CliInfo.*:PrepareSynthetic.*'
 "$build/bench_w2_gaussian" --benchmark_min_time=0.01 --benchmark_filter='/10$' \
   --benchmark_out="$work/bench.json" --benchmark_out_format=json
