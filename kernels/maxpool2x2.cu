@@ -20,28 +20,18 @@
 #include "context.h"     // context, blocks_for
 #include "cuda_check.h"  // launchCheck
 #include "hetdro/cuda_ops.h"
-#include "maxpool2x2.h"  // argmax2x2
+#include "maxpool2x2.h"  // window_corner, argmax2x2
 
 namespace hetdro::cuda {
 namespace {
 
 constexpr int kThreads = 256;
 
-// Output element o = (plane, y, x) of [n·c, h/2, w/2] -> the index in `in` of its window's
-// top-left corner (2y, 2x). Odd trailing rows and columns belong to no window.
-__device__ inline int64_t corner_of(int64_t o, int oh, int ow, int h, int w) {
-  const int64_t plane = o / (int64_t(oh) * ow);
-  const int64_t r = o - plane * oh * ow;
-  const int64_t y = r / ow, x = r - y * ow;
-  return plane * h * w + 2 * y * w + 2 * x;
-}
-
 __global__ void pool_forward(float* __restrict__ out, const float* __restrict__ in, int64_t count,
                              int h, int w) {
-  const int oh = h / 2, ow = w / 2;
   for (int64_t o = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; o < count;
        o += int64_t(gridDim.x) * blockDim.x) {
-    const float* p = in + corner_of(o, oh, ow, h, w);
+    const float* p = in + window_corner(o, h, w);
     out[o] = p[argmax2x2(p, int64_t(w))];
   }
 }
@@ -51,10 +41,9 @@ __global__ void pool_forward(float* __restrict__ out, const float* __restrict__ 
 // non-maxima keep their value.
 __global__ void pool_backward(float* __restrict__ din, const float* __restrict__ dout,
                               const float* __restrict__ in, int64_t count, int h, int w) {
-  const int oh = h / 2, ow = w / 2;
   for (int64_t o = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; o < count;
        o += int64_t(gridDim.x) * blockDim.x) {
-    const int64_t corner = corner_of(o, oh, ow, h, w);
+    const int64_t corner = window_corner(o, h, w);
     din[corner + argmax2x2(in + corner, int64_t(w))] += dout[o];
   }
 }
