@@ -20,7 +20,7 @@ constexpr int64_t kLarge = int64_t(64) << 20;
 
 void BM_cpu_sigmoid_forward(benchmark::State& state, int64_t count) {
   const auto in = hetdro::bench::uniform_inputs<float>(size_t(count), 1, -8.0f, 8.0f);
-  std::vector<float> out(size_t(count));
+  std::vector<float> out(static_cast<size_t>(count));
   for (auto _ : state) {
     hetdro::cpu::sigmoid_forward(out.data(), in.data(), count);
     benchmark::DoNotOptimize(out.data());

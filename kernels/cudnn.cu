@@ -167,8 +167,10 @@ class Cudnn {
   Cudnn() {
     cudnnCheck(cudnnCreate(&handle_));
     const cudnnStatus_t status = cudnnSetStream(handle_, context().stream());
-    if (status != CUDNN_STATUS_SUCCESS) cudnnDestroy(handle_);
-    cudnnCheck(status);
+    if (status != CUDNN_STATUS_SUCCESS) {
+      cudnnDestroy(handle_);
+      cudnn_check(status, __FILE__, __LINE__, "cudnnSetStream(handle, context().stream())");
+    }
   }
   ~Cudnn() {
     plans_.clear();

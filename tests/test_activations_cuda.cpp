@@ -46,7 +46,7 @@ void check(Backend<float>& be, Act act, int64_t count, bool in_place) {
   else
     be.relu_backward(din.data(), dout_d.data(), out, count);
 
-  std::vector<double> ref(size_t(count)), ref_din = widen(din0);
+  std::vector<double> ref(static_cast<size_t>(count)), ref_din = widen(din0);
   const auto in_r = widen(in), dout_r = widen(dout);
   if (act == Act::sigmoid) {
     cpu::sigmoid_forward<double>(ref.data(), in_r.data(), count);

@@ -21,7 +21,7 @@ using testing::random_vector;
 
 void check(Backend<float>& be, const std::vector<float>& src_x, int rows, int64_t width,
            const std::vector<int64_t>& index, const std::string& what) {
-  std::vector<int32_t> src_y(size_t(rows));
+  std::vector<int32_t> src_y(static_cast<size_t>(rows));
   for (int r = 0; r < rows; ++r) src_y[size_t(r)] = 7 * r + 3;
   const int n = int(index.size());
   auto src_x_d = on_device(be, src_x);
@@ -31,7 +31,7 @@ void check(Backend<float>& be, const std::vector<float>& src_x, int rows, int64_
   auto y = on_device(be, std::vector<int32_t>(size_t(n), -1));
   be.gather_batch(x.data(), y.data(), src_x_d.data(), src_y_d.data(), index_d.data(), n, width);
   std::vector<float> ref_x(size_t(n) * width);
-  std::vector<int32_t> ref_y(size_t(n));
+  std::vector<int32_t> ref_y(static_cast<size_t>(n));
   cpu::gather_batch<float>(ref_x.data(), ref_y.data(), src_x.data(), src_y.data(), index.data(), n,
                            width);
   EXPECT_EQ(x.download(), ref_x) << what;
@@ -42,7 +42,7 @@ TEST(GatherBatchCuda, MatchesTheReference) {
   HETDRO_CUDA_OR_SKIP(be);
   // Out of order, repeated, first and last rows.
   auto indices = [](int n, int rows) {
-    std::vector<int64_t> index(size_t(n));
+    std::vector<int64_t> index(static_cast<size_t>(n));
     for (int i = 0; i < n; ++i) index[size_t(i)] = (int64_t(i) * 7919 + 13) % rows;
     index[0] = rows - 1;
     if (n > 2) index[1] = 0, index[2] = rows - 1;

@@ -82,9 +82,15 @@ TEST(LinearCuda, BackwardAccumulatesAndSkipsNullGradients) {
       EXPECT_LT(gpu_error(din.download(), rin), kGpuTolerance) << what;
       EXPECT_LT(gpu_error(dwt.download(), rwt), kGpuTolerance) << what;
       EXPECT_LT(gpu_error(db.download(), rb), kGpuTolerance) << what;
-      if (!want.din) EXPECT_EQ(din.download(), din0) << what;
-      if (!want.dweight) EXPECT_EQ(dwt.download(), dwt0) << what;
-      if (!want.dbias) EXPECT_EQ(db.download(), db0) << what;
+      if (!want.din) {
+        EXPECT_EQ(din.download(), din0) << what;
+      }
+      if (!want.dweight) {
+        EXPECT_EQ(dwt.download(), dwt0) << what;
+      }
+      if (!want.dbias) {
+        EXPECT_EQ(db.download(), db0) << what;
+      }
     }
 }
 

@@ -157,7 +157,7 @@ TEST(Maxpool2x2Kernel, KernelIndexMathMatchesTheReferenceWithTies) {
       out[size_t(o)] = in[size_t(arg)];
       din[size_t(arg)] += dout[size_t(o)];
     }
-    std::vector<float> ref_out(size_t(outs)), ref_din = din0;
+    std::vector<float> ref_out(static_cast<size_t>(outs)), ref_din = din0;
     cpu::maxpool2x2_forward(ref_out.data(), in.data(), s.n, s.c, s.h, s.w);
     cpu::maxpool2x2_backward(ref_din.data(), dout.data(), in.data(), s.n, s.c, s.h, s.w);
     EXPECT_EQ(out, ref_out) << s.n << "x" << s.c << "x" << s.h << "x" << s.w;
