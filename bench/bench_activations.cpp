@@ -8,8 +8,8 @@
 #include <cstdint>
 #include <vector>
 
-#include "bench_cuda.h"    // CUDA builds: cuda_backend, device_inputs, run_timed, Work
 #include "bench_inputs.h"  // uniform_inputs
+#include "cuda_bench.h"    // CUDA builds: gpu, time_gpu
 #include "hetdro/ops.h"
 
 namespace {
@@ -31,34 +31,47 @@ void BM_cpu_sigmoid_forward(benchmark::State& state, int64_t count) {
 BENCHMARK_CAPTURE(BM_cpu_sigmoid_forward, pooled, kPooled)->UseRealTime();
 
 #ifdef HETDRO_WITH_CUDA
+
 // --- CUDA --------------------------------------------------------------------------------------
+
+// Seeded inputs in device memory.
+hetdro::Buffer<float> device_inputs(hetdro::Memory& memory, size_t count, uint64_t seed) {
+  hetdro::Buffer<float> b(memory, int64_t(count));
+  b.upload(hetdro::bench::uniform_inputs<float>(count, seed));
+  return b;
+}
 
 enum class Op { sigmoid_forward, sigmoid_backward, relu_forward, relu_backward };
 
 // Forward: in read, out written. Backward: dout and out read, din read and written.
 void BM_cuda(benchmark::State& state, Op op, int64_t count) {
-  HETDRO_BENCH_CUDA_OR_SKIP(state, be);
-  auto a = hetdro::bench::device_inputs(be, size_t(count), 1);
-  auto b = hetdro::bench::device_inputs(be, size_t(count), 2);
-  auto c = hetdro::bench::device_inputs(be, size_t(count), 3);
+  hetdro::Backend<float>* gpu = hetdro::bench::gpu(state);
+  if (!gpu) return;
+  hetdro::Backend<float>& be = *gpu;
+  auto a = device_inputs(be, size_t(count), 1);
+  auto b = device_inputs(be, size_t(count), 2);
+  auto c = device_inputs(be, size_t(count), 3);
   const bool forward = op == Op::sigmoid_forward || op == Op::relu_forward;
-  const hetdro::bench::Work work{0, (forward ? 8.0 : 16.0) * double(count)};
-  hetdro::bench::run_timed(state, work, [&] {
-    switch (op) {
-      case Op::sigmoid_forward:
-        be.sigmoid_forward(b.data(), a.data(), count);
-        break;
-      case Op::sigmoid_backward:
-        be.sigmoid_backward(c.data(), b.data(), a.data(), count);
-        break;
-      case Op::relu_forward:
-        be.relu_forward(b.data(), a.data(), count);
-        break;
-      case Op::relu_backward:
-        be.relu_backward(c.data(), b.data(), a.data(), count);
-        break;
-    }
-  });
+  const double bytes = (forward ? 8.0 : 16.0) * double(count);
+  hetdro::bench::time_gpu(
+      state,
+      [&] {
+        switch (op) {
+          case Op::sigmoid_forward:
+            be.sigmoid_forward(b.data(), a.data(), count);
+            break;
+          case Op::sigmoid_backward:
+            be.sigmoid_backward(c.data(), b.data(), a.data(), count);
+            break;
+          case Op::relu_forward:
+            be.relu_forward(b.data(), a.data(), count);
+            break;
+          case Op::relu_backward:
+            be.relu_backward(c.data(), b.data(), a.data(), count);
+            break;
+        }
+      },
+      bytes, 0);
 }
 
 BENCHMARK_CAPTURE(BM_cuda, sigmoid_forward_pooled, Op::sigmoid_forward, kPooled)->UseManualTime();

@@ -8,8 +8,8 @@
 #include <cstdint>
 #include <vector>
 
-#include "bench_cuda.h"    // CUDA builds: cuda_backend, device_inputs, run_timed, Work
 #include "bench_inputs.h"  // uniform_inputs
+#include "cuda_bench.h"    // CUDA builds: gpu, time_gpu
 #include "hetdro/ops.h"
 
 namespace {
@@ -58,39 +58,54 @@ BENCHMARK_CAPTURE(BM_cpu_forward, classifier, kClassifier)->UseRealTime();
 BENCHMARK_CAPTURE(BM_cpu_backward, classifier, kClassifier)->UseRealTime();
 
 #ifdef HETDRO_WITH_CUDA
+
 // --- CUDA (cuBLAS) -----------------------------------------------------------------------------
 
+// Seeded inputs in device memory.
+hetdro::Buffer<float> device_inputs(hetdro::Memory& memory, size_t count, uint64_t seed) {
+  hetdro::Buffer<float> b(memory, int64_t(count));
+  b.upload(hetdro::bench::uniform_inputs<float>(count, seed));
+  return b;
+}
+
 void BM_cuda_forward(benchmark::State& state, Dims d) {
-  HETDRO_BENCH_CUDA_OR_SKIP(state, be);
-  auto in = hetdro::bench::device_inputs(be, size_t(d.n) * d.in, 1);
-  auto wt = hetdro::bench::device_inputs(be, size_t(d.out) * d.in, 2);
-  auto b = hetdro::bench::device_inputs(be, size_t(d.out), 3);
+  hetdro::Backend<float>* gpu = hetdro::bench::gpu(state);
+  if (!gpu) return;
+  hetdro::Backend<float>& be = *gpu;
+  auto in = device_inputs(be, size_t(d.n) * d.in, 1);
+  auto wt = device_inputs(be, size_t(d.out) * d.in, 2);
+  auto b = device_inputs(be, size_t(d.out), 3);
   hetdro::Buffer<float> out(be, int64_t(d.n) * d.out);
   // in and W read; out written by the bias broadcast, then read and written by the GEMM.
-  const hetdro::bench::Work work{2 * d.macs(), d.in_bytes() + d.w_bytes() + 3 * d.out_bytes()};
-  hetdro::bench::run_timed(state, work, [&] {
-    be.linear_forward(out.data(), in.data(), wt.data(), b.data(), d.n, d.in, d.out);
-  });
+  const double flops = 2 * d.macs(), bytes = d.in_bytes() + d.w_bytes() + 3 * d.out_bytes();
+  hetdro::bench::time_gpu(
+      state,
+      [&] { be.linear_forward(out.data(), in.data(), wt.data(), b.data(), d.n, d.in, d.out); },
+      bytes, flops);
   state.SetItemsProcessed(state.iterations() * d.n);
 }
 
 // All three gradients, as for every layer but the first.
 void BM_cuda_backward(benchmark::State& state, Dims d) {
-  HETDRO_BENCH_CUDA_OR_SKIP(state, be);
-  auto in = hetdro::bench::device_inputs(be, size_t(d.n) * d.in, 1);
-  auto wt = hetdro::bench::device_inputs(be, size_t(d.out) * d.in, 2);
-  auto dout = hetdro::bench::device_inputs(be, size_t(d.n) * d.out, 3);
-  auto din = hetdro::bench::device_inputs(be, size_t(d.n) * d.in, 4);
-  auto dwt = hetdro::bench::device_inputs(be, size_t(d.out) * d.in, 5);
-  auto db = hetdro::bench::device_inputs(be, size_t(d.out), 6);
+  hetdro::Backend<float>* gpu = hetdro::bench::gpu(state);
+  if (!gpu) return;
+  hetdro::Backend<float>& be = *gpu;
+  auto in = device_inputs(be, size_t(d.n) * d.in, 1);
+  auto wt = device_inputs(be, size_t(d.out) * d.in, 2);
+  auto dout = device_inputs(be, size_t(d.n) * d.out, 3);
+  auto din = device_inputs(be, size_t(d.n) * d.in, 4);
+  auto dwt = device_inputs(be, size_t(d.out) * d.in, 5);
+  auto db = device_inputs(be, size_t(d.out), 6);
   // Two GEMMs of the forward's size; dout read three times, in and W once, din and dW += (read
   // and written).
-  const hetdro::bench::Work work{4 * d.macs(),
-                                 3 * d.out_bytes() + 3 * d.in_bytes() + 3 * d.w_bytes()};
-  hetdro::bench::run_timed(state, work, [&] {
-    be.linear_backward(din.data(), dwt.data(), db.data(), dout.data(), in.data(), wt.data(), d.n,
-                       d.in, d.out);
-  });
+  const double flops = 4 * d.macs(), bytes = 3 * d.out_bytes() + 3 * d.in_bytes() + 3 * d.w_bytes();
+  hetdro::bench::time_gpu(
+      state,
+      [&] {
+        be.linear_backward(din.data(), dwt.data(), db.data(), dout.data(), in.data(), wt.data(),
+                           d.n, d.in, d.out);
+      },
+      bytes, flops);
   state.SetItemsProcessed(state.iterations() * d.n);
 }
 

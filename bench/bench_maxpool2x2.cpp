@@ -8,8 +8,8 @@
 #include <cstdint>
 #include <vector>
 
-#include "bench_cuda.h"    // CUDA builds: cuda_backend, device_inputs, run_timed, Work
 #include "bench_inputs.h"  // uniform_inputs
+#include "cuda_bench.h"    // CUDA builds: gpu, time_gpu
 #include "hetdro/ops.h"
 
 namespace {
@@ -45,28 +45,41 @@ BENCHMARK_CAPTURE(BM_cpu_forward, full28, kFull28)->UseRealTime();
 BENCHMARK_CAPTURE(BM_cpu_backward, full28, kFull28)->UseRealTime();
 
 #ifdef HETDRO_WITH_CUDA
+
 // --- CUDA --------------------------------------------------------------------------------------
 
+// Seeded inputs in device memory.
+hetdro::Buffer<float> device_inputs(hetdro::Memory& memory, size_t count, uint64_t seed) {
+  hetdro::Buffer<float> b(memory, int64_t(count));
+  b.upload(hetdro::bench::uniform_inputs<float>(count, seed));
+  return b;
+}
+
 void BM_cuda_forward(benchmark::State& state, Pool p) {
-  HETDRO_BENCH_CUDA_OR_SKIP(state, be);
-  auto in = hetdro::bench::device_inputs(be, p.in_count(), 1);
+  hetdro::Backend<float>* gpu = hetdro::bench::gpu(state);
+  if (!gpu) return;
+  hetdro::Backend<float>& be = *gpu;
+  auto in = device_inputs(be, p.in_count(), 1);
   hetdro::Buffer<float> out(be, int64_t(p.out_count()));
-  const hetdro::bench::Work work{0, 4.0 * (p.in_count() + p.out_count())};
-  hetdro::bench::run_timed(
-      state, work, [&] { be.maxpool2x2_forward(out.data(), in.data(), p.n, p.c, p.h, p.w); });
+  const double bytes = 4.0 * (p.in_count() + p.out_count());
+  hetdro::bench::time_gpu(
+      state, [&] { be.maxpool2x2_forward(out.data(), in.data(), p.n, p.c, p.h, p.w); }, bytes, 0);
 }
 
 // Reads in and dout; the += touches one din element per window (a quarter of din, read and
 // written in 4-byte pieces; counted as such, though the sectors moved are more).
 void BM_cuda_backward(benchmark::State& state, Pool p) {
-  HETDRO_BENCH_CUDA_OR_SKIP(state, be);
-  auto in = hetdro::bench::device_inputs(be, p.in_count(), 1);
-  auto dout = hetdro::bench::device_inputs(be, p.out_count(), 2);
-  auto din = hetdro::bench::device_inputs(be, p.in_count(), 3);
-  const hetdro::bench::Work work{0, 4.0 * (p.in_count() + 3 * p.out_count())};
-  hetdro::bench::run_timed(state, work, [&] {
-    be.maxpool2x2_backward(din.data(), dout.data(), in.data(), p.n, p.c, p.h, p.w);
-  });
+  hetdro::Backend<float>* gpu = hetdro::bench::gpu(state);
+  if (!gpu) return;
+  hetdro::Backend<float>& be = *gpu;
+  auto in = device_inputs(be, p.in_count(), 1);
+  auto dout = device_inputs(be, p.out_count(), 2);
+  auto din = device_inputs(be, p.in_count(), 3);
+  const double bytes = 4.0 * (p.in_count() + 3 * p.out_count());
+  hetdro::bench::time_gpu(
+      state,
+      [&] { be.maxpool2x2_backward(din.data(), dout.data(), in.data(), p.n, p.c, p.h, p.w); },
+      bytes, 0);
 }
 
 BENCHMARK_CAPTURE(BM_cuda_forward, full28, kFull28)->UseManualTime();
