@@ -3,11 +3,16 @@
 //   ./build/bench_conv2d [--benchmark_filter=...]
 // BM_conv2_dweight_* compare the two ways to sum the weight gradient over the batch: per-thread
 // partials (what conv2d_backward does) and one big GEMM over the whole batch's im2col.
+// BM_cuda_* (CUDA builds): cuDNN's forward and backward (kernels/cudnn.cu) at the default
+// config's shapes, full28 at 70 samples and low16 at 25 (docs/DESIGN.md §5), timed with CUDA
+// events; TFLOP/s against the measured SGEMM ceiling and the floor time.
 #include <benchmark/benchmark.h>
 
 #include <cstdint>
 #include <vector>
 
+#include "bench_inputs.h"  // uniform_inputs
+#include "cuda_bench.h"    // CUDA builds: gpu, time_gpu
 #include "hetdro/ops.h"
 
 namespace {
@@ -120,6 +125,87 @@ BENCHMARK_CAPTURE(BM_forward_f64, conv2, kConv2)->Unit(benchmark::kMillisecond)-
 BENCHMARK_CAPTURE(BM_backward_f64, conv2, kConv2)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_conv2_dweight_partials)->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_conv2_dweight_batched)->Unit(benchmark::kMillisecond)->UseRealTime();
+
+#ifdef HETDRO_WITH_CUDA
+
+// --- CUDA (cuDNN) ------------------------------------------------------------------------------
+
+// Seeded inputs in device memory.
+hetdro::Buffer<float> device_inputs(hetdro::Memory& memory, size_t count, uint64_t seed) {
+  hetdro::Buffer<float> b(memory, int64_t(count));
+  b.upload(hetdro::bench::uniform_inputs<float>(count, seed));
+  return b;
+}
+
+struct CudaLayer {
+  int n;
+  Layer l;
+  double macs() const { return double(n) * l.c_out * l.oh() * l.ow() * l.c_in * l.k * l.k; }
+  double in_bytes() const { return 4.0 * n * l.c_in * l.h * l.w; }
+  double out_bytes() const { return 4.0 * n * l.c_out * l.oh() * l.ow(); }
+  double w_bytes() const { return 4.0 * l.c_out * l.c_in * l.k * l.k; }
+};
+constexpr CudaLayer kFull28Conv1{70, kConv1}, kFull28Conv2{70, kConv2};
+constexpr CudaLayer kLow16Conv1{25, {1, 16, 16, 32, 3}}, kLow16Conv2{25, {32, 14, 14, 64, 3}};
+
+void BM_cuda_forward(benchmark::State& state, CudaLayer c) {
+  hetdro::Backend<float>* gpu = hetdro::bench::gpu(state);
+  if (!gpu) return;
+  hetdro::Backend<float>& be = *gpu;
+  const Layer l = c.l;
+  auto in = device_inputs(be, size_t(c.in_bytes() / 4), 1);
+  auto wt = device_inputs(be, size_t(c.w_bytes() / 4), 2);
+  auto b = device_inputs(be, size_t(l.c_out), 3);
+  hetdro::Buffer<float> out(be, int64_t(c.out_bytes() / 4));
+  // in, weight and bias read, out written (the bias add reads and writes it once more).
+  const double flops = 2 * c.macs(), bytes = c.in_bytes() + c.w_bytes() + 3 * c.out_bytes();
+  hetdro::bench::time_gpu(
+      state,
+      [&] {
+        be.conv2d_forward(out.data(), in.data(), wt.data(), b.data(), c.n, l.c_in, l.h, l.w,
+                          l.c_out, l.k, l.k);
+      },
+      bytes, flops);
+  state.SetItemsProcessed(state.iterations() * c.n);
+}
+
+// As in training: the first layer (c_in = 1) wants no input gradient.
+void BM_cuda_backward(benchmark::State& state, CudaLayer c) {
+  hetdro::Backend<float>* gpu = hetdro::bench::gpu(state);
+  if (!gpu) return;
+  hetdro::Backend<float>& be = *gpu;
+  const Layer l = c.l;
+  const bool want_din = l.c_in > 1;
+  auto in = device_inputs(be, size_t(c.in_bytes() / 4), 1);
+  auto wt = device_inputs(be, size_t(c.w_bytes() / 4), 2);
+  auto dout = device_inputs(be, size_t(c.out_bytes() / 4), 3);
+  auto din = device_inputs(be, size_t(c.in_bytes() / 4), 4);
+  auto dwt = device_inputs(be, size_t(c.w_bytes() / 4), 5);
+  auto db = device_inputs(be, size_t(l.c_out), 6);
+  // dweight (and din) each a GEMM of the forward's size; reads: dout (twice with din, once more
+  // for dbias), in, weight; += outputs read and written.
+  const double flops = 2 * c.macs() * (want_din ? 2 : 1);
+  const double bytes = (want_din ? 3 : 2) * c.out_bytes() + c.in_bytes() + c.w_bytes() +
+                       2 * c.w_bytes() + (want_din ? 2 * c.in_bytes() : 0);
+  hetdro::bench::time_gpu(
+      state,
+      [&] {
+        be.conv2d_backward(want_din ? din.data() : nullptr, dwt.data(), db.data(), dout.data(),
+                           in.data(), wt.data(), c.n, l.c_in, l.h, l.w, l.c_out, l.k, l.k);
+      },
+      bytes, flops);
+  state.SetItemsProcessed(state.iterations() * c.n);
+}
+
+BENCHMARK_CAPTURE(BM_cuda_forward, full28_conv1, kFull28Conv1)->UseManualTime();
+BENCHMARK_CAPTURE(BM_cuda_backward, full28_conv1, kFull28Conv1)->UseManualTime();
+BENCHMARK_CAPTURE(BM_cuda_forward, full28_conv2, kFull28Conv2)->UseManualTime();
+BENCHMARK_CAPTURE(BM_cuda_backward, full28_conv2, kFull28Conv2)->UseManualTime();
+BENCHMARK_CAPTURE(BM_cuda_forward, low16_conv1, kLow16Conv1)->UseManualTime();
+BENCHMARK_CAPTURE(BM_cuda_backward, low16_conv1, kLow16Conv1)->UseManualTime();
+BENCHMARK_CAPTURE(BM_cuda_forward, low16_conv2, kLow16Conv2)->UseManualTime();
+BENCHMARK_CAPTURE(BM_cuda_backward, low16_conv2, kLow16Conv2)->UseManualTime();
+#endif  // HETDRO_WITH_CUDA
 
 }  // namespace
 

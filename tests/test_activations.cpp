@@ -1,4 +1,5 @@
-// sigmoid and relu against scalar formulas, and their backwards against central differences.
+// sigmoid and relu against scalar formulas, and their backwards against central differences; and
+// the CUDA kernels' formulas (kernels/activations.h) against the reference.
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -6,6 +7,7 @@
 #include <type_traits>
 #include <vector>
 
+#include "activations.h"  // the CUDA kernels' sigmoid, sigmoid_grad, relu, relu_grad
 #include "hetdro/ops.h"
 #include "testing.h"  // random_vector, rel_error, numeric_gradient
 
@@ -94,6 +96,44 @@ TEST(Activations, ReluBackwardMatchesCentralDifferences) {
   auto x = random_vector<double>(200, 7, 0.05, 1.0);
   for (size_t i = 0; i < x.size(); i += 2) x[i] = -x[i];
   check_backward(cpu::relu_forward<double>, cpu::relu_backward<double>, x);
+}
+
+// --- the CUDA kernels' formulas (kernels/activations.h) ---------------------------------------
+
+// The kernels apply these per element: forward overwrites, backward adds (start from nonzero
+// gradients). Float against the double reference, with saturation, zeros and a NaN input.
+TEST(ActivationsKernel, FormulasMatchTheReference) {
+  auto in = random_vector<double>(1000, 11, -20.0, 20.0);
+  const double nan = std::nan("");
+  in.insert(in.end(), {-1000.0, -88.0, -40.0, 0.0, -0.0, 40.0, 88.0, 1000.0, nan});
+  const auto dout = random_vector<double>(in.size(), 12);
+  const auto din0 = random_vector<double>(in.size(), 13);
+  const size_t count = in.size();
+
+  for (bool sigmoid : {true, false}) {
+    std::vector<double> ref(count), ref_din = din0;
+    std::vector<float> out(count), din(din0.begin(), din0.end());
+    if (sigmoid) {
+      cpu::sigmoid_forward(ref.data(), in.data(), int64_t(count));
+      cpu::sigmoid_backward(ref_din.data(), dout.data(), ref.data(), int64_t(count));
+    } else {
+      cpu::relu_forward(ref.data(), in.data(), int64_t(count));
+      cpu::relu_backward(ref_din.data(), dout.data(), ref.data(), int64_t(count));
+    }
+    for (size_t i = 0; i < count; ++i) {
+      const float x = float(in[i]);
+      out[i] = sigmoid ? cuda::sigmoid(x) : cuda::relu(x);
+      din[i] += sigmoid ? cuda::sigmoid_grad(float(dout[i]), out[i])
+                        : cuda::relu_grad(float(dout[i]), out[i]);
+    }
+    // The NaN input is last: sigmoid passes it on (in both), relu maps it to 0.
+    EXPECT_EQ(std::isnan(out.back()), std::isnan(ref.back())) << sigmoid;
+    EXPECT_EQ(std::isnan(din.back()), std::isnan(ref_din.back())) << sigmoid;
+    out.pop_back(), ref.pop_back(), din.pop_back(), ref_din.pop_back();
+    for (size_t i = 0; i < out.size(); ++i) ASSERT_TRUE(std::isfinite(out[i])) << i;
+    EXPECT_LT(rel_error(std::vector<double>(out.begin(), out.end()), ref), 1e-6) << sigmoid;
+    EXPECT_LT(rel_error(std::vector<double>(din.begin(), din.end()), ref_din), 1e-6) << sigmoid;
+  }
 }
 
 }  // namespace

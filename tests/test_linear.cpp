@@ -1,11 +1,15 @@
-// linear against naive loops, and its backward against central differences.
+// linear against naive loops, and its backward against central differences; and the CUDA
+// kernel's cuBLAS parameters (kernels/linear.h) through a column-major GEMM in plain loops.
 #include <gtest/gtest.h>
 
+#include <algorithm>
+#include <cstdint>
 #include <numeric>
 #include <type_traits>
 #include <vector>
 
 #include "hetdro/ops.h"
+#include "linear.h"   // the CUDA kernel's linear_out_gemm, linear_din_gemm, linear_dweight_gemm
 #include "testing.h"  // random_vector, rel_error, numeric_gradient
 
 namespace hetdro {
@@ -93,6 +97,68 @@ TEST(Linear, BackwardMatchesCentralDifferencesAndAccumulates) {
   cpu::linear_backward<double>(nullptr, dwt_only.data(), nullptr, r.data(), x.data(), wt.data(),
                                d.n, d.in, d.out);
   EXPECT_LT(rel_error(twice(dwt_only), dwt2), 1e-15);
+}
+
+// --- the CUDA kernel's GEMM parameters (kernels/linear.h) -------------------------------------
+
+// C = op(A) op(B) + beta C exactly as cublasSgemm reads its arguments: column-major, element
+// (i, j) of a matrix with leading dimension ld at i + j·ld, op T swapping the indices. It also
+// checks what cuBLAS would refuse: leading dimensions below the rows they must hold.
+void colmajor_gemm(const cuda::LinearGemm& g, const double* a, const double* b, double beta,
+                   double* c) {
+  ASSERT_GE(g.lda, std::max(1, g.trans_a ? g.k : g.m));
+  ASSERT_GE(g.ldb, std::max(1, g.trans_b ? g.n : g.k));
+  ASSERT_GE(g.ldc, std::max(1, g.m));
+  for (int j = 0; j < g.n; ++j)
+    for (int i = 0; i < g.m; ++i) {
+      double acc = 0;
+      for (int p = 0; p < g.k; ++p) {
+        const double av = g.trans_a ? a[p + int64_t(i) * g.lda] : a[i + int64_t(p) * g.lda];
+        const double bv = g.trans_b ? b[j + int64_t(p) * g.ldb] : b[p + int64_t(j) * g.ldb];
+        acc += av * bv;
+      }
+      c[i + int64_t(j) * g.ldc] = acc + beta * c[i + int64_t(j) * g.ldc];
+    }
+}
+
+// The three GEMMs of the CUDA kernel, run on the host with beta as the kernel passes it (out
+// starts as the broadcast bias, gradients start nonzero), equal the reference.
+TEST(LinearKernel, GemmMappingMatchesTheReference) {
+  // Non-square everywhere, so a swapped m/n/k or leading dimension shows; then the model's
+  // layers: classifier 64 -> 10, proj64's MLP 64 -> 128 -> 64, the cnn heads, full28 64·12·12 =
+  // 9216 -> 64 and low16 64·6·6 = 2304 -> 64.
+  for (Dims d : {Dims{3, 5, 4}, Dims{1, 1, 1}, Dims{2, 7, 1}, Dims{100, 64, 10}, Dims{12, 64, 128},
+                 Dims{12, 128, 64}, Dims{24, 2304, 64}, Dims{5, 9216, 64}}) {
+    const auto in = random_vector<double>(size_t(d.n) * d.in, 1);
+    const auto wt = random_vector<double>(size_t(d.out) * d.in, 2);
+    const auto b = random_vector<double>(size_t(d.out), 3);
+    const auto dout = random_vector<double>(size_t(d.n) * d.out, 4);
+    const auto din0 = random_vector<double>(size_t(d.n) * d.in, 5);
+    const auto dwt0 = random_vector<double>(size_t(d.out) * d.in, 6);
+    auto operand = [&](cuda::LinearOperand o) {
+      return o == cuda::LinearOperand::in       ? in.data()
+             : o == cuda::LinearOperand::weight ? wt.data()
+                                                : dout.data();
+    };
+
+    std::vector<double> out(size_t(d.n) * d.out), ref_out(out.size());
+    for (int i = 0; i < d.n; ++i)
+      for (int o = 0; o < d.out; ++o) out[size_t(i) * d.out + o] = b[size_t(o)];
+    const cuda::LinearGemm f = cuda::linear_out_gemm(d.n, d.in, d.out);
+    colmajor_gemm(f, operand(f.a), operand(f.b), 1.0, out.data());
+    cpu::linear_forward(ref_out.data(), in.data(), wt.data(), b.data(), d.n, d.in, d.out);
+    EXPECT_LT(rel_error(out, ref_out), 1e-13) << d.n << " " << d.in << " " << d.out;
+
+    std::vector<double> din = din0, dwt = dwt0, ref_din = din0, ref_dwt = dwt0;
+    const cuda::LinearGemm gi = cuda::linear_din_gemm(d.n, d.in, d.out);
+    const cuda::LinearGemm gw = cuda::linear_dweight_gemm(d.n, d.in, d.out);
+    colmajor_gemm(gi, operand(gi.a), operand(gi.b), 1.0, din.data());
+    colmajor_gemm(gw, operand(gw.a), operand(gw.b), 1.0, dwt.data());
+    cpu::linear_backward<double>(ref_din.data(), ref_dwt.data(), nullptr, dout.data(), in.data(),
+                                 wt.data(), d.n, d.in, d.out);
+    EXPECT_LT(rel_error(din, ref_din), 1e-13) << d.n << " " << d.in << " " << d.out;
+    EXPECT_LT(rel_error(dwt, ref_dwt), 1e-13) << d.n << " " << d.in << " " << d.out;
+  }
 }
 
 }  // namespace

@@ -1,15 +1,18 @@
 // maxpool2x2 against naive loops, its tie rule, odd sizes, and its backward against central
-// differences.
+// differences; and the CUDA kernels' index math (kernels/maxpool2x2.h) against the reference.
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <cmath>
+#include <cstdint>
 #include <numeric>
 #include <random>
 #include <type_traits>
 #include <vector>
 
 #include "hetdro/ops.h"
-#include "testing.h"  // random_vector, rel_error, numeric_gradient
+#include "maxpool2x2.h"  // the CUDA kernels' window_corner, argmax2x2
+#include "testing.h"     // random_vector, rel_error, numeric_gradient
 
 namespace hetdro {
 namespace {
@@ -109,6 +112,57 @@ TEST(Maxpool2x2, BackwardMatchesCentralDifferencesAndAccumulates) {
   for (auto& x : twice) x *= 2;
   cpu::maxpool2x2_backward(din.data(), r.data(), in.data(), n, c, h, w);
   EXPECT_EQ(din, twice);
+}
+
+// --- the CUDA kernels' arithmetic (kernels/maxpool2x2.h) --------------------------------------
+
+// Every window over the values {0, 1, 2, 3}: 256 patterns, most of them with ties. argmax2x2 must
+// pick the first maximum in row-major order, read through a row stride w > 2.
+TEST(Maxpool2x2Kernel, ArgmaxPicksTheFirstMaximumOfEveryPattern) {
+  const int w = 5;
+  for (int code = 0; code < 256; ++code) {
+    const int v[4] = {code & 3, (code >> 2) & 3, (code >> 4) & 3, (code >> 6) & 3};
+    std::vector<float> plane(2 * w, -7.0f);
+    plane[0] = float(v[0]), plane[1] = float(v[1]), plane[w] = float(v[2]),
+    plane[w + 1] = float(v[3]);
+    int first = 0;
+    for (int i = 1; i < 4; ++i)
+      if (v[i] > v[first]) first = i;
+    const int64_t want = first < 2 ? first : w + first - 2;
+    EXPECT_EQ(cuda::argmax2x2(plane.data(), int64_t(w)), want) << "pattern " << code;
+  }
+}
+
+// The kernels' loop, run on the host: one iteration per output element through window_corner and
+// argmax2x2, on tie-heavy data (values from 3 levels, as zero backgrounds give) and odd sizes.
+// Forward and backward must equal the reference exactly: a max selects, and each input element
+// receives at most one gradient term.
+TEST(Maxpool2x2Kernel, KernelIndexMathMatchesTheReferenceWithTies) {
+  struct Size {
+    int n, c, h, w;
+  };
+  for (Size s : {Size{2, 3, 7, 9}, Size{3, 2, 6, 5}, Size{1, 1, 2, 2}, Size{4, 64, 24, 24},
+                 Size{2, 64, 12, 12}, Size{1, 2, 3, 3}}) {
+    const int64_t count = int64_t(s.n) * s.c * s.h * s.w;
+    const int64_t outs = int64_t(s.n) * s.c * (s.h / 2) * (s.w / 2);
+    auto in = testing::random_vector<float>(size_t(count), 7, 0.0f, 3.0f);
+    for (auto& x : in) x = std::floor(x);
+    const auto dout = testing::random_vector<float>(size_t(outs), 8);
+    const auto din0 = testing::random_vector<float>(size_t(count), 9);
+
+    std::vector<float> out(size_t(outs), -99.0f), din = din0;
+    for (int64_t o = 0; o < outs; ++o) {
+      const int64_t corner = cuda::window_corner(o, s.h, s.w);
+      const int64_t arg = corner + cuda::argmax2x2(in.data() + corner, int64_t(s.w));
+      out[size_t(o)] = in[size_t(arg)];
+      din[size_t(arg)] += dout[size_t(o)];
+    }
+    std::vector<float> ref_out(static_cast<size_t>(outs)), ref_din = din0;
+    cpu::maxpool2x2_forward(ref_out.data(), in.data(), s.n, s.c, s.h, s.w);
+    cpu::maxpool2x2_backward(ref_din.data(), dout.data(), in.data(), s.n, s.c, s.h, s.w);
+    EXPECT_EQ(out, ref_out) << s.n << "x" << s.c << "x" << s.h << "x" << s.w;
+    EXPECT_EQ(din, ref_din) << s.n << "x" << s.c << "x" << s.h << "x" << s.w;
+  }
 }
 
 }  // namespace
