@@ -4,6 +4,8 @@
 #include <cuda_runtime.h>
 #include <cusolverDn.h>
 
+#include <algorithm>
+#include <climits>
 #include <cstdint>
 #include <stdexcept>
 #include <string>
@@ -47,6 +49,14 @@ SolverParams& solver_params() {
 }
 
 size_t align(size_t bytes) { return (bytes + 255) / 256 * 256; }
+
+// cuSOLVER's batched solvers index their batch in 32 bits (XsyevBatched documents
+// n·lda·batchSize ≤ INT32_MAX; syevjBatched sizes its workspace in an int): a larger batch goes
+// through in slices of this many matrices, one workspace reused.
+int cusolver_slice(int batch, int k) {
+  const int64_t most = std::max<int64_t>(1, int64_t(INT32_MAX) / (int64_t(k) * k));
+  return int(std::min<int64_t>(batch, most));
+}
 
 // The cuSOLVER workspace: a column-major copy of A (solved in place into eigenvectors), the
 // eigenvalues, one info per matrix, then the solver's own workspace.
@@ -98,6 +108,13 @@ __global__ void scatter_eigh_kernel(float* __restrict__ w, int64_t w_stride, flo
 
 void cusolver_eigh(float* w, int64_t w_stride, float* V, int64_t v_stride, const float* A,
                    int batch, int k, Eigensolver solver, void* workspace) {
+  const int slice = cusolver_slice(batch, k);
+  if (slice < batch) {
+    for (int b0 = 0; b0 < batch; b0 += slice)
+      cusolver_eigh(w + b0 * w_stride, w_stride, V + b0 * v_stride, v_stride,
+                    A + int64_t(b0) * k * k, std::min(slice, batch - b0), k, solver, workspace);
+    return;
+  }
   const CusolverLayout l = cusolver_layout(solver, batch, k);
   char* ws = static_cast<char*>(workspace);
   float* copy = reinterpret_cast<float*>(ws + l.copy);
@@ -152,7 +169,7 @@ size_t eigh_workspace_bytes(Eigensolver solver, int batch, int k) {
   if (batch <= 0 || k <= 0) return 0;
   solver = resolve_eigensolver(solver, k);
   if (solver == Eigensolver::jacobi) return 0;
-  return cusolver_layout(solver, batch, k).bytes;
+  return cusolver_layout(solver, cusolver_slice(batch, k), k).bytes;
 }
 
 void eigh(float* w, int64_t w_stride, float* V, int64_t v_stride, const float* A, int batch, int k,
