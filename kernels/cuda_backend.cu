@@ -21,14 +21,17 @@ class CudaBackend final : public Backend<float> {
   void release(void* p) override { cudaFree(p); }  // not checked: called from destructors
   // Host memory is pageable, so the copies wait for the stream; the step itself never copies.
   void upload(void* dst, const void* src, size_t bytes) override {
+    if (bytes == 0) return;  // an empty buffer's pointers may be null: no copy to make
     cudaCheck(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, stream()));
     cudaCheck(cudaStreamSynchronize(stream()));
   }
   void download(void* dst, const void* src, size_t bytes) override {
+    if (bytes == 0) return;
     cudaCheck(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyDeviceToHost, stream()));
     cudaCheck(cudaStreamSynchronize(stream()));
   }
   void zero(void* dst, size_t bytes) override {
+    if (bytes == 0) return;
     cudaCheck(cudaMemsetAsync(dst, 0, bytes, stream()));
   }
   size_t capacity() const override {
@@ -45,6 +48,7 @@ class CudaBackend final : public Backend<float> {
  protected:
   void* allocate_bytes(size_t bytes) override {
     void* p = nullptr;
+    if (bytes == 0) return p;  // an empty buffer (tests, empty groups): no cudaMalloc(0)
     cudaCheck(cudaMalloc(&p, bytes));
     return p;
   }

@@ -18,8 +18,15 @@ struct CudaError : std::runtime_error {
 
 [[noreturn]] void fail(const char* file, int line, const char* call, const std::string& why);
 
+// A failed runtime call also records its error as the thread's "last error", which the next
+// launchCheck() would report as a failed kernel launch (a cudaMalloc that ran out of memory,
+// caught, then blamed on an unrelated kernel). Reading it here clears it; a sticky error (a
+// faulted context) stays and fails every later call anyway.
 inline void check(cudaError_t status, const char* file, int line, const char* call) {
-  if (status != cudaSuccess) fail(file, line, call, cudaGetErrorString(status));
+  if (status != cudaSuccess) {
+    (void)cudaGetLastError();
+    fail(file, line, call, cudaGetErrorString(status));
+  }
 }
 inline void check(cublasStatus_t status, const char* file, int line, const char* call) {
   if (status != CUBLAS_STATUS_SUCCESS) fail(file, line, call, cublasGetStatusString(status));

@@ -37,6 +37,21 @@ TEST(CudaBackend, AFailedCallThrowsNamingIt) {
     EXPECT_NE(what.find("cudaMalloc"), std::string::npos) << what;
     EXPECT_NE(what.find("cuda_backend.cu"), std::string::npos) << what;
   }
+  // The failure is not left behind as the runtime's "last error": the next kernel launch (whose
+  // launchCheck reads it) must not report the out-of-memory as its own failure.
+  auto x = on_device(be, std::vector<float>{-2.0f, 3.0f});
+  EXPECT_NO_THROW(be.relu_forward(x.data(), x.data(), 2));
+  EXPECT_EQ(x.download(), (std::vector<float>{0.0f, 3.0f}));
+}
+
+// An empty buffer (an empty group, a pool with no window) allocates, copies and zeroes nothing.
+TEST(CudaBackend, EmptyBuffersAreNoOps) {
+  HETDRO_CUDA_OR_SKIP(be);
+  Buffer<float> empty(be, 0);
+  EXPECT_EQ(empty.data(), nullptr);
+  empty.upload(std::vector<float>{});
+  empty.zero();
+  EXPECT_TRUE(empty.download().empty());
 }
 
 }  // namespace
