@@ -29,4 +29,11 @@ const char* name(Eigensolver solver);
 // in column i (as Eigen returns them), by this thread's eigensolver. Device pointers.
 void eigh(float* w, float* V, const float* A, int batch, int k);
 
+// The low-rank Gram route to the same output for Ŝ = Z̃ᵀZ̃/(n−1) + εI, from the samples
+// (kernels/gram_eig.cu, docs/DESIGN.md §3; not used by w2_gaussian yet): slot s's n_s =
+// slot_count[s] rows of z [*, k] start at row slot_start[s]; w [slots,k], U [slots,k,k] as eigh.
+// 2 ≤ max_n ≤ 64 bounds every n_s (a larger one gets NaN); n_s < 2 gives eigenvalues 0, U = I.
+void gram_eigh(float* w, float* U, const float* z, const int32_t* slot_start,
+               const int32_t* slot_count, int slots, int k, float eps, int max_n);
+
 }  // namespace hetdro::cuda
