@@ -64,7 +64,8 @@ __global__ void pool_sigmoid_forward(float* __restrict__ out, const float* __res
 
 // As pool_backward, one disjoint din element per window. The 0.0f + keeps the roundings of the
 // unfused pair, whose sigmoid_backward added the gradient into a zeroed buffer: without it nvcc
-// would contract the product and the += into one fma.
+// contracts the product and the += into one fma with din as the addend (seen in the PTX); with
+// it the PTX is fma(dout·out, 1 − out, 0) then add, the pair's two roundings.
 __global__ void pool_sigmoid_backward(float* __restrict__ din, const float* __restrict__ dout,
                                       const float* __restrict__ out, const float* __restrict__ in,
                                       int64_t count, int h, int w) {
