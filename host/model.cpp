@@ -139,11 +139,10 @@ void Model::plan_encoder(Arena& arena, int g, int rows, bool backward, EncoderBu
     const int64_t pooled = n * e.c2 * e.hp() * e.wp();
     b.a1 = arena.take<T>(a1);
     b.a2 = arena.take<T>(a2);
-    b.pooled = arena.take<T>(pooled);
-    b.act = arena.take<T>(pooled);
-    if (backward) {  // the backward alternates: grad_a holds d(act), d(a2); grad_b d(pooled), d(a1)
-      b.grad_a = arena.take<T>(std::max(pooled, a2));
-      b.grad_b = arena.take<T>(std::max(pooled, a1));
+    b.act = arena.take<T>(pooled);  // sigmoid(pool(a2)): the pool is fused with the sigmoid
+    if (backward) {  // the backward alternates: grad_a holds d(act), then d(a1); grad_b d(a2)
+      b.grad_a = arena.take<T>(std::max(pooled, a1));
+      b.grad_b = arena.take<T>(a2);
     }
   } else {
     int64_t widest = 0;
@@ -175,12 +174,10 @@ void Model::encoder_forward(Backend<T>& be, int g, const T* P, const T* x, int n
                             const EncoderBuffers<T>& b) const {
   const EncoderLayout& e = encoders_[g];
   if (e.kind == Encoder::cnn) {
-    const int64_t pooled = int64_t(n) * e.c2 * e.hp() * e.wp();
     be.conv2d_forward(b.a1, x, P + e.conv1_w, P + e.conv1_b, n, 1, e.h, e.w, e.c1, e.k, e.k);
     be.conv2d_forward(b.a2, b.a1, P + e.conv2_w, P + e.conv2_b, n, e.c1, e.h1(), e.w1(), e.c2, e.k,
                       e.k);
-    be.maxpool2x2_forward(b.pooled, b.a2, n, e.c2, e.h2(), e.w2());
-    be.sigmoid_forward(b.act, b.pooled, pooled);
+    be.maxpool2x2_sigmoid_forward(b.act, b.a2, n, e.c2, e.h2(), e.w2());
     const LinearLayer& fc = e.layers[0];
     be.linear_forward(z, b.act, P + fc.w, P + fc.b, n, fc.in, fc.out);
   } else {
@@ -216,11 +213,9 @@ void Model::encoder_backward(Backend<T>& be, int g, const T* P, T* G, const T* x
     const LinearLayer& fc = e.layers[0];
     T* d_act = zeroed(b.grad_a, pooled);
     be.linear_backward(d_act, G + fc.w, G + fc.b, dz, b.act, P + fc.w, n, fc.in, fc.out);
-    T* d_pooled = zeroed(b.grad_b, pooled);
-    be.sigmoid_backward(d_pooled, d_act, b.act, pooled);
-    T* d_a2 = zeroed(b.grad_a, a2);
-    be.maxpool2x2_backward(d_a2, d_pooled, b.a2, n, e.c2, e.h2(), e.w2());
-    T* d_a1 = zeroed(b.grad_b, a1);
+    T* d_a2 = zeroed(b.grad_b, a2);
+    be.maxpool2x2_sigmoid_backward(d_a2, d_act, b.act, b.a2, n, e.c2, e.h2(), e.w2());
+    T* d_a1 = zeroed(b.grad_a, a1);
     be.conv2d_backward(d_a1, G + e.conv2_w, G + e.conv2_b, d_a2, b.a1, P + e.conv2_w, n, e.c1,
                        e.h1(), e.w1(), e.c2, e.k, e.k);
     be.conv2d_backward(nullptr, G + e.conv1_w, G + e.conv1_b, d_a1, x, P + e.conv1_w, n, 1, e.h,

@@ -2,9 +2,9 @@
 // activations.h. The forward overwrites out (which may alias in); the backward ADDS into din
 // (ops.def), from the forward's output.
 //
-// Each is its own pass over memory. The encoder calls sigmoid right after maxpool2x2 and ReLU
-// right after a linear layer (docs/DESIGN.md §1), so both could be fused into the neighbouring
-// kernel (the pool's store, the bias pass of linear) once the op list allows it.
+// Each is its own pass over memory. The encoder's sigmoid runs fused into its pool instead
+// (maxpool2x2_sigmoid, kernels/maxpool2x2.cu); ReLU, right after a linear layer (docs/DESIGN.md
+// §1), could still be fused into linear's bias pass or a cuBLASLt epilogue (docs/DESIGN.md §3).
 #include <cuda_runtime.h>
 
 #include <cstdint>

@@ -1,5 +1,8 @@
 // maxpool2x2: 2x2 windows, stride 2, floor on odd sizes; ties to the first element in row-major
-// order (docs/DESIGN.md §2). One thread per output element.
+// order (docs/DESIGN.md §2). One thread per output element. maxpool2x2_sigmoid is the same pool
+// with the encoder's sigmoid (docs/DESIGN.md §1) applied at the store and its gradient at the +=:
+// one pass each way where pool then sigmoid took two forward and two backward (and a zeroed
+// buffer between them), docs/DESIGN.md §3.
 //
 // Hand-written rather than cuDNN's pooling (docs/DESIGN.md §3 puts cuDNN's conv and pooling in
 // kernels/cudnn.cu), for three reasons:
@@ -17,8 +20,9 @@
 
 #include <cstdint>
 
-#include "context.h"     // context, blocks_for
-#include "cuda_check.h"  // launchCheck
+#include "activations.h"  // sigmoid, sigmoid_grad
+#include "context.h"      // context, blocks_for
+#include "cuda_check.h"   // launchCheck
 #include "hetdro/cuda_ops.h"
 #include "maxpool2x2.h"  // window_corner, argmax2x2
 
@@ -48,6 +52,30 @@ __global__ void pool_backward(float* __restrict__ din, const float* __restrict__
   }
 }
 
+// out may not alias in: out is a quarter of in's size and written while other threads read in.
+__global__ void pool_sigmoid_forward(float* __restrict__ out, const float* __restrict__ in,
+                                     int64_t count, int h, int w) {
+  for (int64_t o = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; o < count;
+       o += int64_t(gridDim.x) * blockDim.x) {
+    const float* p = in + window_corner(o, h, w);
+    out[o] = sigmoid(p[argmax2x2(p, int64_t(w))]);
+  }
+}
+
+// As pool_backward, one disjoint din element per window. The 0.0f + keeps the roundings of the
+// unfused pair, whose sigmoid_backward added the gradient into a zeroed buffer: without it nvcc
+// contracts the product and the += into one fma with din as the addend (seen in the PTX); with
+// it the PTX is fma(dout·out, 1 − out, 0) then add, the pair's two roundings.
+__global__ void pool_sigmoid_backward(float* __restrict__ din, const float* __restrict__ dout,
+                                      const float* __restrict__ out, const float* __restrict__ in,
+                                      int64_t count, int h, int w) {
+  for (int64_t o = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; o < count;
+       o += int64_t(gridDim.x) * blockDim.x) {
+    const int64_t corner = window_corner(o, h, w);
+    din[corner + argmax2x2(in + corner, int64_t(w))] += 0.0f + sigmoid_grad(dout[o], out[o]);
+  }
+}
+
 }  // namespace
 
 template <>
@@ -66,6 +94,25 @@ void maxpool2x2_backward<float>(float* din, const float* dout, const float* in, 
   if (count <= 0 || din == nullptr) return;  // nullptr: gradient not needed (ops.def)
   pool_backward<<<blocks_for(count, kThreads), kThreads, 0, context().stream()>>>(din, dout, in,
                                                                                   count, h, w);
+  launchCheck();
+}
+
+template <>
+void maxpool2x2_sigmoid_forward<float>(float* out, const float* in, int n, int c, int h, int w) {
+  const int64_t count = int64_t(n) * c * (h / 2) * (w / 2);
+  if (count <= 0) return;
+  pool_sigmoid_forward<<<blocks_for(count, kThreads), kThreads, 0, context().stream()>>>(
+      out, in, count, h, w);
+  launchCheck();
+}
+
+template <>
+void maxpool2x2_sigmoid_backward<float>(float* din, const float* dout, const float* out,
+                                        const float* in, int n, int c, int h, int w) {
+  const int64_t count = int64_t(n) * c * (h / 2) * (w / 2);
+  if (count <= 0 || din == nullptr) return;  // nullptr: gradient not needed (ops.def)
+  pool_sigmoid_backward<<<blocks_for(count, kThreads), kThreads, 0, context().stream()>>>(
+      din, dout, out, in, count, h, w);
   launchCheck();
 }
 

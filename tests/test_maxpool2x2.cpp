@@ -1,5 +1,7 @@
 // maxpool2x2 against naive loops, its tie rule, odd sizes, and its backward against central
-// differences; and the CUDA kernels' index math (kernels/maxpool2x2.h) against the reference.
+// differences; maxpool2x2_sigmoid against maxpool2x2 then sigmoid, bit for bit, and against central
+// differences; and the CUDA kernels' index math and arithmetic (kernels/maxpool2x2.h,
+// kernels/activations.h) against the reference.
 #include <gtest/gtest.h>
 
 #include <algorithm>
@@ -7,9 +9,11 @@
 #include <cstdint>
 #include <numeric>
 #include <random>
+#include <string>
 #include <type_traits>
 #include <vector>
 
+#include "activations.h"  // the CUDA kernels' sigmoid, sigmoid_grad
 #include "hetdro/ops.h"
 #include "maxpool2x2.h"  // the CUDA kernels' window_corner, argmax2x2
 #include "testing.h"     // random_vector, rel_error, numeric_gradient
@@ -114,6 +118,105 @@ TEST(Maxpool2x2, BackwardMatchesCentralDifferencesAndAccumulates) {
   EXPECT_EQ(din, twice);
 }
 
+// --- maxpool2x2_sigmoid: the pool with the encoder's sigmoid fused in ---------------------------
+
+struct PoolSize {
+  int n, c, h, w;
+  size_t in_size() const { return size_t(n) * c * h * w; }
+  size_t out_size() const { return size_t(n) * c * (h / 2) * (w / 2); }
+};
+
+// Odd sizes (floor), one window, no window at all, and the encoders' pools (docs/DESIGN.md §5:
+// full28's 24x24 at a batch big enough to run in parallel, low16's 12x12).
+const std::vector<PoolSize> kFusedSizes = {{2, 3, 7, 9}, {3, 2, 6, 5},    {1, 1, 2, 3},
+                                           {2, 2, 1, 5}, {4, 64, 24, 24}, {25, 64, 12, 12}};
+
+// Values from 3 levels, as the zero background of Fashion-MNIST gives after the convolutions:
+// most windows hold ties.
+template <typename T>
+std::vector<T> tie_heavy(size_t count, uint32_t seed) {
+  auto v = testing::random_vector<T>(count, seed, T(0), T(3));
+  for (auto& x : v) x = std::floor(x);
+  return v;
+}
+
+// The model used maxpool2x2 then sigmoid, and now the fused op: it must compute the same float
+// operations, so the trainer's numbers (test_backend.cpp's SameNumbers) do not move. Bit for bit
+// in both directions, in float and double, on tie-heavy and continuous data; the backward adds
+// into nonzero gradients on both sides, as the unfused pair's second op did.
+TYPED_TEST(Maxpool2x2Typed, FusedSigmoidEqualsPoolThenSigmoidBitForBit) {
+  using T = TypeParam;
+  for (const PoolSize& s : kFusedSizes)
+    for (bool ties : {true, false}) {
+      const auto in = ties ? tie_heavy<T>(s.in_size(), 11)
+                           : testing::random_vector<T>(s.in_size(), 12, T(-6), T(6));
+      const auto dout = testing::random_vector<T>(s.out_size(), 13);
+      const auto din0 = testing::random_vector<T>(s.in_size(), 14);
+
+      std::vector<T> pooled(s.out_size()), act(s.out_size()), d_pooled(s.out_size(), T(0));
+      std::vector<T> din_pair = din0;
+      cpu::maxpool2x2_forward(pooled.data(), in.data(), s.n, s.c, s.h, s.w);
+      cpu::sigmoid_forward(act.data(), pooled.data(), int64_t(act.size()));
+      cpu::sigmoid_backward(d_pooled.data(), dout.data(), act.data(), int64_t(act.size()));
+      cpu::maxpool2x2_backward(din_pair.data(), d_pooled.data(), in.data(), s.n, s.c, s.h, s.w);
+
+      std::vector<T> out(s.out_size(), T(-99)), din = din0;
+      cpu::maxpool2x2_sigmoid_forward(out.data(), in.data(), s.n, s.c, s.h, s.w);
+      cpu::maxpool2x2_sigmoid_backward(din.data(), dout.data(), out.data(), in.data(), s.n, s.c,
+                                       s.h, s.w);
+      const std::string what = std::to_string(s.n) + "x" + std::to_string(s.c) + "x" +
+                               std::to_string(s.h) + "x" + std::to_string(s.w) +
+                               (ties ? " ties" : " continuous");
+      EXPECT_EQ(out, act) << what;
+      EXPECT_EQ(din, din_pair) << what;
+    }
+}
+
+// One window per case: the gradient dout·s·(1−s) lands on the first maximum only.
+TEST(Maxpool2x2Sigmoid, TiesGoToTheFirstElementInRowMajorOrder) {
+  const std::vector<std::vector<double>> windows = {
+      {1, 1, 1, 1}, {0, 2, 2, 2}, {0, 0, 3, 3}, {-1, -1, -1, -1}};
+  const std::vector<int> first = {0, 1, 2, 0};
+  for (size_t t = 0; t < windows.size(); ++t) {
+    double out = 0;
+    std::vector<double> din(4, 0.0);
+    const double dout = 5;
+    cpu::maxpool2x2_sigmoid_forward(&out, windows[t].data(), 1, 1, 2, 2);
+    cpu::maxpool2x2_sigmoid_backward(din.data(), &dout, &out, windows[t].data(), 1, 1, 2, 2);
+    const double s = 1 / (1 + std::exp(-windows[t][first[t]]));
+    std::vector<double> want(4, 0.0);
+    want[first[t]] = 5 * s * (1 - s);
+    EXPECT_NEAR(out, s, 1e-15) << "window " << t;
+    for (int i = 0; i < 4; ++i) EXPECT_NEAR(din[i], want[i], 1e-15) << "window " << t << " " << i;
+  }
+}
+
+// L = Σ r ⊙ sigmoid(pool(in)) in double; the odd size leaves a row and a column with no gradient.
+// Then the += (a second call doubles the gradient), and a nullptr din, which changes nothing.
+TEST(Maxpool2x2Sigmoid, BackwardMatchesCentralDifferencesAndAccumulates) {
+  const int n = 2, c = 3, h = 7, w = 6;
+  auto in = distinct_values<double>(size_t(n) * c * h * w, 5);
+  for (auto& x : in) x *= 8;  // over [−4, 4], where the sigmoid bends
+  const auto r = testing::random_vector<double>(size_t(n) * c * (h / 2) * (w / 2), 6);
+  auto loss = [&](const std::vector<double>& x) {
+    std::vector<double> out(r.size());
+    cpu::maxpool2x2_sigmoid_forward(out.data(), x.data(), n, c, h, w);
+    return std::inner_product(out.begin(), out.end(), r.begin(), 0.0);
+  };
+  std::vector<double> out(r.size()), din(in.size(), 0.0);
+  cpu::maxpool2x2_sigmoid_forward(out.data(), in.data(), n, c, h, w);
+  cpu::maxpool2x2_sigmoid_backward(din.data(), r.data(), out.data(), in.data(), n, c, h, w);
+  EXPECT_LT(rel_error(din, numeric_gradient(loss, in, 1e-6)), 1e-8);
+  for (int x = 0; x < w; ++x) EXPECT_EQ(din[size_t(h - 1) * w + x], 0.0) << "odd row, x " << x;
+
+  auto twice = din;
+  for (auto& x : twice) x *= 2;
+  cpu::maxpool2x2_sigmoid_backward(din.data(), r.data(), out.data(), in.data(), n, c, h, w);
+  EXPECT_EQ(din, twice);
+  cpu::maxpool2x2_sigmoid_backward<double>(nullptr, r.data(), out.data(), in.data(), n, c, h, w);
+  EXPECT_EQ(din, twice);
+}
+
 // --- the CUDA kernels' arithmetic (kernels/maxpool2x2.h) --------------------------------------
 
 // Every window over the values {0, 1, 2, 3}: 256 patterns, most of them with ties. argmax2x2 must
@@ -160,6 +263,36 @@ TEST(Maxpool2x2Kernel, KernelIndexMathMatchesTheReferenceWithTies) {
     std::vector<float> ref_out(static_cast<size_t>(outs)), ref_din = din0;
     cpu::maxpool2x2_forward(ref_out.data(), in.data(), s.n, s.c, s.h, s.w);
     cpu::maxpool2x2_backward(ref_din.data(), dout.data(), in.data(), s.n, s.c, s.h, s.w);
+    EXPECT_EQ(out, ref_out) << s.n << "x" << s.c << "x" << s.h << "x" << s.w;
+    EXPECT_EQ(din, ref_din) << s.n << "x" << s.c << "x" << s.h << "x" << s.w;
+  }
+}
+
+// The fused kernels' loop, run on the host: window_corner and argmax2x2 as above, then sigmoid at
+// the store and 0 + sigmoid_grad at the +=, as kernels/maxpool2x2.cu writes them. On tie-heavy
+// data and odd sizes they must equal the float reference bit for bit (the device's expf may
+// differ from the host's by an ulp; tests/test_maxpool2x2_cuda.cpp bounds that on a GPU).
+TEST(Maxpool2x2Kernel, FusedSigmoidArithmeticMatchesTheReferenceWithTies) {
+  for (const PoolSize& s : kFusedSizes) {
+    const auto in = tie_heavy<float>(s.in_size(), 15);
+    const auto dout = testing::random_vector<float>(s.out_size(), 16);
+    const auto din0 = testing::random_vector<float>(s.in_size(), 17);
+    const int64_t outs = int64_t(s.out_size());
+
+    std::vector<float> out(s.out_size(), -99.0f), din = din0;
+    for (int64_t o = 0; o < outs; ++o) {
+      const float* p = in.data() + cuda::window_corner(o, s.h, s.w);
+      out[size_t(o)] = cuda::sigmoid(p[cuda::argmax2x2(p, int64_t(s.w))]);
+    }
+    for (int64_t o = 0; o < outs; ++o) {
+      const int64_t corner = cuda::window_corner(o, s.h, s.w);
+      din[size_t(corner + cuda::argmax2x2(in.data() + corner, int64_t(s.w)))] +=
+          0.0f + cuda::sigmoid_grad(dout[size_t(o)], out[size_t(o)]);
+    }
+    std::vector<float> ref_out(s.out_size()), ref_din = din0;
+    cpu::maxpool2x2_sigmoid_forward(ref_out.data(), in.data(), s.n, s.c, s.h, s.w);
+    cpu::maxpool2x2_sigmoid_backward(ref_din.data(), dout.data(), ref_out.data(), in.data(), s.n,
+                                     s.c, s.h, s.w);
     EXPECT_EQ(out, ref_out) << s.n << "x" << s.c << "x" << s.h << "x" << s.w;
     EXPECT_EQ(din, ref_din) << s.n << "x" << s.c << "x" << s.h << "x" << s.w;
   }

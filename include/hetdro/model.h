@@ -47,9 +47,9 @@ struct EncoderLayout {
 // keeps for the backward, and the backward's own scratch (null when planned for inference).
 template <typename T>
 struct EncoderBuffers {
-  T *a1 = nullptr, *a2 = nullptr, *pooled = nullptr, *act = nullptr;  // cnn layers' outputs
-  std::vector<T*> hidden;                                             // mlp: post-ReLU
-  T *grad_a = nullptr, *grad_b = nullptr, *dz_pre = nullptr;          // backward scratch
+  T *a1 = nullptr, *a2 = nullptr, *act = nullptr;             // cnn: convs, sigmoid(pool(a2))
+  std::vector<T*> hidden;                                     // mlp: post-ReLU
+  T *grad_a = nullptr, *grad_b = nullptr, *dz_pre = nullptr;  // backward scratch
 };
 
 template <typename T>
