@@ -138,3 +138,18 @@ TEST(ActivationsKernel, FormulasMatchTheReference) {
 
 }  // namespace
 }  // namespace hetdro
+
+namespace hetdro {
+namespace {
+
+// ops.def: a gradient pointer may be nullptr when that gradient is not needed.
+TEST(Activations, BackwardWithoutDinDoesNothing) {
+  const std::vector<float> x = {0.5f, -1.0f, 2.0f, 0.25f};
+  cpu::sigmoid_backward<float>(nullptr, x.data(), x.data(), 4);
+  cpu::relu_backward<float>(nullptr, x.data(), x.data(), 4);
+  cpu::maxpool2x2_backward<float>(nullptr, x.data(), x.data(), 1, 1, 2, 2);  // one window
+  SUCCEED();  // reaching here is the test: a dereference of nullptr would crash
+}
+
+}  // namespace
+}  // namespace hetdro

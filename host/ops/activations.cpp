@@ -15,6 +15,7 @@ void sigmoid_forward(T* out, const T* in, int64_t count) {
 
 template <typename T>
 void sigmoid_backward(T* din, const T* dout, const T* out, int64_t count) {
+  if (din == nullptr) return;  // a gradient not needed (ops.def)
 #pragma omp parallel for simd schedule(static) if (count > (1 << 16))
   for (int64_t i = 0; i < count; ++i) din[i] += dout[i] * out[i] * (T(1) - out[i]);
 }
@@ -27,6 +28,7 @@ void relu_forward(T* out, const T* in, int64_t count) {
 
 template <typename T>
 void relu_backward(T* din, const T* dout, const T* out, int64_t count) {
+  if (din == nullptr) return;
 #pragma omp parallel for simd schedule(static) if (count > (1 << 16))
   for (int64_t i = 0; i < count; ++i) din[i] += out[i] > T(0) ? dout[i] : T(0);
 }
