@@ -138,9 +138,9 @@ __global__ void gram_eig_kernel(float* __restrict__ w, float* __restrict__ U,
   for (int sweep = 0; sweep < jac::kMaxSweeps; ++sweep) {
     int rotated = 0;
     for (int round = 0; round < np - 1; ++round) {
-      rotated |= gr::round_rotations(a, ld, np, round, floor, rot, pp, qq, tid, nt);
+      rotated |= jac::round_rotations(a, ld, np, round, floor, rot, pp, qq, tid, nt);
       __syncthreads();
-      gr::round_apply(a, v, ld, np, rot, pp, qq, tid, nt);
+      jac::round_apply(a, v, ld, np, rot, pp, qq, nullptr, tid, nt);
       __syncthreads();
     }
     if (!__syncthreads_or(rotated)) break;  // the same decision in every thread

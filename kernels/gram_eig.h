@@ -56,70 +56,6 @@ HETDRO_HD inline T gram_entry(const T* zc, int ldz, int n, int k, int i, int j) 
   return sum / T(n - 1);
 }
 
-// One round of the parallel cyclic Jacobi of kernels/jacobi.h on the padded np×np matrix a (row
-// stride ld) with eigenvectors v, split into the kernel's two phases; a thread takes the work
-// items first, first + stride, ... (the host passes 0, 1). Phase 1: the round's np/2 rotations
-// from a as the previous round left it; returns whether this thread's pivots rotated.
-template <typename T>
-HETDRO_HD inline bool round_rotations(const T* a, int ld, int np, int round, T floor,
-                                      jacobi::Rotation<T>* rot, int* pp, int* qq, int first,
-                                      int stride) {
-  bool rotated = false;
-  for (int j = first; j < np / 2; j += stride) {
-    int p, q;
-    jacobi::round_robin_pair(np, round, j, &p, &q);
-    const T app = a[p * ld + p], aqq = a[q * ld + q], apq = a[p * ld + q];
-    jacobi::Rotation<T> r{T(1), T(0), T(0)};
-    if (jacobi::should_rotate(app, aqq, apq, floor)) {
-      r = jacobi::rotation(app, aqq, apq);
-      rotated = true;
-    }
-    rot[j] = r;
-    pp[j] = p;
-    qq[j] = q;
-  }
-  return rotated;
-}
-
-// Phase 2: A ← Jᵀ A J by the disjoint 2x2 blocks (P ≤ Q of the m×m grid of pivots, m = np/2;
-// the block's transpose written with it) and V ← V J by rows. Items [0, m²) are blocks (P > Q
-// skipped), [m², m² + np·m) are (row, pivot) pairs of V. No element is touched by two items.
-template <typename T>
-HETDRO_HD inline void round_apply(T* a, T* v, int ld, int np, const jacobi::Rotation<T>* rot,
-                                  const int* pp, const int* qq, int first, int stride) {
-  const int m = np / 2;
-  for (int idx = first; idx < m * m + np * m; idx += stride) {
-    if (idx >= m * m) {
-      const int i = (idx - m * m) / m, j = (idx - m * m) % m;
-      if (rot[j].s != T(0)) jacobi::rotate_pair(&v[i * ld + pp[j]], &v[i * ld + qq[j]], rot[j]);
-      continue;
-    }
-    const int P = idx / m, Q = idx % m;
-    if (P > Q) continue;
-    const jacobi::Rotation<T> r1 = rot[P];
-    const int p = pp[P], q = qq[P];
-    if (P == Q) {
-      if (r1.s != T(0)) {
-        const T apq = a[p * ld + q];
-        a[p * ld + p] -= r1.t * apq;
-        a[q * ld + q] += r1.t * apq;
-        a[p * ld + q] = T(0);
-        a[q * ld + p] = T(0);
-      }
-      continue;
-    }
-    const jacobi::Rotation<T> r2 = rot[Q];
-    if (r1.s == T(0) && r2.s == T(0)) continue;
-    const int r = pp[Q], u = qq[Q];
-    T x00 = a[p * ld + r], x01 = a[p * ld + u], x10 = a[q * ld + r], x11 = a[q * ld + u];
-    jacobi::rotate_block(&x00, &x01, &x10, &x11, r1, r2);
-    a[p * ld + r] = a[r * ld + p] = x00;
-    a[p * ld + u] = a[u * ld + p] = x01;
-    a[q * ld + r] = a[r * ld + q] = x10;
-    a[q * ld + u] = a[u * ld + q] = x11;
-  }
-}
-
 // Eigenvalues of G at or below this are rounding, not rank: an exactly null direction of Z̃ᵀ
 // (centring, duplicate samples) comes out of the fp Gram and the Jacobi as ±(a few ε_T)·λ_max
 // per term summed, so the bar scales with the n-term Jacobi sums and the k-term Gram dot
@@ -216,8 +152,8 @@ int gram_eigh_slot(T* w, T* U, const T* z, int n, int k, T eps, T* work) {
   for (int sweep = 0; sweep < jacobi::kMaxSweeps; ++sweep) {
     bool rotated = false;
     for (int round = 0; round < np - 1; ++round) {
-      rotated |= round_rotations(a, ld, np, round, floor, rot, pp, qq, 0, 1);
-      round_apply(a, v, ld, np, rot, pp, qq, 0, 1);
+      rotated |= jacobi::round_rotations(a, ld, np, round, floor, rot, pp, qq, 0, 1);
+      jacobi::round_apply(a, v, ld, np, rot, pp, qq, nullptr, 0, 1);
     }
     if (!rotated) break;
   }

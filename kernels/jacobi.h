@@ -122,6 +122,77 @@ HETDRO_HD inline void rotate_pair(T* vp, T* vq, Rotation<T> r) {
   *vq = r.s * a + r.c * b;
 }
 
+// One round of the parallel cyclic Jacobi on the padded n×n matrix a (row stride ld, n even)
+// with eigenvectors v, in the two phases a kernel separates by a barrier. A thread takes the
+// work items first, first + stride, ... (the host passes 0, 1), so the kernels and the CPU
+// tests run the same code. Phase 1: the round's n/2 rotations, from a as the previous round
+// left it; returns whether this thread's pivots rotated.
+template <typename T>
+HETDRO_HD inline bool round_rotations(const T* a, int ld, int n, int round, T floor,
+                                      Rotation<T>* rot, int* pp, int* qq, int first, int stride) {
+  bool rotated = false;
+  for (int j = first; j < n / 2; j += stride) {
+    int p, q;
+    round_robin_pair(n, round, j, &p, &q);
+    const T app = a[p * ld + p], aqq = a[q * ld + q], apq = a[p * ld + q];
+    Rotation<T> r{T(1), T(0), T(0)};
+    if (should_rotate(app, aqq, apq, floor)) {
+      r = rotation(app, aqq, apq);
+      rotated = true;
+    }
+    rot[j] = r;
+    pp[j] = p;
+    qq[j] = q;
+  }
+  return rotated;
+}
+
+// Phase 2: A ← Jᵀ A J by the disjoint 2x2 blocks (P, Q), P ≤ Q, of the m×m grid of pivots
+// (m = n/2; the thread writes the block and its transpose, so A stays exactly symmetric), and
+// V ← V J by rows. Items [0, m(m+1)/2) are the blocks, numbered as upper_triangle_index does
+// (`tri`, when given, holds them precomputed as P << 8 | Q); items [m(m+1)/2, … + n·m) are the
+// (row, pivot) pairs of V. No element is touched by two items.
+template <typename T>
+HETDRO_HD inline void round_apply(T* a, T* v, int ld, int n, const Rotation<T>* rot, const int* pp,
+                                  const int* qq, const unsigned short* tri, int first, int stride) {
+  const int m = n / 2, blocks = m * (m + 1) / 2;
+  for (int idx = first; idx < blocks + n * m; idx += stride) {
+    if (idx >= blocks) {
+      const int i = (idx - blocks) / m, j = (idx - blocks) % m;
+      if (rot[j].s != T(0)) rotate_pair(&v[i * ld + pp[j]], &v[i * ld + qq[j]], rot[j]);
+      continue;
+    }
+    int P, Q;
+    if (tri) {
+      P = tri[idx] >> 8;
+      Q = tri[idx] & 0xff;
+    } else {
+      upper_triangle_index(m, idx, &P, &Q);
+    }
+    const Rotation<T> r1 = rot[P];
+    const int p = pp[P], q = qq[P];
+    if (P == Q) {
+      if (r1.s != T(0)) {
+        const T apq = a[p * ld + q];
+        a[p * ld + p] -= r1.t * apq;
+        a[q * ld + q] += r1.t * apq;
+        a[p * ld + q] = T(0);
+        a[q * ld + p] = T(0);
+      }
+      continue;
+    }
+    const Rotation<T> r2 = rot[Q];
+    if (r1.s == T(0) && r2.s == T(0)) continue;
+    const int r = pp[Q], u = qq[Q];
+    T x00 = a[p * ld + r], x01 = a[p * ld + u], x10 = a[q * ld + r], x11 = a[q * ld + u];
+    rotate_block(&x00, &x01, &x10, &x11, r1, r2);
+    a[p * ld + r] = a[r * ld + p] = x00;
+    a[p * ld + u] = a[u * ld + p] = x01;
+    a[q * ld + r] = a[r * ld + q] = x10;
+    a[q * ld + u] = a[u * ld + q] = x11;
+  }
+}
+
 // The ascending order of the eigenvalues, a strict total order on (value, index): a NaN sorts
 // after every number, and equal values keep their index order, so the ranks
 // #{j : ranked_before(d_j, j, d_i, i)} are a permutation of 0..k−1 whatever the values.

@@ -106,56 +106,11 @@ __global__ void jacobi_eig_kernel(float* __restrict__ w, int64_t w_stride, float
   for (int sweep = 0; sweep < jac::kMaxSweeps; ++sweep) {
     int rotated = 0;
     for (int round = 0; round < n - 1; ++round) {
-      // Phase 1: the round's m rotations, from A as the previous round left it.
-      for (int j = tid; j < m; j += nt) {
-        int p, q;
-        jac::round_robin_pair(n, round, j, &p, &q);
-        const float app = a[p * ld + p], aqq = a[q * ld + q], apq = a[p * ld + q];
-        Rot r{1.0f, 0.0f, 0.0f};
-        if (jac::should_rotate(app, aqq, apq, floor)) {
-          r = jac::rotation(app, aqq, apq);
-          rotated = 1;
-        }
-        rot[j] = r;
-        piv_p[j] = p;
-        piv_q[j] = q;
-      }
+      // Phase 1: the round's m rotations, from A as the previous round left it. Phase 2:
+      // A ← Jᵀ A J by disjoint 2x2 blocks and V ← V J by rows (kernels/jacobi.h).
+      rotated |= jac::round_rotations(a, ld, n, round, floor, rot, piv_p, piv_q, tid, nt);
       __syncthreads();
-      // Phase 2: A ← Jᵀ A J by disjoint 2x2 blocks (P ≤ Q; the thread also writes the
-      // transpose), and V ← V J by rows. No block or row is touched by two threads.
-      for (int idx = tid; idx < L.pairs_upper; idx += nt) {
-        const int P = tri[idx] >> 8, Q = tri[idx] & 0xff;
-        const Rot r1 = rot[P];
-        const int p = piv_p[P], q = piv_q[P];
-        if (P == Q) {
-          if (r1.s != 0.0f) {
-            const float apq = a[p * ld + q];
-            a[p * ld + p] -= r1.t * apq;
-            a[q * ld + q] += r1.t * apq;
-            a[p * ld + q] = 0.0f;
-            a[q * ld + p] = 0.0f;
-          }
-          continue;
-        }
-        const Rot r2 = rot[Q];
-        if (r1.s == 0.0f && r2.s == 0.0f) continue;
-        const int r = piv_p[Q], u = piv_q[Q];
-        float x00 = a[p * ld + r], x01 = a[p * ld + u], x10 = a[q * ld + r], x11 = a[q * ld + u];
-        jac::rotate_block(&x00, &x01, &x10, &x11, r1, r2);
-        a[p * ld + r] = x00;
-        a[r * ld + p] = x00;
-        a[p * ld + u] = x01;
-        a[u * ld + p] = x01;
-        a[q * ld + r] = x10;
-        a[r * ld + q] = x10;
-        a[q * ld + u] = x11;
-        a[u * ld + q] = x11;
-      }
-      for (int idx = tid; idx < n * m; idx += nt) {
-        const int i = idx / m, j = idx % m;
-        const Rot r = rot[j];
-        if (r.s != 0.0f) jac::rotate_pair(&v[i * ld + piv_p[j]], &v[i * ld + piv_q[j]], r);
-      }
+      jac::round_apply(a, v, ld, n, rot, piv_p, piv_q, tri, tid, nt);
       __syncthreads();
     }
     // Every thread gets the same answer, so the whole block leaves the loop together.

@@ -56,44 +56,10 @@ Emulated<T> emulate(const std::vector<T>& A, int k) {
   for (int sweep = 0; sweep < jac::kMaxSweeps; ++sweep) {
     bool rotated = false;
     for (int round = 0; round < n - 1; ++round) {
-      for (int j = 0; j < m; ++j) {
-        int p, q;
-        jac::round_robin_pair(n, round, j, &p, &q);
-        const T app = a[size_t(p) * n + p], aqq = a[size_t(q) * n + q], apq = a[size_t(p) * n + q];
-        rot[j] = {T(1), T(0), T(0)};
-        if (jac::should_rotate(app, aqq, apq, floor)) {
-          rot[j] = jac::rotation(app, aqq, apq);
-          rotated = true;
-        }
-        pp[j] = p;
-        qq[j] = q;
-      }
-      for (int idx = 0; idx < m * (m + 1) / 2; ++idx) {
-        int P, Q;
-        jac::upper_triangle_index(m, idx, &P, &Q);
-        const auto r1 = rot[P], r2 = rot[Q];
-        const int p = pp[P], q = qq[P], r = pp[Q], u = qq[Q];
-        auto at = [&](int i, int j) -> T& { return a[size_t(i) * n + j]; };
-        if (P == Q) {
-          if (r1.s == T(0)) continue;
-          const T apq = at(p, q);
-          at(p, p) -= r1.t * apq;
-          at(q, q) += r1.t * apq;
-          at(p, q) = at(q, p) = T(0);
-          continue;
-        }
-        if (r1.s == T(0) && r2.s == T(0)) continue;
-        T x00 = at(p, r), x01 = at(p, u), x10 = at(q, r), x11 = at(q, u);
-        jac::rotate_block(&x00, &x01, &x10, &x11, r1, r2);
-        at(p, r) = at(r, p) = x00;
-        at(p, u) = at(u, p) = x01;
-        at(q, r) = at(r, q) = x10;
-        at(q, u) = at(u, q) = x11;
-      }
-      for (int i = 0; i < n; ++i)
-        for (int j = 0; j < m; ++j)
-          if (rot[j].s != T(0))
-            jac::rotate_pair(&v[size_t(i) * n + pp[j]], &v[size_t(i) * n + qq[j]], rot[j]);
+      // The kernel's own two phases, one work item after another.
+      rotated |= jac::round_rotations(a.data(), n, n, round, floor, rot.data(), pp.data(),
+                                      qq.data(), 0, 1);
+      jac::round_apply(a.data(), v.data(), n, n, rot.data(), pp.data(), qq.data(), nullptr, 0, 1);
     }
     out.sweeps = sweep + 1;
     if (!rotated) break;
