@@ -16,27 +16,17 @@
 #include "hetdro/backend.h"
 #include "hetdro/checkpoint.h"
 #include "hetdro/io.h"
-#include "hetdro/prepare.h"
 #include "hetdro/trainer.h"
-#include "testing.h"
+#include "synthetic.h"  // synthetic_config
+#include "testing.h"    // relative, rel_error
 
 namespace hetdro {
 namespace {
 
 namespace fs = std::filesystem;
 using testing::GuardedBackend;
-
-// The synthetic dataset, written once per process.
-const std::string& synthetic_config() {
-  static const std::string path = [] {
-    const fs::path dir =
-        fs::path(::testing::TempDir()) / ("hetdro_backend_" + std::to_string(getpid()));
-    fs::remove_all(dir);
-    prepare_synthetic(dir.string());
-    return (dir / "config.toml").string();
-  }();
-  return path;
-}
+using testing::relative;
+using testing::synthetic_config;
 
 struct SyntheticRun {
   Config config;
@@ -162,8 +152,6 @@ struct Fixture {
   bool step100;
 };
 class SameNumbers : public ::testing::TestWithParam<Fixture> {};
-
-double relative(double a, double b) { return std::abs(a - b) / std::max(std::abs(b), 1e-300); }
 
 // The first step's terms and gradient, and step 100's terms, parameters and q, of a fresh run.
 struct Reference {

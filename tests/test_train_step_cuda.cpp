@@ -4,32 +4,19 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
-#include <filesystem>
 #include <memory>
 #include <string>
 #include <vector>
 
 #include "cuda_testing.h"
-#include "hetdro/prepare.h"
 #include "hetdro/trainer.h"
+#include "synthetic.h"  // synthetic_config
 
 namespace hetdro {
 namespace {
 
-namespace fs = std::filesystem;
-
-const std::string& synthetic_config() {
-  static const std::string path = [] {
-    const fs::path dir =
-        fs::path(::testing::TempDir()) / ("hetdro_step_cuda_" + std::to_string(getpid()));
-    fs::remove_all(dir);
-    prepare_synthetic(dir.string());
-    return (dir / "config.toml").string();
-  }();
-  return path;
-}
-
-double relative(double a, double b) { return std::abs(a - b) / std::max(std::abs(b), 1e-300); }
+using testing::relative;
+using testing::synthetic_config;
 
 class StepOnCuda : public ::testing::TestWithParam<std::vector<std::string>> {};
 

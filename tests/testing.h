@@ -1,6 +1,7 @@
 // Helpers shared by the tests: seeded random fills, relative error, central differences.
 #pragma once
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <functional>
@@ -28,6 +29,11 @@ double rel_error(const std::vector<T>& a, const std::vector<T>& b) {
     ref += double(b[i]) * double(b[i]);
   }
   return std::sqrt(diff) / std::max(std::sqrt(ref), 1e-300);
+}
+
+// |a − b| / max(|b|, tiny): one scalar against its reference.
+inline double relative(double a, double b) {
+  return std::abs(a - b) / std::max(std::abs(b), 1e-300);
 }
 
 // Fast op against naive loops on the same inputs: float rounding in long sums stays well inside
