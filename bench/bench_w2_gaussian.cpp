@@ -15,9 +15,10 @@
 #ifdef HETDRO_WITH_CUDA
 #include <algorithm>
 
-#include "hetdro/backend.h"      // make_cuda_backend, Buffer
+#include "cuda_bench.h"          // gpu, ceilings
+#include "hetdro/backend.h"      // Buffer
 #include "hetdro/cuda_ops.h"     // set_eigensolver, eigh
-#include "hetdro/cuda_timing.h"  // median_ms, measure_ceilings
+#include "hetdro/cuda_timing.h"  // median_ms
 #endif
 
 namespace {
@@ -111,37 +112,24 @@ BENCHMARK(BM_class_moments_forward)->Arg(10)->Unit(benchmark::kMicrosecond);
 
 using hetdro::cuda::Eigensolver;
 
-hetdro::Backend<float>* gpu(std::string* why_not) {
-  static std::string reason;
-  static auto backend = hetdro::make_cuda_backend(&reason);
-  *why_not = reason;
-  return backend.get();
-}
-
-const hetdro::cuda::Ceilings& ceilings() {
-  static const hetdro::cuda::Ceilings c = hetdro::cuda::measure_ceilings();
-  return c;
-}
-
 // The floor of one call: its FLOPs at the SGEMM peak or its compulsory bytes at the copy
 // bandwidth, whichever is longer. A dense symmetric eigensolve with vectors counts ≈ 9k³ FLOPs
 // (tridiagonal reduction 4/3 k³, back-transformation 2k³, implicit QR ~6k³; Golub & Van Loan).
 double floor_us(double flops, double bytes) {
-  const auto& c = ceilings();
+  const auto& c = hetdro::bench::ceilings();
   return 1e6 * std::max(flops / (c.sgemm_tflops * 1e12), bytes / (c.copy_gbps * 1e9));
 }
 
-bool skip_unless_runs(benchmark::State& state, hetdro::Backend<float>* be, const std::string& why,
-                      Eigensolver solver, int k) {
-  if (!be) {
-    state.SkipWithError(("no GPU: " + why).c_str());
-    return false;
-  }
+// The CUDA backend (bench/cuda_bench.h), or nullptr after a skip saying why: no GPU, or a
+// back end that does not take k.
+hetdro::Backend<float>* gpu_for(benchmark::State& state, Eigensolver solver, int k) {
+  hetdro::Backend<float>* be = hetdro::bench::gpu(state);
+  if (!be) return nullptr;
   if (solver == Eigensolver::jacobi && k > 128) {
     state.SkipWithError("jacobi takes k <= 128");
-    return false;
+    return nullptr;
   }
-  return true;
+  return be;
 }
 
 // Args: pairs, k, eigensolver (1 jacobi, 2 syevj, 3 syev). The backward is timed alone, after
@@ -150,9 +138,8 @@ template <bool kBackward>
 void BM_w2_gaussian_cuda(benchmark::State& state) {
   const int pairs = int(state.range(0)), k = int(state.range(1));
   const auto solver = Eigensolver(state.range(2));
-  std::string why;
-  hetdro::Backend<float>* be = gpu(&why);
-  if (!skip_unless_runs(state, be, why, solver, k)) return;
+  hetdro::Backend<float>* be = gpu_for(state, solver, k);
+  if (!be) return;
   state.SetLabel(hetdro::cuda::name(solver));
   hetdro::cuda::set_eigensolver(solver);
   const float eps = 1e-5f;
@@ -203,9 +190,8 @@ void BM_w2_gaussian_backward_cuda(benchmark::State& state) { BM_w2_gaussian_cuda
 void BM_eigh_cuda(benchmark::State& state) {
   const int batch = int(state.range(0)), k = int(state.range(1));
   const auto solver = Eigensolver(state.range(2));
-  std::string why;
-  hetdro::Backend<float>* be = gpu(&why);
-  if (!skip_unless_runs(state, be, why, solver, k)) return;
+  hetdro::Backend<float>* be = gpu_for(state, solver, k);
+  if (!be) return;
   state.SetLabel(hetdro::cuda::name(solver));
   hetdro::cuda::set_eigensolver(solver);
   const auto host = class_like_covariances(batch, k, 1e-5f);
