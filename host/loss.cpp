@@ -70,11 +70,15 @@ const char* StepStats::name(int i, int groups) {
 
 template <typename T>
 Loss<T>::Loss(const Model& model, const LossSettings& settings, Backend<T>& backend,
-              const std::vector<int>& rows)
-    : model_(model), s_(settings), be_(backend), rows_(rows) {
-  HETDRO_ASSERT(int(rows_.size()) == model.groups());
+              const std::vector<int>& rows, Collectives* collectives)
+    : model_(model), s_(settings), be_(backend), comm_(collectives), global_rows_(rows) {
+  HETDRO_ASSERT(int(rows.size()) == model.groups());
+  const Shard shard = shard_rows(rows, comm_ ? comm_->rank() : 0, comm_ ? comm_->size() : 1);
+  rows_ = shard.rows;
+  offset_ = shard.offset;
   const int C = model.classes(), G = int(rows_.size());
   for (int n : rows_) B_ += n;
+  for (int n : rows) global_B_ += n;
   slots_ = s_.fit == Fit::per_group ? G * C : s_.fit == Fit::pooled ? C : 0;
   sep_n_ = C * s_.samples_per_anchor;
   block_ = plan(be_, "the training step's workspace",
@@ -82,11 +86,14 @@ Loss<T>::Loss(const Model& model, const LossSettings& settings, Backend<T>& back
                 "samples_per_anchor)",
                 [this](Arena& a) { layout(a); });
 
-  // Constants of the batch's fixed shape, uploaded once.
+  // Constants of the batch's fixed shape, uploaded once. clf_objective sees the global batch:
+  // its counts, and n = global_B_ entries of group_ (this shard's, then padding it never
+  // uses for this shard's weights).
   std::vector<int32_t> group, sep_labels(sep_n_);
   for (int g = 0; g < G; ++g) group.insert(group.end(), rows_[g], g);
+  group.resize(size_t(global_B_), 0);
   be_.upload(group_, group.data(), group.size() * sizeof(int32_t));
-  be_.upload(group_count_, rows_.data(), rows_.size() * sizeof(int32_t));
+  be_.upload(group_count_, global_rows_.data(), global_rows_.size() * sizeof(int32_t));
   std::vector<double> adjustment = s_.adjustment;
   adjustment.resize(G, 0.0);
   be_.upload(adjustment_, adjustment.data(), adjustment.size() * sizeof(double));
@@ -103,7 +110,7 @@ void Loss<T>::layout(Arena& a) {
   x_.assign(G, nullptr);
   for (int g = 0; g < G; ++g) x_[g] = a.take<T>(int64_t(rows_[g]) * model_.encoder(g).input_size());
   y_ = a.take<int32_t>(B_);
-  group_ = a.take<int32_t>(B_);
+  group_ = a.take<int32_t>(global_B_);
   group_count_ = a.take<int32_t>(G);
   adjustment_ = a.take<double>(G);
   q_next_ = a.take<double>(G);
@@ -117,7 +124,7 @@ void Loss<T>::layout(Arena& a) {
   logits_ = a.take<T>(int64_t(B_) * C);
   probs_ = a.take<T>(int64_t(B_) * C);
   loss_ = a.take<T>(B_);
-  weight_ = a.take<T>(B_);
+  weight_ = a.take<T>(global_B_);
   group_sum_ = a.take<T>(G);
 
   slot_ = a.take<int32_t>(B_);
@@ -161,6 +168,7 @@ void Loss<T>::run(const T* P, T* G, const double* q, uint64_t sample_counter) {
   if (s_.fit != Fit::none) fit_term(P, G);
   if (s_.samples_per_anchor > 0) sep_term(P, G, sample_counter);
   if (G) encode_backward(P, G);
+  if (G && comm_) comm_->all_reduce(G, model_.size(), Reduce::sum);
 }
 
 // Each group's encoder into its rows of the shared latent z (group order), and the dead-latent
@@ -173,6 +181,8 @@ void Loss<T>::encode(const T* P) {
     model_.encoder_forward(be_, g, P, x_[g], rows_[g], zg, enc_[g]);
     be_.all_zero(stats_ + StepStats::dead(G) + g, zg, int64_t(rows_[g]) * k);
   }
+  // Dead over the global batch: dead on every rank.
+  if (comm_) comm_->all_reduce(stats_ + StepStats::dead(G), G, Reduce::min);
 }
 
 // L_clf: ERM mean cross-entropy, or GroupDRO Σ_g q_g ℓ_g (docs/DESIGN.md §1).
@@ -181,6 +191,7 @@ void Loss<T>::clf_term(const T* P, T* G, const double* q) {
   const int groups = int(rows_.size()), C = model_.classes();
   model_.classifier_forward(be_, P, z_, B_, logits_, cls_);
   be_.softmax_xent_forward(probs_, loss_, group_sum_, logits_, y_, group_, B_, C, groups);
+  if (comm_) comm_->all_reduce(group_sum_, groups, Reduce::sum);
   ClfRule rule;
   rule.groupdro = s_.objective == Objective::groupdro;
   rule.objective = s_.groupdro_objective;
@@ -192,7 +203,7 @@ void Loss<T>::clf_term(const T* P, T* G, const double* q) {
   rule.update_q = G != nullptr && s_.update_q &&
                   !(s_.groupdro_update == GroupDroUpdate::exp && s_.groupdro_eta == 0);
   be_.clf_objective(stats_ + StepStats::kClf, stats_ + StepStats::kGroupLoss, q_next_, weight_, q,
-                    group_sum_, group_count_, group_, adjustment_, B_, groups, rule);
+                    group_sum_, group_count_, group_, adjustment_, global_B_, groups, rule);
   // The stats (zeroed above) carry q_next too, so check_finite sees a weight that overflowed.
   be_.accumulate(stats_ + StepStats::q(groups), q_next_, groups, nullptr);
   if (!G) return;
@@ -212,7 +223,11 @@ void Loss<T>::fit_term(const T* P, T* G) {
   const T* anchor_chol = P + model_.anchor_chol();
   const T eps = T(s_.eps);
   be_.fit_slots(slot_, y_, repeated ? group_ : nullptr, B_, C);
-  be_.class_moments_forward(mean_, cov_, count_, z_, slot_, B_, k, slots_, eps);
+  // With collectives, the moments of the global batch, the same on every rank.
+  if (comm_)
+    comm_->class_moments_forward(mean_, cov_, count_, z_, slot_, B_, k, slots_, eps);
+  else
+    be_.class_moments_forward(mean_, cov_, count_, z_, slot_, B_, k, slots_, eps);
   be_.anchor_cov_forward(anchor_cov_, anchor_chol, C, k, eps);
   const T* m2 = anchor_mean;
   const T* B2 = anchor_cov_;
@@ -226,15 +241,17 @@ void Loss<T>::fit_term(const T* P, T* G) {
   be_.fit_reduce(stats_ + StepStats::kFit, dw2_, w2_, count_, slots_, T(s_.lambda_fit));
   if (!G) return;
   T* d_anchor_mean = G + model_.anchor_mean();
-  be_.w2_gaussian_backward(dmean_, dcov_, repeated ? dm2_ : d_anchor_mean,
-                           repeated ? dB2_ : danchor_cov_, dw2_, saved_, mean_, cov_, m2, B2,
-                           slots_, k, eps);
-  if (repeated) {
+  const bool anchors = adds_replicated();
+  be_.w2_gaussian_backward(dmean_, dcov_, anchors ? (repeated ? dm2_ : d_anchor_mean) : nullptr,
+                           anchors ? (repeated ? dB2_ : danchor_cov_) : nullptr, dw2_, saved_,
+                           mean_, cov_, m2, B2, slots_, k, eps);
+  if (repeated && anchors) {
     be_.repeat_backward(d_anchor_mean, dm2_, int64_t(C) * k, groups);
     be_.repeat_backward(danchor_cov_, dB2_, C * kk, groups);
   }
+  // The global n and m̂ with this rank's z (docs/DESIGN.md §2, §7).
   be_.class_moments_backward(dz_, dmean_, dcov_, z_, mean_, count_, slot_, B_, k, slots_);
-  be_.anchor_cov_backward(G + model_.anchor_chol(), danchor_cov_, anchor_chol, C, k);
+  if (anchors) be_.anchor_cov_backward(G + model_.anchor_chol(), danchor_cov_, anchor_chol, C, k);
 }
 
 // L_sep: anchor samples Z_cj = m_c + L_c ξ must be classified as c (mean CE over c and j).
@@ -247,7 +264,7 @@ void Loss<T>::sep_term(const T* P, T* G, uint64_t sample_counter) {
   be_.softmax_xent_forward(sep_probs_, sep_loss_, nullptr, sep_logits_, sep_labels_, nullptr,
                            sep_n_, C, 0);
   be_.sum_scaled(stats_ + StepStats::kSep, sep_loss_, sep_n_, 1.0 / sep_n_);
-  if (!G) return;
+  if (!G || !adds_replicated()) return;
   be_.softmax_xent_backward(sep_dlogits_, sep_probs_, sep_labels_, sep_weight_, sep_n_, C);
   model_.classifier_backward(be_, P, G, sep_z_, sep_n_, sep_dlogits_, sep_dz_, sep_cls_);
   be_.anchor_sample_backward(G + model_.anchor_mean(), G + model_.anchor_chol(), sep_dz_, sep_xi_,

@@ -14,6 +14,7 @@
 
 #include "hetdro/backend.h"
 #include "hetdro/check.h"
+#include "hetdro/comm.h"
 #include "hetdro/config.h"
 #include "hetdro/data.h"
 #include "hetdro/device.h"
@@ -175,9 +176,13 @@ void write_predictions(const std::string& path, const std::vector<int32_t>& clas
   write_npy(path, rows.data(), {int64_t(n), int64_t(2 + C)});
 }
 
-}  // namespace
+// "rank R of N: " before an error of one rank of a multi-process run.
+std::string which_rank() {
+  const World& w = world();
+  return w.size > 1 ? fmt::format("rank {} of {}: ", w.rank, w.size) : "";
+}
 
-int main(int argc, char** argv) {
+int cli(int argc, char** argv) {
   CLI::App app{
       "hetdro: one classifier over groups whose features live in different spaces,\n"
       "aligned by Gaussian class anchors (2-Wasserstein) with a GroupDRO option."};
@@ -273,6 +278,8 @@ int main(int argc, char** argv) {
   }
 
   try {
+    if (world().size > 1 && !train->parsed())
+      input_error("only `hetdro train` runs as several MPI ranks; run this command without mpirun");
     if (info->parsed()) {
       print_info();
     } else if (hf->parsed()) {
@@ -297,7 +304,13 @@ int main(int argc, char** argv) {
       std::string why;
       auto backend = make_backend(config.train.device, config.path, &why);
       fmt::print("{}\n", why);
-      Trainer trainer(config, load_groups(config), std::move(backend));
+      auto collectives = make_collectives(*backend);
+      if (collectives)
+        fmt::print(
+            "data parallel: {} ranks (MPI), each with its share of every batch of {} "
+            "(docs/DESIGN.md §7)\n",
+            collectives->size(), config.train.batch_size);
+      Trainer trainer(config, load_groups(config), std::move(backend), std::move(collectives));
       TrainOptions options;
       options.overwrite = overwrite;
       options.resume = !resume.empty();
@@ -345,14 +358,33 @@ int main(int argc, char** argv) {
       }
     }
   } catch (const InputError& e) {
-    fmt::print(stderr, "error: {}\n", e.what());
+    fmt::print(stderr, "error: {}{}\n", which_rank(), e.what());
     return 2;
   } catch (const Interrupted& e) {
-    fmt::print(stderr, "interrupted: {}\n", e.what());
+    if (world().lead()) fmt::print(stderr, "interrupted: {}\n", e.what());
     return 128 + e.signal;
   } catch (const std::exception& e) {
-    fmt::print(stderr, "hetdro failed: {}\n", e.what());
+    fmt::print(stderr, "hetdro failed: {}{}\n", which_rank(), e.what());
     return 1;
   }
   return 0;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  try {
+    start_world(&argc, &argv);
+  } catch (const std::exception& e) {
+    fmt::print(stderr, "error: {}\n", e.what());
+    return 2;
+  }
+  // The lead rank alone writes the console output (docs/DESIGN.md §7); errors still show.
+  if (!world().lead() && !std::freopen("/dev/null", "w", stdout)) return 1;
+  const int code = cli(argc, argv);
+  // A failed rank stops the job rather than leave the others waiting in a collective; ranks
+  // that were interrupted stopped together, at the same step.
+  if (code != 0 && code < 128) abort_world(code, "see its error above");
+  finish_world();
+  return code;
 }

@@ -38,9 +38,18 @@ std::vector<int64_t> train_sizes(const std::vector<GroupData>& groups) {
   return sizes;
 }
 
-// The sampler, once every group can fill its share of a batch.
-StratifiedSampler make_sampler(const Config& config, const std::vector<GroupData>& groups) {
+// The sampler, once every group can fill its share of a batch, and every rank of a data-parallel
+// run gets at least one sample of every group.
+StratifiedSampler make_sampler(const Config& config, const std::vector<GroupData>& groups,
+                               int ranks) {
   StratifiedSampler sampler(train_sizes(groups), config.train.batch_size, config.train.seed);
+  for (size_t g = 0; g < groups.size(); ++g)
+    if (sampler.per_batch()[g] < ranks)
+      input_error(
+          "{}: every batch of train.batch_size = {} takes {} samples of group '{}', fewer than "
+          "the {} ranks of this run: each rank needs at least one of every group; raise "
+          "train.batch_size or run fewer ranks",
+          config.path, config.train.batch_size, sampler.per_batch()[g], groups[g].name, ranks);
   for (size_t g = 0; g < groups.size(); ++g)
     if (groups[g].train.size() < sampler.per_batch()[g])
       input_error(
@@ -57,6 +66,8 @@ std::atomic<int> g_stop_signal{0};
 extern "C" void request_stop(int sig) { g_stop_signal = sig; }
 
 const char* signal_name(int sig) { return sig == SIGINT ? "SIGINT" : "SIGTERM"; }
+// The signal that stopped training; a rank told to stop by another one reports SIGTERM.
+int stop_signal() { return g_stop_signal != 0 ? g_stop_signal.load() : SIGTERM; }
 
 class StopSignals {
  public:
@@ -90,14 +101,15 @@ std::vector<std::vector<int64_t>> sample_shapes(const Config& config,
 }
 
 Trainer::Trainer(Config config, std::vector<GroupData> groups,
-                 std::unique_ptr<Backend<float>> backend)
+                 std::unique_ptr<Backend<float>> backend, std::unique_ptr<Collectives> collectives)
     : config_(std::move(config)),
       groups_(std::move(groups)),
       backend_(backend ? std::move(backend) : make_cpu_backend<float>()),
+      comm_(std::move(collectives)),
       model_(config_, sample_shapes(config_, groups_)),
       settings_(LossSettings::from(config_, train_sizes(groups_))),
-      sampler_(make_sampler(config_, groups_)),
-      loss_(model_, settings_, *backend_, sampler_.per_batch()),
+      sampler_(make_sampler(config_, groups_, comm_ ? comm_->size() : 1)),
+      loss_(model_, settings_, *backend_, sampler_.per_batch(), comm_.get()),
       predictor_(model_, *backend_, config_.train.eval_batch),
       params_(*backend_, model_.size()),
       grads_(*backend_, model_.size()),
@@ -197,10 +209,12 @@ void Trainer::start_epoch(int epoch) {
 
 void Trainer::step(int64_t step_in_epoch) {
   Backend<float>& be = *backend_;
-  const std::vector<int>& rows = sampler_.per_batch();
+  // This rank's rows of the global batch (all of it in a single process).
+  const std::vector<int>& global = sampler_.per_batch();
+  const std::vector<int>&rows = loss_.rows(), &offset = loss_.offset();
   for (int g = 0, row = 0; g < int(groups_.size()); row += rows[g], ++g)
     be.gather_batch(loss_.batch_x(g), loss_.batch_y() + row, train_x_[g].data(), train_y_[g].data(),
-                    order_[g].data() + step_in_epoch * rows[g], rows[g],
+                    order_[g].data() + step_in_epoch * global[g] + offset[g], rows[g],
                     model_.encoder(g).input_size());
   grads_.zero();
   const int C = model_.classes(), J = settings_.samples_per_anchor, k = model_.latent_dim();
@@ -256,14 +270,18 @@ Evaluation Trainer::evaluate(SplitKind kind) {
     if (split.size() == 0) continue;
     const float* x = (kind == SplitKind::test ? test_x_ : val_x_)[g].data();
     GroupEval r{groups_[g].name, split.size(), 0, 0, std::vector<int64_t>(size_t(C) * C, 0)};
-    const std::vector<int32_t> pred = predictor_.predict(params_.data(), g, x, split.size());
+    // Each rank predicts its contiguous share of the split; the confusion counts are summed.
+    const Shard share =
+        shard_rows({int(split.size())}, comm_ ? comm_->rank() : 0, comm_ ? comm_->size() : 1);
+    const int64_t first = share.offset[0], count = share.rows[0];
+    const std::vector<int32_t> pred =
+        predictor_.predict(params_.data(), g, x + first * model_.encoder(g).input_size(), count);
+    for (int64_t i = 0; i < count; ++i) ++r.confusion[size_t(split.y[first + i]) * C + pred[i]];
+    if (comm_) comm_->all_reduce_host(r.confusion.data(), int64_t(r.confusion.size()));
     int64_t correct = 0;
     std::vector<int64_t> per_class(C, 0);
-    for (int64_t i = 0; i < split.size(); ++i) {
-      ++r.confusion[size_t(split.y[i]) * C + pred[i]];
-      correct += pred[i] == split.y[i];
-      ++per_class[split.y[i]];
-    }
+    for (int c = 0; c < C; ++c) correct += r.confusion[size_t(c) * C + c];
+    for (int32_t y : split.y) ++per_class[y];
     r.accuracy = double(correct) / double(split.size());
     r.majority = double(*std::max_element(per_class.begin(), per_class.end())) / split.size();
     e.worst = std::min(e.worst, r.accuracy);
@@ -275,12 +293,12 @@ Evaluation Trainer::evaluate(SplitKind kind) {
 }
 
 // Keeps best.safetensors for the best validation score so far (docs/DESIGN.md §4).
-void Trainer::select_model(RunFolder& folder, int epoch, const Evaluation& val) {
+void Trainer::select_model(RunFolder* folder, int epoch, const Evaluation& val) {
   const double score = config_.train.select == Select::worst_val ? val.worst : val.mean;
   if (score <= best_score_) return;
   best_score_ = score;
   best_epoch_ = epoch;
-  save_checkpoint(folder.best_path(), model_, state());
+  if (folder) save_checkpoint(folder->best_path(), model_, state());
 }
 
 void Trainer::save_latents(const std::string& path, int64_t per_group) {
@@ -355,7 +373,7 @@ void Trainer::add_window(const Window& w, int epoch, int64_t step, ProgressBar& 
   const int G = int(groups_.size()), dead = StepStats::dead(G);
   for (int g = 0; g < G; ++g) {
     const double steps = w.stats[dead + g];
-    if (steps == 0 || epoch_sums_[dead + g] > 0) continue;
+    if (steps == 0 || epoch_sums_[dead + g] > 0 || !lead()) continue;
     bar.clear();  // the warning must not land inside the progress line
     fmt::print(
         stderr,
@@ -368,14 +386,20 @@ void Trainer::add_window(const Window& w, int epoch, int64_t step, ProgressBar& 
   for (size_t i = 0; i < w.stats.size(); ++i) epoch_sums_[i] += w.stats[i];
 }
 
-void Trainer::checkpoint(RunFolder& folder) {
-  save_checkpoint(folder.checkpoint_path(), model_, state());
+void Trainer::checkpoint(RunFolder* folder) {
+  if (folder) save_checkpoint(folder->checkpoint_path(), model_, state());
+}
+
+bool Trainer::stop_requested() {
+  int64_t stop = g_stop_signal != 0 ? 1 : 0;
+  if (comm_) comm_->all_reduce_host(&stop, 1);
+  return stop > 0;
 }
 
 // The rest of epoch `epoch` (from step_in_epoch_), or `budget` steps of it when budget ≥ 0,
 // reading the statistics at the logging points and checkpointing every
 // train.checkpoint_every steps. Fills the record; returns false when the budget ran out first.
-bool Trainer::run_epoch(int epoch, int64_t budget, RunFolder& folder, EpochRecord& r,
+bool Trainer::run_epoch(int epoch, int64_t budget, RunFolder* folder, EpochRecord& r,
                         std::vector<double>& step_ms) {
   const int64_t steps = sampler_.steps_per_epoch();
   const int64_t every = config_.train.checkpoint_every;
@@ -392,7 +416,7 @@ bool Trainer::run_epoch(int epoch, int64_t budget, RunFolder& folder, EpochRecor
     if (budget >= 0 && done >= budget) break;
     step(s);
     ++done;
-    const bool stop = g_stop_signal != 0;
+    const bool stop = stop_requested();
     const bool save = every > 0 && step_ % every == 0 && s + 1 < steps;
     const bool progress = (s + 1) % progress_every == 0;
     if (!(s + 1 == steps || stop || save || progress || done == budget ||
@@ -421,10 +445,10 @@ bool Trainer::run_epoch(int epoch, int64_t budget, RunFolder& folder, EpochRecor
     if (save || stop) checkpoint(folder);
     if (stop) {
       bar.clear();
-      throw Interrupted(g_stop_signal,
-                        fmt::format("{} at epoch {} step {} of {}; checkpoint "
-                                    "written. Resume with: hetdro train --resume {}",
-                                    signal_name(g_stop_signal), epoch, s + 1, steps, folder.dir()));
+      throw Interrupted(stop_signal(), fmt::format("{} at epoch {} step {} of {}; checkpoint "
+                                                   "written. Resume with: hetdro train --resume {}",
+                                                   signal_name(stop_signal()), epoch, s + 1, steps,
+                                                   folder ? folder->dir() : ""));
     }
     window_start = Clock::now();
   }
@@ -447,17 +471,22 @@ bool Trainer::run_epoch(int epoch, int64_t budget, RunFolder& folder, EpochRecor
 
 void Trainer::train(const std::string& out_dir, const TrainOptions& options) {
   const TrainConfig& t = config_.train;
-  RunFolder folder(out_dir, options.overwrite, options.resume, config_);
+  // Only the lead rank writes the run folder; every rank resumes from its checkpoint.
+  std::unique_ptr<RunFolder> lead_folder;
+  if (lead())
+    lead_folder = std::make_unique<RunFolder>(out_dir, options.overwrite, options.resume, config_);
+  if (comm_) comm_->barrier();  // the folder checked (or the job aborted) before any rank reads
+  RunFolder* folder = lead_folder.get();
   if (options.resume) {
-    load(folder.checkpoint_path());
-    folder.keep_metrics_through(epoch_);
+    load(RunFolder::checkpoint_in(out_dir));
+    if (folder) folder->keep_metrics_through(epoch_);
     fmt::print("resuming {} at epoch {} step {} of {} (step {} overall)\n", out_dir, epoch_ + 1,
                step_in_epoch_, sampler_.steps_per_epoch(), step_);
   }
   print_header(config_, model_, groups_, sampler_, backend_->name());
   if (t.select != Select::last)
     fmt::print("model selection: train.select = \"{}\"; the best model goes to {}\n",
-               name(t.select), folder.best_path());
+               name(t.select), RunFolder::best_in(out_dir));
   const StopSignals signals;
   const auto run_start = Clock::now();
   std::vector<double> all_step_ms;
@@ -486,7 +515,7 @@ void Trainer::train(const std::string& out_dir, const TrainOptions& options) {
       r.q = q_.download();
       all_step_ms.insert(all_step_ms.end(), step_ms.begin(), step_ms.end());
       // A partial epoch (--max-steps) is recorded as such; resuming replaces its line.
-      folder.append_metrics(metrics_json(r, eval, has_val));
+      if (folder) folder->append_metrics(metrics_json(r, eval, has_val));
       if (complete) {
         epoch_ = epoch;
         step_in_epoch_ = 0;
@@ -494,11 +523,11 @@ void Trainer::train(const std::string& out_dir, const TrainOptions& options) {
       }
       print_epoch(r, eval, has_val);
       checkpoint(folder);
-      if (g_stop_signal != 0)
-        throw Interrupted(g_stop_signal,
+      if (stop_requested())
+        throw Interrupted(stop_signal(),
                           fmt::format("{} at the end of epoch {}; checkpoint written. Resume "
                                       "with: hetdro train --resume {}",
-                                      signal_name(g_stop_signal), epoch, folder.dir()));
+                                      signal_name(stop_signal()), epoch, out_dir));
       if (!complete || budget == 0) break;
     }
     if (!evaluated) {  // no step ran: still leave a checkpoint
@@ -515,12 +544,12 @@ void Trainer::train(const std::string& out_dir, const TrainOptions& options) {
     // stopped and what likely caused it.
     const std::string why = fmt::format("{} {}", e.what(), failure_hints());
     checkpoint(folder);
-    folder.write_report(failure_json(why, step_, epoch_));
+    if (folder) folder->write_report(failure_json(why, step_, epoch_));
     throw std::runtime_error(
         fmt::format("{} The run folder keeps the last good checkpoint; "
                     "after a fix, continue with: hetdro train --resume {} "
                     "--set KEY=VALUE",
-                    why, folder.dir()));
+                    why, out_dir));
   }
 
   RunSummary summary;
@@ -533,17 +562,19 @@ void Trainer::train(const std::string& out_dir, const TrainOptions& options) {
   summary.train_seconds = std::chrono::duration<double>(Clock::now() - run_start).count();
   summary.step_ms_median = median(all_step_ms);
   summary.train_sizes = train_sizes(groups_);
-  save_latents(folder.dir() + "/latents.npz");
+  if (folder) save_latents(folder->dir() + "/latents.npz");
   if (t.select != Select::last && best_epoch_ > 0) {
     // The selected model's test accuracy; the trainer holds it from here on.
     summary.select = name(t.select);
     summary.selected_epoch = best_epoch_;
     summary.selected_score = best_score_;
-    load(folder.best_path());
+    if (comm_) comm_->barrier();  // the lead's last best.safetensors is written
+    load(RunFolder::best_in(out_dir));
     summary.selected = evaluate();
   }
-  folder.write_report(report_json(summary, eval));
-  print_results(summary, eval, folder.dir());
+  if (!folder) return;
+  folder->write_report(report_json(summary, eval));
+  print_results(summary, eval, folder->dir());
 }
 
 }  // namespace hetdro

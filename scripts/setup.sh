@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Installs everything the build, the tests and the default data need, from Debian's packages.
-# Idempotent: does nothing when all of it is present. numpy and matplotlib serve
+# Idempotent: does nothing when all of it is present. Open MPI starts the ranks of a
+# multi-process run (mpirun; docs/DESIGN.md §7) and its tests. numpy and matplotlib serve
 # scripts/plot_run.py and scripts/sweep.py; --with-torch adds the PyTorch reference's needs
 # (python3-torch); --with-fuzz adds clang with libFuzzer and its OpenMP runtime, for
 # scripts/fuzz.sh. The options combine.
@@ -10,6 +11,7 @@ packages=(
   build-essential cmake ninja-build pkg-config
   libeigen3-dev libcli11-dev libtomlplusplus-dev nlohmann-json3-dev libfmt-dev zlib1g-dev
   libgtest-dev libgmock-dev libbenchmark-dev
+  openmpi-bin libopenmpi-dev
   dataset-fashion-mnist
   python3-numpy python3-matplotlib
 )

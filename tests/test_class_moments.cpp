@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "class_moments.h"  // the kernels' moment arithmetic (kernels/)
+#include "hetdro/comm.h"    // pack_moments, combine_moments, finish_moments
 #include "hetdro/ops.h"
 #include "testing.h"  // random_vector, rel_error, numeric_gradient
 
@@ -227,6 +228,35 @@ TEST(ClassMomentsArithmetic, ChanCombinesShardsIntoTheOnePassMoments) {
   EXPECT_EQ(none, 0);
   EXPECT_EQ(arith::cov_entry(3.0, 1, true, 1e-5), 0.0);  // a masked slot's entries are 0
   EXPECT_EQ(arith::cov_entry(3.0, 0, false, 1e-5), 0.0);
+}
+
+// What the ranks of a data-parallel run do (docs/DESIGN.md §7), in one process: shards of 1, 0, 5
+// and 94 samples packed, combined in order and finished give class_moments_forward's outputs
+// over all 100; slot 1 is absent from shards 0 to 2, slot 2 from all of them.
+TEST(ClassMomentsArithmetic, PackedShardsCombineIntoTheOnePassOutputs) {
+  const int k = 4, slots = 3, n = 100;
+  const std::vector<int> sizes = {1, 0, 5, 94};
+  const auto z = random_vector<double>(size_t(n) * k, 22, -3.0, 5.0);
+  std::vector<int32_t> slot(n);
+  for (int i = 0; i < n; ++i) slot[i] = (i < 6 || i % 3 != 0) ? 0 : 1;
+  const int64_t width = hetdro::moments_width(k);
+  std::vector<double> all(size_t(slots * width), 0.0), shard(all.size());
+  for (int s = 0, first = 0; s < int(sizes.size()); first += sizes[s++]) {
+    hetdro::pack_moments(shard.data(), z.data() + int64_t(first) * k, slot.data() + first, sizes[s],
+                         k, slots);
+    hetdro::combine_moments(all.data(), shard.data(), slots, k);
+  }
+  std::vector<double> mean(slots * k), cov(slots * k * k), ref_mean(mean), ref_cov(cov);
+  std::vector<int32_t> count(slots), ref_count(slots);
+  hetdro::finish_moments(mean.data(), cov.data(), count.data(), all.data(), slots, k, 1e-5);
+  cpu::class_moments_forward(ref_mean.data(), ref_cov.data(), ref_count.data(), z.data(),
+                             slot.data(), n, k, slots, 1e-5);
+  EXPECT_EQ(count, ref_count);
+  EXPECT_EQ(count[2], 0);
+  EXPECT_LE(rel_error(mean, ref_mean), 1e-13);
+  EXPECT_LE(rel_error(cov, ref_cov), 1e-13);
+  for (int i = 0; i < k; ++i)  // exactly symmetric, as the W2 eigensolver assumes
+    for (int j = 0; j < k; ++j) EXPECT_EQ(cov[i * k + j], cov[j * k + i]);
 }
 
 TEST(ClassMomentsArithmetic, ShiftedMomentsStayAccurateInFloatUnderALargeOffset) {

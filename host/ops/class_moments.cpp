@@ -76,20 +76,22 @@ void class_moments_backward(T* dz, const T* dmean, const T* dcov, const T* z, co
   const auto members = slot_members(slot, n, slots);
   Eigen::Map<const RowMat<T>> Z(z, n, k);
   Eigen::Map<RowMat<T>> dZ(dz, n, k);
-  for (int s = 0; s < slots; ++s) HETDRO_ASSERT(count[s] == int32_t(members[s].size()));
+  // count may exceed the slot's rows here: under data parallelism the moments are those of the
+  // global batch, and z holds this rank's shard of it (docs/DESIGN.md §7).
+  for (int s = 0; s < slots; ++s) HETDRO_ASSERT(count[s] >= int32_t(members[s].size()));
 
     // Each sample belongs to one slot, so slots write disjoint rows of dz.
 #pragma omp parallel for schedule(dynamic) if (worth_a_team(n, k))
   for (int s = 0; s < slots; ++s) {
     one_thread_per_slot();
-    const int ns = count[s];
-    if (ns < 2) continue;
+    const int ns = count[s], rows = int(members[s].size());
+    if (ns < 2 || rows == 0) continue;
     Eigen::Map<const RowVec<T>> m(mean + int64_t(s) * k, k);
-    Mat<T> Zc(ns, k);
-    for (int r = 0; r < ns; ++r) Zc.row(r) = Z.row(members[s][r]) - m;
+    Mat<T> Zc(rows, k);
+    for (int r = 0; r < rows; ++r) Zc.row(r) = Z.row(members[s][r]) - m;
     // dz_i = g_m/n + (2/(n−1)) sym(G_S)(z_i − m̂)   (docs/DESIGN.md §2); the path through m̂ adds
     // nothing to the covariance term because Σ_i (z_i − m̂) = 0.
-    Mat<T> grad = Mat<T>::Zero(ns, k);
+    Mat<T> grad = Mat<T>::Zero(rows, k);
     if (dcov != nullptr) {
       Eigen::Map<const RowMat<T>> G(dcov + int64_t(s) * k * k, k, k);
       const Mat<T> sym = (G + G.transpose()) * (T(1) / T(ns - 1));  // 2/(n−1) · ½(G + Gᵀ)
@@ -99,7 +101,7 @@ void class_moments_backward(T* dz, const T* dmean, const T* dcov, const T* z, co
       Eigen::Map<const RowVec<T>> gm(dmean + int64_t(s) * k, k);
       grad.rowwise() += gm / T(ns);
     }
-    for (int r = 0; r < ns; ++r) dZ.row(members[s][r]) += grad.row(r);
+    for (int r = 0; r < rows; ++r) dZ.row(members[s][r]) += grad.row(r);
   }
 }
 

@@ -7,6 +7,7 @@
 #include <vector>
 
 #include "hetdro/backend.h"
+#include "hetdro/comm.h"
 #include "hetdro/config.h"
 #include "hetdro/model.h"
 
@@ -57,23 +58,31 @@ struct StepStats {
 
 // The loss's buffers are planned once, for batches of rows[g] samples of each group g; run()
 // then allocates nothing and never reads backend memory on the host.
+//
+// With collectives (data parallelism, docs/DESIGN.md §7), rows is the global batch and this rank
+// holds its shard of it (shard_rows): rows()[g] samples of group g, starting at offset()[g] of
+// the global batch's n_g. The loss is still the global batch's: the per-group CE sums and the
+// class moments are combined over the ranks before they are used, every rank computes the same
+// terms, and run() leaves the global gradient, summed over the ranks, in grads on every rank.
 template <typename T>
 class Loss {
  public:
   Loss(const Model& model, const LossSettings& settings, Backend<T>& backend,
-       const std::vector<int>& rows);
+       const std::vector<int>& rows, Collectives* collectives = nullptr);
 
   // The batch, filled by the caller before run(): group g's rows (its n_g × input_size
-  // features), then every label in group order.
+  // features), then every label in group order. This rank's shard of it, with collectives.
   T* batch_x(int g) const { return x_[g]; }
   int32_t* batch_y() const { return y_; }
   const std::vector<int>& rows() const { return rows_; }
+  const std::vector<int>& offset() const { return offset_; }
 
   // The loss on the batch, into stats(); with grads (backend, model.size()), its gradient
   // accumulated there. q (backend, double[groups]): the GroupDRO weights; with the groupdro
   // objective and grads given they first follow this batch (docs/DESIGN.md §1) into next_q(),
   // which the loss uses; q itself is left for the caller to commit (groupdro_commit).
-  // sample_counter: where this step's anchor draws start in the RNG stream.
+  // sample_counter: where this step's anchor draws start in the RNG stream. With collectives,
+  // grads must hold zeros on entry (they are summed over the ranks).
   void run(const T* params, T* grads, const double* q, uint64_t sample_counter);
   const double* next_q() const { return q_next_; }
 
@@ -90,11 +99,16 @@ class Loss {
   void encode_backward(const T* P, T* G);
   void layout(Arena& arena);
 
+  // Terms every rank computes alike (the anchors' W2 and L_sep gradients into the anchors and
+  // the classifier) are added by the lead rank alone, so the sum over ranks counts them once.
+  bool adds_replicated() const { return comm_ == nullptr || comm_->rank() == 0; }
+
   const Model& model_;
   LossSettings s_;
   Backend<T>& be_;
-  std::vector<int> rows_;
-  int B_ = 0, slots_ = 0, sep_n_ = 0;
+  Collectives* comm_;
+  std::vector<int> rows_, offset_, global_rows_;
+  int B_ = 0, global_B_ = 0, slots_ = 0, sep_n_ = 0;
   Buffer<std::byte> block_;
   std::vector<T*> x_;
   int32_t *y_ = nullptr, *group_ = nullptr, *group_count_ = nullptr;

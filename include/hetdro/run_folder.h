@@ -31,8 +31,13 @@ class RunFolder {
   RunFolder& operator=(const RunFolder&) = delete;
 
   const std::string& dir() const { return dir_; }
-  std::string checkpoint_path() const { return dir_ + "/checkpoint.safetensors"; }
-  std::string best_path() const { return dir_ + "/best.safetensors"; }
+  std::string checkpoint_path() const { return checkpoint_in(dir_); }
+  std::string best_path() const { return best_in(dir_); }
+  // The same files of a folder this process does not hold (the other ranks of a run).
+  static std::string checkpoint_in(const std::string& dir) {
+    return dir + "/checkpoint.safetensors";
+  }
+  static std::string best_in(const std::string& dir) { return dir + "/best.safetensors"; }
   void append_metrics(const std::string& json_line);
   // Drops the metrics lines of epochs after `epoch` (what a resumed run will write again).
   void keep_metrics_through(int epoch);

@@ -10,6 +10,7 @@
 
 #include "hetdro/backend.h"
 #include "hetdro/checkpoint.h"
+#include "hetdro/comm.h"
 #include "hetdro/config.h"
 #include "hetdro/data.h"
 #include "hetdro/evaluation.h"
@@ -42,9 +43,13 @@ struct Interrupted : std::runtime_error {
 class Trainer {
  public:
   // Builds the model for `groups`' feature shapes, initialises it from the config's seed and
-  // plans its backend memory. Without a backend it runs on the CPU.
+  // plans its backend memory. Without a backend it runs on the CPU. With collectives (one
+  // process of a data-parallel run, docs/DESIGN.md §7) it trains on its shard of every global
+  // batch and evaluates its share of every split; the losses, gradients and parameters are
+  // those of the single-process run, and only the lead rank writes the run folder.
   Trainer(Config config, std::vector<GroupData> groups,
-          std::unique_ptr<Backend<float>> backend = nullptr);
+          std::unique_ptr<Backend<float>> backend = nullptr,
+          std::unique_ptr<Collectives> collectives = nullptr);
   ~Trainer();
 
   // Trains until config.train.epochs epochs are complete, printing one line per epoch and
@@ -87,17 +92,22 @@ class Trainer {
  private:
   void upload_training_data();
   void upload_eval_data();
-  void select_model(RunFolder& folder, int epoch, const Evaluation& val);
+  // folder: the run folder on the lead rank, nullptr on the others (they write nothing).
+  void select_model(RunFolder* folder, int epoch, const Evaluation& val);
   void upload_state(const TrainState& state);
-  bool run_epoch(int epoch, int64_t budget, RunFolder& folder, EpochRecord& record,
+  bool run_epoch(int epoch, int64_t budget, RunFolder* folder, EpochRecord& record,
                  std::vector<double>& step_ms);
   void add_window(const Window& w, int epoch, int64_t step, ProgressBar& bar);
-  void checkpoint(RunFolder& folder);
+  void checkpoint(RunFolder* folder);
+  bool lead() const { return !comm_ || comm_->rank() == 0; }
+  // Whether any rank was asked to stop (SIGINT/SIGTERM), so all stop at the same step.
+  bool stop_requested();
   std::string failure_hints() const;
 
   Config config_;
   std::vector<GroupData> groups_;
   std::unique_ptr<Backend<float>> backend_;
+  std::unique_ptr<Collectives> comm_;  // nullptr: a single process
   Model model_;
   LossSettings settings_;
   StratifiedSampler sampler_;

@@ -1,0 +1,59 @@
+#!/usr/bin/env bash
+# A rank killed mid-run must take the whole job down (docs/DESIGN.md §7, issue 11): starts
+# `hetdro train` as 2 MPI ranks on the synthetic data, kills rank 1 with SIGKILL once training
+# runs, and checks that mpirun exits non-zero within 30 s.
+# Usage: scripts/test_mpi_abort.sh HETDRO_BINARY "MPIEXEC[;FLAG...]"   (ctest passes both)
+set -euo pipefail
+if [[ $# -ne 2 || $1 == --help || $1 == -h ]]; then
+  echo "usage: $0 HETDRO_BINARY 'MPIEXEC[;FLAG...]'" >&2
+  exit 2
+fi
+hetdro=$1
+IFS=';' read -r -a mpiexec <<<"$2"
+export OMP_NUM_THREADS=1 OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
+dir=$(mktemp -d)
+trap 'kill -9 ${job:-} 2>/dev/null || true; rm -rf "$dir"' EXIT
+"$hetdro" prepare synthetic --out "$dir/data" >/dev/null
+
+"${mpiexec[@]}" -np 2 "$hetdro" train --config "$dir/data/config.toml" --out "$dir/run" \
+  --set train.epochs=1000 >"$dir/log" 2>&1 &
+job=$!
+
+# Rank 1: the process whose environment says OMPI_COMM_WORLD_RANK=1 (PMI_RANK elsewhere).
+rank1=""
+for _ in $(seq 1 300); do
+  for p in $(pgrep -f -- "$dir/data/config.toml" || true); do
+    [[ $p == "$job" ]] && continue
+    if tr '\0' '\n' <"/proc/$p/environ" 2>/dev/null | grep -qxE '(OMPI_COMM_WORLD_RANK|PMI_RANK)=1'; then
+      rank1=$p
+    fi
+  done
+  # Mid-run: the lead has written the run folder and the first steps are under way.
+  [[ -n $rank1 && -f $dir/run/config.toml ]] && break
+  sleep 0.1
+done
+if [[ -z $rank1 ]]; then
+  echo "FAIL: rank 1 never started" >&2
+  cat "$dir/log" >&2
+  exit 1
+fi
+sleep 1
+kill -9 "$rank1"
+start=$(date +%s)
+status=0
+for _ in $(seq 1 300); do
+  kill -0 "$job" 2>/dev/null || break
+  sleep 0.1
+done
+if kill -0 "$job" 2>/dev/null; then
+  echo "FAIL: mpirun still running 30 s after rank 1 was killed" >&2
+  exit 1
+fi
+wait "$job" || status=$?
+elapsed=$(($(date +%s) - start))
+if [[ $status -eq 0 ]]; then
+  echo "FAIL: mpirun exited 0 after rank 1 was killed" >&2
+  cat "$dir/log" >&2
+  exit 1
+fi
+echo "ok: rank 1 killed; mpirun exited with status $status after ${elapsed} s"
