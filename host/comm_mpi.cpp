@@ -141,6 +141,15 @@ World start_world(int* argc, char*** argv) {
 
 const World& world() { return g_world; }
 
+std::string mpi_status() {
+  char version[MPI_MAX_LIBRARY_VERSION_STRING];
+  int length = 0;
+  MPI_Get_library_version(version, &length);  // callable before MPI_Init
+  std::string text(version, size_t(length));
+  text = text.substr(0, text.find_first_of(",\n"));
+  return fmt::format("{}: `mpirun -np N hetdro train` runs N ranks on the CPU backend", text);
+}
+
 void finish_world() {
   if (g_started) MPI_Finalize();
   g_started = false;

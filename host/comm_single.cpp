@@ -17,6 +17,7 @@ World start_world(int*, char***) {
   return g_world;
 }
 const World& world() { return g_world; }
+std::string mpi_status() { return "not built (no MPI found; one process only)"; }
 void finish_world() {}
 void abort_world(int, const std::string&) {}
 std::unique_ptr<Collectives> make_collectives(const Memory&) { return nullptr; }

@@ -38,6 +38,7 @@ void print_info() {
   fmt::print("hetdro {}\n", HETDRO_VERSION);
   fmt::print("build: C++17, CUDA {}, OpenMP threads {}\n", r.cuda_built ? "yes" : "no",
              omp_get_max_threads());
+  fmt::print("MPI: {}\n", mpi_status());
   if (r.cuda_built)
     fmt::print("libraries: CUDA runtime {}, cuDNN {}, cuBLAS {}, cuSOLVER {}\n", r.cuda_runtime,
                r.cudnn, r.cublas, r.cusolver);

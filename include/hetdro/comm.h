@@ -29,6 +29,8 @@ void finish_world();
 // A failed rank takes the whole job down: prints "rank R of N failed: why" to stderr and calls
 // MPI_Abort, so no rank is left waiting in a collective. Without MPI: nothing (the caller exits).
 void abort_world(int exit_code, const std::string& why);
+// What `hetdro info` says about multi-process training: the MPI library built in, or that none is.
+std::string mpi_status();
 // The number of ranks a launcher's environment gives the job (Open MPI's OMPI_COMM_WORLD_SIZE,
 // PMI_SIZE of MPICH and Slurm), or 0 when no launcher started this process.
 int launcher_ranks();
