@@ -195,6 +195,53 @@ TEST_F(Cli, UnknownConfigKeyIsNamed) {
 TEST_F(Cli, WrongTypeAndBadChoiceAreNamed) {
   expect_bad_input({"train.epochs", "integer", "string"}, "--set train.epochs='three'");
   expect_bad_input({"train.fit", "\"pooled\""}, "--set train.fit=joint");
+  expect_bad_input({"train.deterministic", "true or false", "integer"},
+                   "--set train.deterministic=1");
+}
+
+// bench-step: the trainer's own steps on the config's data, timed one by one on the backend's
+// clock; on the CPU there is no graph to record, and it says so.
+TEST_F(Cli, BenchStepTimesTheStepsAndWritesThemAsJson) {
+  const std::string json = (dir_ / "bench.json").string();
+  Result r = run("bench-step --config " + config_ + " --steps 6 --warmup 2 --json " + json +
+                 " --set train.deterministic=false");
+  ASSERT_EQ(r.code, 0) << r.output;
+  EXPECT_NE(r.output.find("bench-step: cpu"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("op by op (the cpu backend runs its ops as they are called)"),
+            std::string::npos)
+      << r.output;
+  const nlohmann::json j = nlohmann::json::parse(read_text(json));
+  EXPECT_EQ(j["impl"], "hetdro");
+  EXPECT_EQ(j["backend"], "cpu");
+  EXPECT_EQ(j["graph"], false);
+  EXPECT_EQ(j["steps"], 6);
+  EXPECT_EQ(j["batch_size"], 60);
+  EXPECT_EQ(j["deterministic"], false);
+  const double p10 = j["p10_ms"], median = j["median_ms"], p90 = j["p90_ms"];
+  EXPECT_GT(p10, 0);
+  EXPECT_LE(p10, median);
+  EXPECT_LE(median, p90);
+  EXPECT_FALSE(j.contains("ceilings"));  // measured on a GPU only
+
+  // --no-graph is accepted by train and bench-step alike.
+  r = run("train --config " + config_ + " --out " + out_ + " --max-steps 2 --no-graph");
+  EXPECT_EQ(r.code, 0) << r.output;
+}
+
+TEST_F(Cli, BenchStepBadInputSaysWhatAndWritesNothing) {
+  const std::string json = (dir_ / "bench.json").string();
+  for (const auto& [args, word] : std::vector<std::pair<std::string, std::string>>{
+           {"--steps 0", "--steps 0: expected at least 1"},
+           {"--warmup 0", "--warmup 0: expected at least 1"},
+           {"--set train.lr=-1", "train.lr"}}) {
+    Result r = run("bench-step --config " + config_ + " --json " + json + " " + args);
+    EXPECT_EQ(r.code, 2) << args << "\n" << r.output;
+    EXPECT_NE(r.output.find(word), std::string::npos) << args << "\n" << r.output;
+    EXPECT_FALSE(fs::exists(json)) << args;
+  }
+  Result r = run("bench-step --steps 3");
+  EXPECT_EQ(r.code, 2) << r.output;
+  EXPECT_NE(r.output.find("--config"), std::string::npos) << r.output;
 }
 
 TEST_F(Cli, MissingConfig) {
@@ -445,7 +492,7 @@ TEST_F(Cli, SetErrorsNameTheSetArgument) {
 
 TEST(CliHelp, EverySubcommandHasHelp) {
   for (const char* cmd : {"", "info", "prepare", "prepare hetero-fashion", "prepare synthetic",
-                          "train", "eval", "predict"}) {
+                          "train", "bench-step", "eval", "predict"}) {
     Result r = run(std::string(cmd) + " --help");
     EXPECT_EQ(r.code, 0) << cmd << "\n" << r.output;
     EXPECT_NE(r.output.find("--help"), std::string::npos) << cmd;
