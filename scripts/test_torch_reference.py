@@ -148,6 +148,14 @@ def test_end_to_end_tiny_run_and_json():
         assert [l.get("epoch") for l in lines[:2]] == [1, 2] and lines[-1]["final"]
         assert set(lines[0]["test_acc"]) == {"img", "vec"}
         assert abs(sum(lines[1]["group_weights"].values()) - 1) < 1e-5
+        assert set(lines[0]["val_acc"]) == {"img", "vec"}   # data.val_fraction's split, every epoch
+        # train.select picks the epoch of the best worst-group validation accuracy.
+        r = _run(["--config", cfg, "--threads", "1", "--epochs", "3", "--json-out", out,
+                  "--set", 'train.select="worst_val"'])
+        assert r.returncode == 0, r.stderr
+        lines = [json.loads(s) for s in open(out)]
+        best = max(lines[:3], key=lambda l: l["worst_val_acc"])   # max keeps the first on ties
+        assert lines[-1]["selected_epoch"] == best["epoch"] and lines[-1]["selected_test_acc"] == best["test_acc"]
 
 
 def test_config_errors_exit_2():

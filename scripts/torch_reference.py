@@ -1038,13 +1038,15 @@ def main(argv=None):
         rec = {"epoch": epoch, "step": step, "loss": mean_parts[0], "loss_clf": mean_parts[1],
                "loss_fit": mean_parts[2], "loss_sep": mean_parts[3], "fit_skipped": int(sums[4].item()),
                "test_acc": acc, "worst_group_acc": worst, "mean_group_acc": mean}
-        if t["select"] != "last":
-            with_val = [(nm, v) for nm, v in zip(names, val) if v[0] is not None]
+        with_val = [(nm, v) for nm, v in zip(names, val) if v[0] is not None]
+        if with_val:   # every epoch, as hetdro does (metrics.jsonl's val_acc, docs/DESIGN.md §4)
             vacc, _ = evaluate(model, [nm for nm, _ in with_val], [v for _, v in with_val], False, t["eval_batch"])
-            score = min(vacc.values()) if t["select"] == "worst_val" else sum(vacc.values()) / len(vacc)
-            rec["val_acc"] = vacc
-            if best is None or score > best[0]:   # the first best epoch wins ties, as in hetdro
-                best = (score, epoch, acc)
+            rec.update({"val_acc": vacc, "worst_val_acc": min(vacc.values()),
+                        "mean_val_acc": sum(vacc.values()) / len(vacc)})
+            if t["select"] != "last":
+                score = rec["worst_val_acc"] if t["select"] == "worst_val" else rec["mean_val_acc"]
+                if best is None or score > best[0]:   # the first best epoch wins ties, as in hetdro
+                    best = (score, epoch, acc)
         model.train()
         qd = {nm: float(v) for nm, v in zip(names, q.tolist())}
         rec.update({"group_weights": qd, "step_ms": step_ms, "samples_per_s": B / (step_ms / 1e3)})
