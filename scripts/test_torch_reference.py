@@ -108,6 +108,19 @@ def test_naive_nonfinite_safe_finite_on_dead_units():
         assert out["safe"], "safe backward must be finite (%s)" % dtype
 
 
+def test_class_moments_many_keys_path_agrees():
+    # More keys than latent units takes the [B,k²] outer-product path: the same scatter.
+    g = torch.Generator().manual_seed(9)
+    z = torch.randn(40, 3, generator=g, dtype=torch.float64)
+    key = torch.randint(0, 7, (40,), generator=g)
+    n, mean, scatter = tr.class_moments(z, key, 7)
+    for K in range(7):
+        zc = z[key == K] - mean[K]
+        torch.testing.assert_close(scatter[K], zc.t() @ zc)
+    onehot = torch.nn.functional.one_hot(key, 7).double()
+    torch.testing.assert_close(tr._scatter(onehot, z), torch.einsum("bK,bi,bj->Kij", onehot, z, z))
+
+
 def test_group_batch_sizes_largest_remainder():
     assert tr.group_batch_sizes(100, [42000, 15000, 3000]) == [70, 25, 5]
     assert tr.group_batch_sizes(10, [1, 1, 1]) == [4, 3, 3]

@@ -3,21 +3,30 @@
 
 What this is for: the baseline a PyTorch user would write for the method, and the
 yardstick for the C++/CUDA trainer's accuracy and speed. It reads the same config.toml
-and NPY data as `hetdro train`, trains the same model with the same loss, and prints
-per-epoch test accuracy per group and the median step time.
+(every key hetdro reads, the same --set overrides) and NPY data as `hetdro train`, makes the
+same validation split and the same initial parameters (hetdro's counter RNG, value for value),
+and trains the same model with the same loss, Adam/AdamW and GroupDRO rules; it prints
+per-epoch test accuracy per group and the median step time. Only the batch order and the
+anchor noise come from PyTorch's generators. The step is batched over groups, classes and
+pairs (one call per group encoder); the W2 backward is docs/DESIGN.md §2's autograd.Function.
 
-Portable across PyTorch 1.13 (CPU) and 2.x (CUDA); torch.compile is used only when it
-exists and --compile is given.
+Portable across PyTorch 1.13 (CPU) and 2.x (CUDA); --compile needs torch.compile (2.x).
 
 Timing: step_ms is the median over an epoch's steps after --warmup steps, each step
 timed from batch gather to optimizer step (CUDA synchronized on both ends);
-samples_per_s = batch_size / step time. On a CPU shared with other busy processes,
+samples_per_s = batch_size / step time. --time-steps N is the speed baseline of
+scripts/bench_vs_torch.sh: --warmup untimed steps (and with --compile one more, for the
+compilation), then N steps each timed with CUDA events (perf_counter on the CPU), no
+evaluation; --timing-json FILE gets {impl, mode, device, torch, median_ms, p10_ms, p90_ms,
+steps, batch_size}. On a CPU shared with other busy processes,
 OpenMP's spin-waiting can make 2 threads ~8x slower than 1 (measured 1784 vs 271 ms/step);
 OMP_WAIT_POLICY=PASSIVE in the environment avoids it (232 ms/step, same load).
 
-Example:
+Examples:
   python3 scripts/torch_reference.py --config data/hetero-fashion/config.toml --device cpu \\
        --threads 2 --epochs 1 --json-out /tmp/ref.jsonl
+  python3 scripts/torch_reference.py --config data/hetero-fashion/config.toml --device cuda \\
+       --set model.latent_dim=256 --time-steps 100 --warmup 20 --compile --timing-json t.json
 """
 
 import argparse
@@ -338,7 +347,8 @@ def _load_npy(path, what):
     try:
         return np.load(path, allow_pickle=False)
     except Exception as e:  # noqa: BLE001 - any parse failure is the user's file
-        raise UserError("cannot read %s as NPY: %s" % (path, e))
+        raise UserError("cannot read %s as NPY (the PyTorch reference reads NPY files only; hetdro also "
+                        "reads IDX and CSV): %s" % (path, e))
 
 
 def _features(path, encoder, name):
@@ -690,8 +700,18 @@ def class_moments(z, key, K):
     n = onehot.sum(0)                                  # [K]
     mean = (onehot.t() @ z) / n.clamp_min(1).unsqueeze(1)
     zc = z - mean[key]
-    scatter = torch.einsum("bK,bi,bj->Kij", onehot, zc, zc)
-    return n, mean, scatter
+    return n, mean, _scatter(onehot, zc)
+
+
+def _scatter(onehot, zc):
+    """Σ_b onehot[b,K] zc_b zc_bᵀ as one matmul, through whichever intermediate is smaller:
+    [B,K,k] (few keys) or the per-sample outer products [B,k²] (many keys: C = 1000 would make
+    the first 2.6 GB at B = 10⁴, k = 64). The same FLOPs either way, both deterministic."""
+    B, K = onehot.shape
+    k = zc.shape[1]
+    if K <= k:
+        return torch.einsum("bK,bi,bj->Kij", onehot, zc, zc)
+    return (onehot.t() @ (zc.unsqueeze(2) * zc.unsqueeze(1)).reshape(B, k * k)).view(K, k, k)
 
 
 def fit_loss(z, y, g, anchors, opts):
