@@ -22,6 +22,7 @@
 # Usage: scripts/bench_vs_torch.sh [--device cuda|cpu] [--quick] [--out DIR] [--hetdro BIN]
 #          [--python PY] [--config FILE] [--steps N] [--warmup W] [--train-epochs N]
 #          [--no-torch-train] [--no-compile] [--sweep full|reduced|none] [--timeout S]
+#          [--budget S]
 #   --device D        cuda (default) or cpu, for both sides (train.device / torch --device)
 #   --quick           few steps (5, warm-up 2), a small sweep (C 10,100; k 16,32; B 100,400),
 #                     one epoch of training on synthetic data: a CPU smoke test
@@ -40,6 +41,10 @@
 #                     100,1000,10000; around C = 10, k = 64, B = 1000. reduced: only the ends
 #                     of each list. none: no sweep
 #   --timeout S       seconds allowed to each command (default 900)
+#   --budget S        seconds for everything (default: no limit): each command's timeout is cut
+#                     to what is left, and once less than 10 s is left the rest is recorded as
+#                     skipped; summary.md is written either way. The order is the priority:
+#                     per-step, time to train, then the sweep
 set -euo pipefail
 
 usage() { sed -n '2,/^set -euo/p' "$0" | sed '$d; s/^# \{0,1\}//'; }
@@ -47,19 +52,20 @@ die() { echo "bench_vs_torch: $*" >&2; exit 2; }
 
 command_line="scripts/bench_vs_torch.sh $*"
 device=cuda quick=0 out="" hetdro="" python=python3 config="" steps="" warmup="" epochs=""
-torch_train=1 compile=1 sweep=full timeout_s=900
+torch_train=1 compile=1 sweep=full timeout_s=900 budget=0
 while [[ $# -gt 0 ]]; do
   case "$1" in
     -h|--help) usage; exit 0 ;;
     --quick) quick=1; shift ;;
     --no-torch-train) torch_train=0; shift ;;
     --no-compile) compile=0; shift ;;
-    --device|--out|--hetdro|--python|--config|--steps|--warmup|--train-epochs|--sweep|--timeout)
+    --device|--out|--hetdro|--python|--config|--steps|--warmup|--train-epochs|--sweep|--timeout|--budget)
       [[ $# -ge 2 && -n "$2" ]] || die "$1 needs a value (see --help)"
       case "$1" in
         --device) device=$2 ;; --out) out=$2 ;; --hetdro) hetdro=$2 ;; --python) python=$2 ;;
         --config) config=$2 ;; --steps) steps=$2 ;; --warmup) warmup=$2 ;;
         --train-epochs) epochs=$2 ;; --sweep) sweep=$2 ;; --timeout) timeout_s=$2 ;;
+        --budget) budget=$2 ;;
       esac
       shift 2 ;;
     *) die "unknown argument '$1' (see --help)" ;;
@@ -74,7 +80,7 @@ if [[ $quick = 1 ]]; then
 else
   : "${steps:=100}" "${warmup:=20}" "${epochs:=10}"
 fi
-for v in steps:"$steps" warmup:"$warmup" train-epochs:"$epochs" timeout:"$timeout_s"; do
+for v in steps:"$steps" warmup:"$warmup" train-epochs:"$epochs" timeout:"$timeout_s" budget:"$budget"; do
   [[ "${v#*:}" =~ ^[0-9]+$ ]] || die "--${v%%:*} must be a whole number, not '${v#*:}'"
 done
 [[ $steps -ge 1 ]] || die "--steps must be at least 1"
@@ -101,12 +107,17 @@ failed=0
 # run NAME KIND RESULT EXTRA -- COMMAND...: print and keep the command, run it with the
 # timeout, its output in NAME.log; record the exit code and wall seconds in results.tsv.
 run() {
-  local name=$1 kind=$2 result=$3 extra=$4 rc t0 t1
+  local name=$1 kind=$2 result=$3 extra=$4 rc t0 t1 limit=$timeout_s
   shift 5
+  if [[ $budget -gt 0 ]]; then
+    local left=$(( budget - SECONDS ))
+    if [[ $left -lt 10 ]]; then skip "$name" "$kind" "over the --budget of $budget s"; return 0; fi
+    [[ $left -lt $limit ]] && limit=$left
+  fi
   echo "+ $*" | tee -a "$out/commands.txt"
   t0=$(date +%s.%N)
   set +e
-  timeout -k 10 "$timeout_s" "$@" >"$out/$name.log" 2>&1
+  timeout -k 10 "$limit" "$@" >"$out/$name.log" 2>&1
   rc=$?
   set -e
   t1=$(date +%s.%N)
@@ -125,7 +136,8 @@ skip() {  # skip NAME KIND WHY
   printf '%s\t%s\tskip\t0\t\t\t%s\n' "$1" "$2" "$3" >>"$out/results.tsv"
   echo "-- $1: skipped ($3)"
 }
-ok() { tail -n 1 "$out/results.tsv" | awk -F'\t' '{ exit !($3 == "0") }'; }
+# Whether the last command ran and failed (not skipped).
+last_failed() { tail -n 1 "$out/results.tsv" | awk -F'\t' '{ exit !($3 != "0" && $3 != "skip") }'; }
 
 # --- data -----------------------------------------------------------------------------------
 # One synthetic dataset per class count, big enough for the largest batch used with it: every
@@ -241,7 +253,7 @@ if [[ $sweep != none ]]; then
       continue
     fi
     hetdro_step "sweep_hetdro_$tag" "$syn_config" "${sets[@]}"
-    if ! ok; then  # the graph failed here: measure without it, and say so
+    if last_failed; then  # the graph failed here: measure without it, and say so
       hetdro_step "sweep_hetdro_nograph_$tag" "$syn_config" --no-graph "${sets[@]}"
     fi
     torch_step "sweep_torch_$tag" "$syn_config" "${sets[@]}"

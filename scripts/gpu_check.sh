@@ -16,7 +16,7 @@
 #   train      hetero-fashion prepared from --fashion, one epoch on train.device = "cuda"
 #   parity     two epochs of hetero-fashion on train.device = "cuda" and on "cpu": PASS when every
 #              group's test accuracy (report.json) agrees within 0.01
-#   vs_torch   scripts/bench_vs_torch.sh on hetero-fashion, cut to fit (~3 min): 30 steps per
+#   vs_torch   scripts/bench_vs_torch.sh on hetero-fashion, cut to fit (--budget 170 s): 30 steps per
 #              measurement, the reduced sweep, hetdro's 10-epoch run but not torch's (--torch-train
 #              adds it); its summary.md and JSON under vs_torch/
 # Everything lands in one folder: a log per step, the benchmarks' JSON, summary.md (device,
@@ -356,7 +356,7 @@ step_vs_torch() {
   [[ "$torch_train" = 1 ]] && extra=()
   bash "$root/scripts/bench_vs_torch.sh" --device cuda --hetdro "$build/hetdro" \
     --config "$work/hf/config.toml" --out "$res/vs_torch" --steps 30 --warmup 10 --sweep reduced \
-    --timeout 90 "${extra[@]}"
+    --timeout 90 --budget 170 "${extra[@]}"
 }
 export -f need_gpu need_exe need_hf sanitize step_machine step_configure step_build step_info \
   step_ctest_gpu step_memcheck step_racecheck step_bench step_train step_parity step_vs_torch
