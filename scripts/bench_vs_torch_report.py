@@ -26,7 +26,6 @@ summary: reads results.tsv and the JSON files in a bench_vs_torch.sh folder and 
 import argparse
 import datetime
 import json
-import math
 import os
 import sys
 
