@@ -3,7 +3,10 @@
 central differences, the claim that autograd through eigh breaks on repeated eigenvalues
 while the safe form does not, batch sizes, config errors and a tiny end-to-end run.
 
-Run: python3 -m pytest scripts/test_torch_reference.py   or   python3 scripts/test_torch_reference.py
+With the hetdro binary as the argument (ctest passes it) or in $HETDRO_BIN, also the same initial
+parameters and training split sizes as `hetdro train`.
+
+Run: python3 -m pytest scripts/test_torch_reference.py   or   python3 scripts/test_torch_reference.py [HETDRO]
 """
 
 import os
@@ -144,6 +147,47 @@ def _write_tiny_data(folder, extra_train=""):
         f.write('[data]\nclasses = 3\n\n%s[model]\nlatent_dim = 8\n\n[train]\nepochs = 1\nbatch_size = 20\n'
                 'objective = "groupdro"\nfit = "per_group"\ndevice = "cpu"\n%s' % (groups, extra_train))
     return cfg
+
+
+def _hetdro_bin():
+    b = os.environ.get("HETDRO_BIN") or (sys.argv[1] if __name__ == "__main__" and len(sys.argv) > 1 else "")
+    return b if b and os.access(b, os.X_OK) else None
+
+
+def test_same_init_and_split_as_hetdro_binary():
+    # hetdro writes the initial model when a run takes no step (docs/DESIGN.md §4 Checkpoint):
+    # every tensor must equal torch_reference's, bit for bit, under non-default init keys; and
+    # the validation split must leave both with the same training set sizes.
+    hetdro = _hetdro_bin()
+    if not hetdro:
+        print("     (skipped: no hetdro binary given)")
+        return
+    import json
+    import re
+    import struct
+    with tempfile.TemporaryDirectory() as d:
+        data, run = os.path.join(d, "data"), os.path.join(d, "run")
+        subprocess.run([hetdro, "prepare", "synthetic", "--out", data, "--classes", "4", "--per-class", "33"],
+                       check=True, capture_output=True)
+        sets = ["train.seed=5", "model.anchor_scale=0.3", 'model.anchor_mean_init="random"', 'model.classifier="mlp2"',
+                "model.latent_dim=12", "data.val_fraction=0.15"]
+        r = subprocess.run([hetdro, "train", "--config", os.path.join(data, "config.toml"), "--out", run,
+                            "--set", "train.epochs=0"] + sum((["--set", x] for x in sets), []),
+                           capture_output=True, text=True)
+        assert r.returncode == 0, r.stdout + r.stderr
+        raw = open(os.path.join(run, "checkpoint.safetensors"), "rb").read()
+        n = struct.unpack("<Q", raw[:8])[0]
+        header = json.loads(raw[8:8 + n])
+        cfg = tr.load_config(os.path.join(data, "config.toml"), sets)
+        groups = tr.load_data(cfg)
+        state = tr.HetModel(cfg, groups).state_dict()
+        assert state
+        for name, t in state.items():
+            a, b = header[name]["data_offsets"]
+            got = np.frombuffer(raw[8 + n + a:8 + n + b], dtype=np.float32).reshape(header[name]["shape"])
+            assert np.array_equal(got, t.numpy()), name
+        sizes = {m.group(1): int(m.group(2)) for m in re.finditer(r"group (\w+)\s+encoder \w+\s+train\s+(\d+)", r.stdout)}
+        assert sizes == {g["name"]: len(g["ytr"]) for g in groups}, (sizes, r.stdout)
 
 
 def _run(args):
