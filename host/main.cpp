@@ -203,9 +203,17 @@ int main(int argc, char** argv) {
   hf->add_option("--seed", seed, "Seed of the 70/25/5 split")->capture_default_str();
   auto* syn = prepare->add_subcommand(
       "synthetic",
-      "A small seeded dataset: 8x8 images and vectors of lengths 16 and 40, 5 classes");
+      "A small seeded dataset: 8x8 images and vectors of lengths 16 and 40, 5 classes by "
+      "default (--classes, --per-class size it for benchmarks)");
+  int syn_classes = 5;
+  int64_t per_class = 0;
   syn->add_option("--out", out, "Output folder")->required();
   syn->add_option("--seed", seed, "Seed")->capture_default_str();
+  syn->add_option("--classes", syn_classes, "Number of classes (2 to 100000)")
+      ->capture_default_str();
+  syn->add_option("--per-class", per_class,
+                  "Training samples of each class in every group (default: 1000, 600 and 200 "
+                  "samples in the three groups)");
 
   std::string config_path, run, checkpoint, group, input;
   std::vector<std::string> overrides;
@@ -304,7 +312,7 @@ int main(int argc, char** argv) {
     } else if (hf->parsed()) {
       prepare_hetero_fashion(out, source, seed);
     } else if (syn->parsed()) {
-      prepare_synthetic(out, seed);
+      prepare_synthetic(out, seed, syn_classes, per_class);
     } else if (train->parsed()) {
       if (resume.empty() && (config_path.empty() || out_option->count() == 0))
         input_error("train: give --config FILE and --out DIR, or --resume DIR");
