@@ -22,10 +22,10 @@ void BM_anchor_sample_cpu(benchmark::State& state) {
   const auto mean = uniform_inputs<float>(size_t(C) * k, 1);
   const auto chol = uniform_inputs<float>(size_t(C) * k * k, 2);
   std::vector<float> z(size_t(C) * J * k), xi(z.size()), dm(mean.size()), dl(chol.size());
-  uint64_t step = 0;
+  int64_t step = 0;
   for (auto _ : state) {
-    cpu::anchor_sample_forward(z.data(), xi.data(), mean.data(), chol.data(), C, J, k, 42,
-                               step++ * z.size());
+    cpu::anchor_sample_forward(z.data(), xi.data(), mean.data(), chol.data(), C, J, k, 42, &step);
+    ++step;
     cpu::anchor_sample_backward(dm.data(), dl.data(), z.data(), xi.data(), C, J, k);
     benchmark::DoNotOptimize(dl.data());
     benchmark::ClobberMemory();
@@ -50,7 +50,10 @@ void BM_anchor_sample_gpu(benchmark::State& state) {
   chol.upload(uniform_inputs<float>(size_t(C) * k * k, 2));
   dm.zero();
   dl.zero();
-  be->anchor_sample_forward(z.data(), xi.data(), mean.data(), chol.data(), C, J, k, 42, 0);
+  Buffer<int64_t> step(*be, 1);
+  step.zero();
+  be->anchor_sample_forward(z.data(), xi.data(), mean.data(), chol.data(), C, J, k, 42,
+                            step.data());
   const double zb = 4.0 * C * J * k, lb = 4.0 * C * k * k, mb = 4.0 * C * k;
   const double flops = 2.0 * C * J * k * k;
   if (kBackward)
@@ -62,7 +65,8 @@ void BM_anchor_sample_gpu(benchmark::State& state) {
     time_gpu(
         state,
         [&] {
-          be->anchor_sample_forward(z.data(), xi.data(), mean.data(), chol.data(), C, J, k, 42, 0);
+          be->anchor_sample_forward(z.data(), xi.data(), mean.data(), chol.data(), C, J, k, 42,
+                                    step.data());
         },
         2 * zb + lb + mb, flops);
 }

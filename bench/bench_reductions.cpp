@@ -38,6 +38,7 @@ void BM_reduce_gpu(benchmark::State& state) {
   auto x = hetdro::bench::device_filled(*be, count, uniform_inputs<float>(1 << 20, 1, 0.5f, 1.0f));
   auto stats = hetdro::bench::device_filled(*be, 32, std::vector<double>(32, 1.0));
   auto status = hetdro::bench::device_filled(*be, 2, std::vector<int64_t>{-1, -1});
+  auto step = hetdro::bench::device_filled(*be, 1, std::vector<int64_t>{0});
   hetdro::Buffer<double> out(*be, 1);
   hetdro::bench::time_gpu(
       state,
@@ -47,7 +48,7 @@ void BM_reduce_gpu(benchmark::State& state) {
         else if (op == kAllZero)
           be->all_zero(out.data(), x.data(), count);
         else
-          be->check_finite(status.data(), stats.data(), 32, x.data(), count, 1);
+          be->check_finite(status.data(), stats.data(), 32, x.data(), count, step.data());
       },
       4.0 * double(count));
 #endif

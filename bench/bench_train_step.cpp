@@ -51,7 +51,7 @@ void BM_loss(benchmark::State& state) {
   backend->upload(loss.batch_y(), y.data(), y.size() * sizeof(int32_t));
   for (auto _ : state) {
     grads.zero();
-    loss.run(params.data(), grads.data(), q.data(), 0);
+    loss.run(params.data(), grads.data(), q.data());
     benchmark::DoNotOptimize(grads.data());
   }
   state.SetItemsProcessed(state.iterations() * 100);
@@ -71,9 +71,11 @@ void BM_adam(benchmark::State& state) {
   auto p = uniform_inputs<float>(n, 1), g = uniform_inputs<float>(n, 2);
   std::vector<float> m(n, 0.0f), v(n, 0.0f);
   int64_t step = 0;
-  for (auto _ : state)
+  for (auto _ : state) {
     cpu::adam_update(p.data(), m.data(), v.data(), g.data(), n, 1e-3f, 0.9f, 0.999f, 1e-8f, 0.0f,
-                     ++step, nullptr);
+                     &step, nullptr);
+    ++step;
+  }
   state.SetBytesProcessed(state.iterations() * n * 4 * sizeof(float));
 }
 BENCHMARK(BM_adam)->Unit(benchmark::kMillisecond)->UseRealTime();

@@ -153,6 +153,13 @@ class TableReader {
       out = *v;
     }
   }
+  void get(const std::string& key, bool& out) {
+    if (auto* node = find(key)) {
+      auto v = node->value_exact<bool>();
+      if (!v) wrong_type(key, *node, "true or false");
+      out = *v;
+    }
+  }
   void get(const std::string& key, std::string& out) {
     if (auto* node = find(key)) {
       auto v = node->value_exact<std::string>();
@@ -529,6 +536,7 @@ Config load_config(const std::string& path, const std::vector<std::string>& over
   r.get("weight_decay", t.weight_decay);
   r.get("seed", t.seed);
   r.get("device", t.device);
+  r.get("deterministic", t.deterministic);
   r.get("eval_batch", t.eval_batch);
   r.get("checkpoint_every", t.checkpoint_every);
   r.get_choice("select", t.select);
@@ -616,6 +624,7 @@ std::string to_toml(const Config& c) {
                    {"weight_decay", t.weight_decay},
                    {"seed", int64_t(t.seed)},
                    {"device", t.device},
+                   {"deterministic", t.deterministic},
                    {"eval_batch", t.eval_batch},
                    {"checkpoint_every", t.checkpoint_every},
                    {"select", std::string(name(t.select))},

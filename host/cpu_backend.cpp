@@ -65,30 +65,26 @@ std::unique_ptr<Backend<float>> make_backend(const std::string& device,
                                              const std::string& config_path, std::string* why) {
   const DeviceReport r = query_devices();
   const int threads = omp_get_max_threads();
-  if (device == "cuda") {
+  if (device == "cuda" || (device == "auto" && !r.gpus.empty())) {
+    const char* asked =
+        device == "cuda" ? "train.device = \"cuda\"" : "train.device = \"auto\", a GPU is present";
     if (r.gpus.empty())
       input_error("{}: train.device = \"cuda\", but {}. Use \"auto\" or \"cpu\".", config_path,
                   r.status);
     std::string why_not;
     auto backend = make_cuda_backend(&why_not);
     if (!backend)
-      input_error("{}: train.device = \"cuda\", but {}. Use \"auto\" or \"cpu\".", config_path,
-                  why_not);
-    if (why) *why = fmt::format("device: cuda (train.device = \"cuda\"), GPU {}", r.gpus[0].name);
+      input_error("{}: {}, but {}. Use train.device = \"cpu\".", config_path, asked, why_not);
+    if (why)
+      *why = fmt::format("device: cuda ({}), GPU {}{}", asked, r.gpus[0].name,
+                         device == "auto" ? "; train.device = \"cpu\" keeps the CPU" : "");
     return backend;
   }
   if (why) {
     if (device == "cpu")
       *why = fmt::format("device: cpu (train.device = \"cpu\"), {} thread(s)", threads);
-    else if (r.gpus.empty())
-      *why = fmt::format("device: cpu ({}), {} thread(s)", r.status, threads);
     else
-      // "auto" moves to the GPU once the CUDA backend has passed its GPU checks on one
-      // (docs/DESIGN.md §3); until then a GPU is used only when asked for.
-      *why = fmt::format(
-          "device: cpu: GPU {} found, but the CUDA backend has not yet been validated on a GPU, "
-          "so \"auto\" keeps the CPU; set train.device = \"cuda\" to use it. {} thread(s)",
-          r.gpus[0].name, threads);
+      *why = fmt::format("device: cpu ({}), {} thread(s)", r.status, threads);
   }
   return make_cpu_backend<float>();
 }

@@ -101,6 +101,8 @@ Loss<T>::Loss(const Model& model, const LossSettings& settings, Backend<T>& back
   std::vector<T> sep_weight(sep_n_, T(s_.lambda_sep / sep_n_));
   be_.upload(sep_labels_, sep_labels.data(), sep_labels.size() * sizeof(int32_t));
   be_.upload(sep_weight_, sep_weight.data(), sep_weight.size() * sizeof(T));
+  const int64_t first_step = 0;
+  be_.upload(first_step_, &first_step, sizeof(first_step));
 }
 
 template <typename T>
@@ -115,6 +117,7 @@ void Loss<T>::layout(Arena& a) {
   adjustment_ = a.take<double>(G);
   q_next_ = a.take<double>(G);
   stats_ = a.take<double>(stats_size());
+  first_step_ = a.take<int64_t>(1);
 
   enc_.assign(G, {});
   for (int g = 0; g < G; ++g) model_.plan_encoder(a, g, rows_[g], true, enc_[g]);
@@ -160,13 +163,14 @@ void Loss<T>::layout(Arena& a) {
 }
 
 template <typename T>
-void Loss<T>::run(const T* P, T* G, const double* q, uint64_t sample_counter) {
+void Loss<T>::run(const T* P, T* G, const double* q, const int64_t* step) {
+  if (!step) step = first_step_;
   be_.zero(stats_, size_t(stats_size()) * sizeof(double));
   if (G) be_.zero(grad_begin_, size_t(grad_end_ - grad_begin_) * sizeof(T));
   encode(P);
   clf_term(P, G, q);
   if (s_.fit != Fit::none) fit_term(P, G);
-  if (s_.samples_per_anchor > 0) sep_term(P, G, sample_counter);
+  if (s_.samples_per_anchor > 0) sep_term(P, G, step);
   if (G) encode_backward(P, G);
   if (G && comm_) comm_->all_reduce(G, model_.size(), Reduce::sum);
 }
@@ -256,10 +260,10 @@ void Loss<T>::fit_term(const T* P, T* G) {
 
 // L_sep: anchor samples Z_cj = m_c + L_c ξ must be classified as c (mean CE over c and j).
 template <typename T>
-void Loss<T>::sep_term(const T* P, T* G, uint64_t sample_counter) {
+void Loss<T>::sep_term(const T* P, T* G, const int64_t* step) {
   const int C = model_.classes(), k = model_.latent_dim(), J = s_.samples_per_anchor;
   be_.anchor_sample_forward(sep_z_, sep_xi_, P + model_.anchor_mean(), P + model_.anchor_chol(), C,
-                            J, k, s_.seed, sample_counter);
+                            J, k, s_.seed, step);
   model_.classifier_forward(be_, P, sep_z_, sep_n_, sep_logits_, sep_cls_);
   be_.softmax_xent_forward(sep_probs_, sep_loss_, nullptr, sep_logits_, sep_labels_, nullptr,
                            sep_n_, C, 0);

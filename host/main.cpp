@@ -1,4 +1,4 @@
-// The `hetdro` command line: info, prepare, train, eval, predict.
+// The `hetdro` command line: info, prepare, train, bench-step, eval, predict.
 #include <fmt/ranges.h>
 #include <omp.h>
 #include <unistd.h>  // getpid
@@ -13,6 +13,7 @@
 #include <memory>
 
 #include "hetdro/backend.h"
+#include "hetdro/bench_step.h"
 #include "hetdro/check.h"
 #include "hetdro/comm.h"
 #include "hetdro/config.h"
@@ -50,8 +51,8 @@ void print_info() {
     fmt::print("training backends: cpu (this build has no CUDA)\n");
   else
     fmt::print(
-        "training backends: cpu, cuda (train.device = \"cuda\"; \"auto\" keeps the CPU until the "
-        "CUDA backend has been validated on a GPU)\n");
+        "training backends: cpu, cuda (train.device = \"auto\" takes the GPU when there is one; "
+        "\"cpu\" or \"cuda\" ask for one)\n");
 }
 
 // The run's config and data, from --run DIR or from --config (with --checkpoint).
@@ -208,17 +209,27 @@ int cli(int argc, char** argv) {
   hf->add_option("--seed", seed, "Seed of the 70/25/5 split")->capture_default_str();
   auto* syn = prepare->add_subcommand(
       "synthetic",
-      "A small seeded dataset: 8x8 images and vectors of lengths 16 and 40, 5 classes");
+      "A small seeded dataset: 8x8 images and vectors of lengths 16 and 40, 5 classes by "
+      "default (--classes, --per-class size it for benchmarks)");
+  int syn_classes = 5;
+  int64_t per_class = 0;
   syn->add_option("--out", out, "Output folder")->required();
   syn->add_option("--seed", seed, "Seed")->capture_default_str();
+  syn->add_option("--classes", syn_classes, "Number of classes (2 to 100000)")
+      ->capture_default_str();
+  syn->add_option("--per-class", per_class,
+                  "Training samples of each class in every group (default: 1000, 600 and 200 "
+                  "samples in the three groups)");
 
   std::string config_path, run, checkpoint, group, input;
   std::vector<std::string> overrides;
-  bool overwrite = false;
+  bool overwrite = false, no_graph = false;
   int64_t max_steps = 0;
   std::string resume;
   auto* train = app.add_subcommand(
-      "train", "Train on the backend train.device picks (today: the CPU; CUDA comes next)");
+      "train",
+      "Train on the backend train.device picks (\"auto\": the GPU when there is one, else the "
+      "CPU)");
   train->add_option("--config", config_path, "Config TOML (docs/DESIGN.md §4)");
   auto* out_option = train->add_option("--out", out,
                                        "Run folder for config.toml, metrics.jsonl, "
@@ -233,10 +244,33 @@ int cli(int argc, char** argv) {
       ->excludes(resume_option);
   train->add_option("--max-steps", max_steps, "Stop after this many steps (for timing)")
       ->check(CLI::NonNegativeNumber);
+  const char* kNoGraph =
+      "On a GPU, issue every step's ops one by one instead of replaying the step recorded as "
+      "one CUDA Graph (docs/DESIGN.md §3)";
+  train->add_flag("--no-graph", no_graph, kNoGraph);
   train->footer(
       "Checkpoints after every epoch and every train.checkpoint_every steps. SIGINT or SIGTERM "
       "finishes the current step, writes a checkpoint and exits with 130 or 143; --resume "
       "continues from it.");
+
+  BenchStepOptions bench;
+  auto* bench_step_cmd = app.add_subcommand(
+      "bench-step",
+      "Time the training step on the config's data and device: median, p10, p90 ms/step");
+  bench_step_cmd->add_option("--config", config_path, "Config TOML (docs/DESIGN.md §4)")
+      ->required();
+  bench_step_cmd->add_option("--set", overrides,
+                             "Override a config key, e.g. --set train.batch_size=1000");
+  bench_step_cmd->add_flag("--no-graph", no_graph, kNoGraph);
+  bench_step_cmd->add_option("--steps", bench.steps, "Timed steps")->capture_default_str();
+  bench_step_cmd->add_option("--warmup", bench.warmup, "Untimed steps before them")
+      ->capture_default_str();
+  bench_step_cmd->add_option("--json", bench.json,
+                             "Also write the times (and, on a GPU, the device's copy and SGEMM "
+                             "ceilings) as JSON to this file");
+  bench_step_cmd->footer(
+      "Each step is timed on the backend's own clock: CUDA events on a GPU, the host's clock on "
+      "the CPU. Used by scripts/bench_vs_torch.sh.");
 
   bool as_json = false, show_confusion = false, use_best = false;
   auto* eval = app.add_subcommand("eval",
@@ -286,7 +320,7 @@ int cli(int argc, char** argv) {
     } else if (hf->parsed()) {
       prepare_hetero_fashion(out, source, seed);
     } else if (syn->parsed()) {
-      prepare_synthetic(out, seed);
+      prepare_synthetic(out, seed, syn_classes, per_class);
     } else if (train->parsed()) {
       if (resume.empty() && (config_path.empty() || out_option->count() == 0))
         input_error("train: give --config FILE and --out DIR, or --resume DIR");
@@ -312,11 +346,15 @@ int cli(int argc, char** argv) {
             "(docs/DESIGN.md §7)\n",
             collectives->size(), config.train.batch_size);
       Trainer trainer(config, load_groups(config), std::move(backend), std::move(collectives));
+      trainer.use_graph(!no_graph);
       TrainOptions options;
       options.overwrite = overwrite;
       options.resume = !resume.empty();
       options.max_steps = max_steps;
       trainer.train(resume.empty() ? out : resume, options);
+    } else if (bench_step_cmd->parsed()) {
+      bench.graph = !no_graph;
+      bench_step(load_config(config_path, overrides), bench);
     } else if (eval->parsed() || predict->parsed()) {
       if (use_best && run.empty()) input_error("eval --best needs --run DIR");
       if (use_best && !fs::exists(run + "/best.safetensors"))

@@ -184,20 +184,34 @@ void prepare_hetero_fashion(const std::string& out_dir, const std::string& sourc
   fmt::print("wrote {}/config.toml\n", out_dir);
 }
 
-void prepare_synthetic(const std::string& out_dir, uint64_t seed) {
+void prepare_synthetic(const std::string& out_dir, uint64_t seed, int classes, int64_t per_class) {
+  // Bounds before anything is drawn or written: data.classes' range (host/config.cpp), and at
+  // most 10^7 training samples per group (a 40-float vector each: 1.6 GB at most).
+  if (classes < 2 || classes > 100000)
+    input_error("prepare synthetic: --classes {}: expected a whole number from 2 to 100000",
+                classes);
+  if (per_class < 0 || (per_class > 0 && per_class * classes > 10000000))
+    input_error(
+        "prepare synthetic: --per-class {}: expected a positive number with --per-class × "
+        "--classes ≤ 10000000 training samples per group",
+        per_class);
   // Classes are Gaussian clusters in an 8-d space; each group sees them through its own fixed
-  // random linear map, into 8x8 images or vectors of length 16 and 40.
-  const int classes = 5, latent = 8;
+  // random linear map, into 8x8 images or vectors of length 16 and 40. With the defaults (5
+  // classes, no --per-class) the groups hold 1000, 600 and 200 training samples, as always.
+  const int latent = 8;
   struct Spec {
     const char* name;
     int dim;
     int64_t train, test;
   };
-  const Spec specs[] = {{"img8", 64, 1000, 300}, {"vec16", 16, 600, 300}, {"vec40", 40, 200, 300}};
+  const int64_t test = std::max<int64_t>(300, 2 * int64_t(classes));
+  Spec specs[] = {{"img8", 64, 1000, test}, {"vec16", 16, 600, test}, {"vec40", 40, 200, test}};
+  if (per_class > 0)
+    for (Spec& s : specs) s.train = per_class * classes;
   uint64_t stream = splitmix64(seed + 0xA11CE);
   uint64_t counter = 0;
   auto normal = [&] { return normal01(stream, counter++); };
-  std::vector<double> centers(classes * latent);
+  std::vector<double> centers(size_t(classes) * latent);
   for (auto& c : centers) c = 1.0 * normal();
   make_dir(out_dir);
   for (const Spec& s : specs) {
@@ -225,24 +239,27 @@ void prepare_synthetic(const std::string& out_dir, uint64_t seed) {
       write_npy(stem + "_y.npy", y.data(), {n});
     }
   }
-  std::string config =
-      R"(# synthetic, written by `hetdro prepare synthetic`: three groups, five classes.
-[data]
-classes = 5
-)";
+  std::string config = fmt::format(
+      "# synthetic, written by `hetdro prepare synthetic`: three groups, {} classes.\n[data]\n"
+      "classes = {}\n",
+      classes == 5 ? std::string("five") : std::to_string(classes), classes);
   for (const Spec& s : specs)
     config += group_toml(s.name, s.dim == 64 ? "encoder = \"cnn\"\nchannels = [8, 16]"
                                              : "encoder = \"mlp\"\nhidden = [32]");
-  config += R"(
+  // The batch fits the data even with --per-class 1 (60 with the defaults, as always).
+  int64_t total = 0;
+  for (const Spec& s : specs) total += s.train;
+  config += fmt::format(R"(
 [model]
 latent_dim = 32
 
 [train]
 epochs = 8
-batch_size = 60
+batch_size = {}
 lr = 3e-3
 seed = 0
-)";
+)",
+                        std::min<int64_t>(60, total));
   write_text_file(out_dir + "/config.toml", config);
   fmt::print("wrote synthetic data and {}/config.toml\n", out_dir);
 }

@@ -117,13 +117,17 @@ Trainer::Trainer(Config config, std::vector<GroupData> groups,
       adam_v_(*backend_, model_.size()),
       q_(*backend_, int64_t(groups_.size())),
       window_(*backend_, loss_.stats_size()),
-      status_(*backend_, 2) {
+      status_(*backend_, 2),
+      clock_(*backend_, 2) {
   if (config_.train.select != Select::last &&
       std::none_of(groups_.begin(), groups_.end(), [](auto& g) { return g.val.size() > 0; }))
     input_error(
         "{}: train.select = \"{}\" needs a validation split, but no group has one "
         "(set data.val_fraction > 0, or val_x/val_y for a group)",
         config_.path, name(config_.train.select));
+  backend_->set_deterministic(config_.train.deterministic);
+  // The collectives run on the host between ops (MPI), outside anything a backend could record.
+  if (comm_) why_no_graph_ = "data parallel: the collectives run between the ops";
   TrainState initial;
   initial.params.resize(model_.size());
   model_.init(initial.params.data(), config_.train.seed);
@@ -150,7 +154,10 @@ void Trainer::upload_state(const TrainState& s) {
   best_score_ = s.best_score;
   best_epoch_ = s.best_epoch;
   epoch_sums_.resize(loss_.stats_size(), 0.0);
+  set_clock();
 }
+
+void Trainer::set_clock() { clock_.upload(std::vector<int64_t>{step_, step_in_epoch_}); }
 
 TrainState Trainer::state() const {
   TrainState s;
@@ -201,35 +208,85 @@ void Trainer::upload_eval_data() {
   }
 }
 
-void Trainer::start_epoch(int epoch) {
+void Trainer::start_epoch(int epoch, int64_t batch) {
   upload_training_data();
   sampler_.start_epoch(epoch);
-  for (size_t g = 0; g < groups_.size(); ++g) order_[g].upload(sampler_.order(int(g)));
+  for (size_t g = 0; g < groups_.size(); ++g) {
+    if (!comm_) {
+      order_[g].upload(sampler_.order(int(g)));
+      continue;
+    }
+    // This rank's rows of each step's batch, step after step, so that gather_batch takes batch
+    // b from b·rows (docs/DESIGN.md §7).
+    const std::vector<int64_t>& order = sampler_.order(int(g));
+    const int64_t n = sampler_.per_batch()[g], rows = loss_.rows()[g], offset = loss_.offset()[g];
+    std::vector<int64_t> mine;
+    for (int64_t s = 0; s < sampler_.steps_per_epoch(); ++s)
+      mine.insert(mine.end(), order.begin() + s * n + offset,
+                  order.begin() + s * n + offset + rows);
+    order_[g].upload(mine);
+  }
+  step_in_epoch_ = batch;
+  set_clock();
 }
 
-void Trainer::step(int64_t step_in_epoch) {
+// One step's ops, from the batch gather to the clock's advance. Every pointer is fixed for the
+// trainer's life and every per-step value is read from the clock, so the same calls can be
+// recorded once and replayed (docs/DESIGN.md §3).
+void Trainer::issue_step() {
   Backend<float>& be = *backend_;
-  // This rank's rows of the global batch (all of it in a single process).
-  const std::vector<int>& global = sampler_.per_batch();
-  const std::vector<int>&rows = loss_.rows(), &offset = loss_.offset();
+  const int64_t* step = clock_.data();
+  const int64_t* batch = clock_.data() + 1;
+  const std::vector<int>& rows = loss_.rows();  // this rank's share (all of it: one process)
   for (int g = 0, row = 0; g < int(groups_.size()); row += rows[g], ++g)
     be.gather_batch(loss_.batch_x(g), loss_.batch_y() + row, train_x_[g].data(), train_y_[g].data(),
-                    order_[g].data() + step_in_epoch * global[g] + offset[g], rows[g],
-                    model_.encoder(g).input_size());
+                    order_[g].data(), batch, rows[g], model_.encoder(g).input_size());
   grads_.zero();
-  const int C = model_.classes(), J = settings_.samples_per_anchor, k = model_.latent_dim();
-  const uint64_t counter = uint64_t(step_) * uint64_t(C) * J * k;
-  loss_.run(params_.data(), grads_.data(), q_.data(), counter);
-  ++step_;
-  ++window_steps_;
-  step_in_epoch_ = step_in_epoch + 1;
+  loss_.run(params_.data(), grads_.data(), q_.data(), step);
   be.check_finite(status_.data(), loss_.stats(), StepStats::checked(int(groups_.size())),
-                  grads_.data(), model_.size(), step_);
+                  grads_.data(), model_.size(), step);
   const TrainConfig& t = config_.train;
   be.adam_update(params_.data(), adam_m_.data(), adam_v_.data(), grads_.data(), model_.size(),
-                 float(t.lr), 0.9f, 0.999f, 1e-8f, float(t.weight_decay), step_, status_.data());
+                 float(t.lr), 0.9f, 0.999f, 1e-8f, float(t.weight_decay), step, status_.data());
   be.groupdro_commit(q_.data(), loss_.next_q(), int(groups_.size()), status_.data());
   be.accumulate(window_.data(), loss_.stats(), loss_.stats_size(), status_.data());
+  be.advance_clock(clock_.data());
+}
+
+void Trainer::use_graph(bool on) {
+  use_graph_ = on;
+  if (on) return;
+  graph_.reset();
+  why_no_graph_ = "--no-graph";
+}
+
+void Trainer::step() {
+  HETDRO_ASSERT(step_in_epoch_ < sampler_.steps_per_epoch());
+  if (graph_) {
+    graph_->replay();
+  } else {
+    issue_step();
+    // The first step, issued op by op, has sized every workspace and chosen every library
+    // algorithm; now the step can be recorded without allocating inside the recording.
+    if (use_graph_ && why_no_graph_.empty())
+      graph_ = backend_->record([this] { issue_step(); }, &why_no_graph_);
+  }
+  ++step_;
+  ++window_steps_;
+  ++step_in_epoch_;
+}
+
+std::vector<double> Trainer::time_steps(int warmup, int count) {
+  std::vector<double> ms;
+  int epoch = epoch_;
+  start_epoch(epoch);
+  for (int i = 0; i < warmup + count; ++i) {
+    if (step_in_epoch_ == sampler_.steps_per_epoch()) start_epoch(++epoch);
+    const double t = backend_->time_ms([this] { step(); });
+    if (i >= warmup) ms.push_back(t);
+  }
+  read_window();
+  return ms;
 }
 
 Window Trainer::read_window() {
@@ -247,6 +304,7 @@ Window Trainer::read_window() {
     step_ -= skipped;
     step_in_epoch_ -= skipped;
     status_.upload(std::vector<int64_t>{-1, -1});
+    set_clock();
     const int64_t where = status[1];
     const std::string what =
         where < 0
@@ -406,7 +464,7 @@ bool Trainer::run_epoch(int epoch, int64_t budget, RunFolder* folder, EpochRecor
   // Ops that finish before they return cost nothing to read after; others are read in windows.
   const int64_t read_every = backend_->synchronous() ? 1 : kReadEvery;
   const int64_t progress_every = steps >= 200 ? steps / 4 : steps + 1;
-  start_epoch(epoch - 1);
+  start_epoch(epoch - 1, step_in_epoch_);
   if (step_in_epoch_ == 0) epoch_sums_.assign(loss_.stats_size(), 0.0);
   double epoch_ms = 0;
   int64_t done = 0;
@@ -414,8 +472,16 @@ bool Trainer::run_epoch(int epoch, int64_t budget, RunFolder* folder, EpochRecor
   auto window_start = Clock::now();
   for (int64_t s = step_in_epoch_; s < steps; ++s) {
     if (budget >= 0 && done >= budget) break;
-    step(s);
+    step();
     ++done;
+    if (!graph_reported_) {
+      // Once per run, after the first step: whether the rest replay one recorded CUDA Graph.
+      graph_reported_ = true;
+      if (graph_)
+        fmt::print("step: recorded as one CUDA Graph after its first run, replayed from then on\n");
+      else if (!backend_->synchronous())
+        fmt::print("step: issued op by op ({})\n", why_no_graph_);
+    }
     const bool stop = stop_requested();
     const bool save = every > 0 && step_ % every == 0 && s + 1 < steps;
     const bool progress = (s + 1) % progress_every == 0;

@@ -1,6 +1,6 @@
 // Adam's arithmetic (docs/DESIGN.md §2, "Adam"), shared by the CPU reference (host/ops/adam.cpp)
-// and the CUDA kernel (kernels/adam.cu): the step's scalars, folded once on the host, and the
-// update of one element.
+// and the CUDA kernel (kernels/adam.cu): the step's scalars, folded once per step, and the update
+// of one element.
 #pragma once
 
 #include <cmath>  // std::pow, std::sqrt
@@ -18,9 +18,10 @@ struct AdamStep {
 };
 
 // Bias corrections in double as PyTorch computes them (Python floats), folded into two scalars:
-// lr·m̂/(√v̂ + ε) = (lr/bc1)·m / (√v/√bc2 + ε). Host only: once per step, not per element.
+// lr·m̂/(√v̂ + ε) = (lr/bc1)·m / (√v/√bc2 + ε). Once per step, not per element: the kernel reads
+// the step from device memory (the trainer's clock), so each block folds them once.
 template <typename T>
-AdamStep<T> adam_step(T lr, T beta1, T beta2, T weight_decay, int64_t step) {
+HETDRO_HD AdamStep<T> adam_step(T lr, T beta1, T beta2, T weight_decay, int64_t step) {
   const double bc1 = 1.0 - std::pow(double(beta1), double(step));
   const double bc2 = 1.0 - std::pow(double(beta2), double(step));
   return {T(double(lr) / bc1), T(1.0 / std::sqrt(bc2)), T(1) - lr * weight_decay};

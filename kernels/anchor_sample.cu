@@ -18,12 +18,14 @@ namespace {
 
 constexpr int kThreads = 256;
 
-// ξ entry e = (c·J + j)·k + d is normal01(seed, counter + e), computed in double and rounded
-// once, exactly as the CPU reference does, so both backends hold the same ξ. Z starts as the
-// broadcast mean; the GEMM adds L ξ onto it.
+// ξ entry e = (c·J + j)·k + d is normal01(seed, step·classes·J·k + e), computed in double and
+// rounded once, exactly as the CPU reference does, so both backends hold the same ξ. The step is
+// read on the device (a replayed graph's step). Z starts as the broadcast mean; the GEMM adds L ξ
+// onto it.
 __global__ void draw_xi(float* z, float* xi, const float* mean, int classes, int J, int k,
-                        uint64_t seed, uint64_t counter) {
+                        uint64_t seed, const int64_t* step) {
   const int64_t per_class = int64_t(J) * k, total = per_class * classes;
+  const uint64_t counter = uint64_t(step[0]) * uint64_t(total);
   for (int64_t e = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; e < total;
        e += int64_t(gridDim.x) * blockDim.x) {
     xi[e] = float(normal01(seed, counter + uint64_t(e)));
@@ -48,12 +50,12 @@ __global__ void sum_samples(float* dmean, const float* dz, int classes, int J, i
 
 template <>
 void anchor_sample_forward<float>(float* z, float* xi, const float* mean, const float* chol,
-                                  int classes, int J, int k, uint64_t seed, uint64_t counter) {
+                                  int classes, int J, int k, uint64_t seed, const int64_t* step) {
   if (classes <= 0 || J <= 0 || k <= 0) return;
   Context& ctx = context();
   const long long draws = (long long)J * k, kk = (long long)k * k;
   draw_xi<<<blocks_for(draws * classes, kThreads), kThreads, 0, ctx.stream()>>>(
-      z, xi, mean, classes, J, k, seed, counter);
+      z, xi, mean, classes, J, k, seed, step);
   launchCheck();
   // Row-major Z (J×k) += Ξ Lᵀ is column-major Zᵀ += L Ξᵀ = Lbufᵀ·Ξbuf.
   const float one = 1.0f;

@@ -48,25 +48,37 @@ Context::Context() {
   cudaCheck(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking));
   cublasCheck(cublasCreate(&cublas_));
   cublasCheck(cublasSetStream(cublas_, stream_));
+  // cuBLAS's own workspace, fixed, so that a GEMM recorded into a CUDA Graph allocates nothing
+  // (cuBLAS's advice for graph capture; 32 MiB is its recommendation for Hopper).
+  constexpr size_t kCublasWorkspace = size_t(32) << 20;
+  cudaCheck(cudaMalloc(&cublas_workspace_, kCublasWorkspace));
+  cublasCheck(cublasSetWorkspace(cublas_, cublas_workspace_, kCublasWorkspace));
   cusolverCheck(cusolverDnCreate(&cusolver_));
   cusolverCheck(cusolverDnSetStream(cusolver_, stream_));
 }
 
 Context::~Context() {
   // No throwing from a destructor: a failure here has nowhere to go.
-  if (scratch_) cudaFree(scratch_);
   if (cusolver_) cusolverDnDestroy(cusolver_);
   if (cublas_) cublasDestroy(cublas_);
+  if (cublas_workspace_) cudaFree(cublas_workspace_);
+  if (scratch_) cudaFree(scratch_);
+  for (void* p : outgrown_) cudaFree(p);
   if (stream_) cudaStreamDestroy(stream_);
+}
+
+void Context::set_deterministic(bool on) {
+  cublasCheck(
+      cublasSetAtomicsMode(cublas_, on ? CUBLAS_ATOMICS_NOT_ALLOWED : CUBLAS_ATOMICS_ALLOWED));
+  deterministic_ = on;
 }
 
 void* Context::scratch(size_t bytes) {
   if (bytes <= scratch_bytes_) return scratch_;
-  cudaCheck(cudaStreamSynchronize(stream_));
-  if (scratch_) cudaCheck(cudaFree(scratch_));
-  scratch_ = nullptr;
-  scratch_bytes_ = 0;
-  cudaCheck(cudaMalloc(&scratch_, bytes));
+  void* grown = nullptr;
+  cudaCheck(cudaMalloc(&grown, bytes));
+  if (scratch_) outgrown_.push_back(scratch_);
+  scratch_ = grown;
   scratch_bytes_ = bytes;
   return scratch_;
 }

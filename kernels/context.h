@@ -8,6 +8,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <vector>
 
 #include "hetdro/cuda_ops.h"  // Eigensolver
 
@@ -24,18 +25,24 @@ class Context {
   cublasHandle_t cublas() const { return cublas_; }
   cusolverDnHandle_t cusolver() const { return cusolver_; }
   Eigensolver eigensolver = Eigensolver::automatic;
+  // train.deterministic: cuDNN's deterministic algorithms only, and no cuBLAS atomics.
+  bool deterministic() const { return deterministic_; }
+  void set_deterministic(bool on);
 
   // Device scratch of at least `bytes`, valid until the next call: an op takes all it needs in
-  // one call and carves it (an Arena). Growing waits for the stream, so a graph capture must be
-  // preceded by one uncaptured step.
+  // one call and carves it (an Arena). A block outgrown is kept, not freed, until the context
+  // ends: ops issued before, or recorded into a CUDA Graph, still use it.
   void* scratch(size_t bytes);
 
  private:
   cudaStream_t stream_ = nullptr;
   cublasHandle_t cublas_ = nullptr;
   cusolverDnHandle_t cusolver_ = nullptr;
+  bool deterministic_ = true;
   void* scratch_ = nullptr;
   size_t scratch_bytes_ = 0;
+  std::vector<void*> outgrown_;
+  void* cublas_workspace_ = nullptr;
 };
 
 Context& context();

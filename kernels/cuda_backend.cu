@@ -2,6 +2,7 @@
 // kernels of every op (hetdro::cuda, kernels/<op>.cu).
 #include <cuda_runtime.h>
 
+#include <functional>
 #include <memory>
 #include <string>
 
@@ -9,9 +10,23 @@
 #include "cuda_check.h"
 #include "hetdro/backend.h"
 #include "hetdro/cuda_ops.h"
+#include "hetdro/cuda_timing.h"  // event_ms
 
 namespace hetdro {
 namespace {
+
+// One recorded step, instantiated once; a replay is one launch on the context's stream.
+class CudaGraph final : public Recording {
+ public:
+  explicit CudaGraph(cudaGraphExec_t exec) : exec_(exec) {}
+  ~CudaGraph() override { cudaGraphExecDestroy(exec_); }
+  CudaGraph(const CudaGraph&) = delete;
+  CudaGraph& operator=(const CudaGraph&) = delete;
+  void replay() override { cudaCheck(cudaGraphLaunch(exec_, cuda::context().stream())); }
+
+ private:
+  cudaGraphExec_t exec_;
+};
 
 class CudaBackend final : public Backend<float> {
  public:
@@ -34,6 +49,40 @@ class CudaBackend final : public Backend<float> {
     if (bytes == 0) return;
     cudaCheck(cudaMemsetAsync(dst, 0, bytes, stream()));
   }
+  void synchronize() override { cudaCheck(cudaStreamSynchronize(stream())); }
+  void set_deterministic(bool on) override { cuda::context().set_deterministic(on); }
+  // CUDA events around the ops on the stream: the device's time, not the host's enqueueing.
+  double time_ms(const std::function<void()>& issue) override { return cuda::event_ms(issue); }
+
+  // Stream capture (docs/DESIGN.md §3). Relaxed mode, so that a workspace that still had to grow
+  // could (the trainer records only after one step has sized them all). An op that cannot be
+  // recorded throws NotRecordable: the capture is ended and dropped, and nothing ran.
+  std::unique_ptr<Recording> record(const std::function<void()>& issue,
+                                    std::string* why_not) override {
+    const cudaStream_t s = stream();
+    cudaCheck(cudaStreamBeginCapture(s, cudaStreamCaptureModeRelaxed));
+    cudaGraph_t graph = nullptr;
+    try {
+      issue();
+    } catch (...) {
+      cudaStreamEndCapture(s, &graph);  // ends the capture, whatever state it is in
+      if (graph) cudaGraphDestroy(graph);
+      (void)cudaGetLastError();
+      try {
+        throw;
+      } catch (const NotRecordable& e) {
+        if (why_not) *why_not = e.what();
+        return nullptr;
+      }
+    }
+    cudaCheck(cudaStreamEndCapture(s, &graph));
+    cudaGraphExec_t exec = nullptr;
+    const cudaError_t made = cudaGraphInstantiate(&exec, graph, 0);
+    cudaGraphDestroy(graph);
+    cudaCheck(made);
+    return std::make_unique<CudaGraph>(exec);
+  }
+
   size_t capacity() const override {
     size_t free = 0, total = 0;
     cudaCheck(cudaMemGetInfo(&free, &total));

@@ -11,12 +11,13 @@
 // then depends only on the shape and the GPU, so two runs pick the same algorithms and print the
 // same numbers, and choosing runs no kernel and allocates nothing. Of the ranked candidates we
 // take the first that is deterministic (no atomics: backward-data algorithm 0 and
-// backward-filter algorithms 0 and 3 are not), runs in FMA math and needs at most
+// backward-filter algorithms 0 and 3 are not; train.deterministic = false lifts this), runs in
+// FMA math and needs at most
 // kMaxWorkspace. FMA math, because cuDNN's default lets fp32 convolutions use TF32 tensor cores
 // on sm_80 and later, whose 10-bit mantissa misses the 1e-4 bar of the GPU tests.
 //
-// Warm-up: the first use of a shape creates its descriptors and may grow the context's scratch
-// (which waits for the stream), so one uncaptured step must precede any CUDA Graph capture.
+// Warm-up: the first use of a shape creates its descriptors, chooses and may grow the context's
+// scratch, so the trainer records its CUDA Graph only after one step has run uncaptured.
 #include <cuda_runtime.h>
 #include <cudnn.h>
 
@@ -62,12 +63,13 @@ using FilterDesc =
 using ConvDesc = Descriptor<cudnnConvolutionDescriptor_t, cudnnCreateConvolutionDescriptor,
                             cudnnDestroyConvolutionDescriptor>;
 
-// n, c_in, h, w, c_out, kh, kw.
-using ConvKey = std::array<int, 7>;
+// n, c_in, h, w, c_out, kh, kw, and whether the algorithms must be deterministic.
+using ConvKey = std::array<int, 8>;
 
 template <typename Perf>
-bool usable(const Perf& p) {
-  return p.status == CUDNN_STATUS_SUCCESS && p.determinism == CUDNN_DETERMINISTIC &&
+bool usable(const Perf& p, bool deterministic) {
+  return p.status == CUDNN_STATUS_SUCCESS &&
+         (!deterministic || p.determinism == CUDNN_DETERMINISTIC) &&
          p.mathType != CUDNN_TENSOR_OP_MATH &&
          p.mathType != CUDNN_TENSOR_OP_MATH_ALLOW_CONVERSION && p.memory <= kMaxWorkspace;
 }
@@ -75,9 +77,11 @@ bool usable(const Perf& p) {
 // The first usable candidate whose workspace cuDNN confirms (workspace(algo, &bytes) returns
 // the status), else `fallback`, a deterministic algorithm that every shape supports.
 template <typename Algo, typename Perf, typename Workspace>
-Algo choose(const std::vector<Perf>& ranked, Algo fallback, Workspace workspace, size_t* bytes) {
+Algo choose(const std::vector<Perf>& ranked, bool deterministic, Algo fallback, Workspace workspace,
+            size_t* bytes) {
   for (const Perf& p : ranked)
-    if (usable(p) && workspace(p.algo, bytes) == CUDNN_STATUS_SUCCESS && *bytes <= kMaxWorkspace)
+    if (usable(p, deterministic) && workspace(p.algo, bytes) == CUDNN_STATUS_SUCCESS &&
+        *bytes <= kMaxWorkspace)
       return p.algo;
   cudnnCheck(workspace(fallback, bytes));
   return fallback;
@@ -88,6 +92,7 @@ struct ConvPlan {
   TensorDesc x, y, bias;
   FilterDesc w;
   ConvDesc conv;
+  bool deterministic = true;
   bool forward_chosen = false, backward_chosen = false;
   cudnnConvolutionFwdAlgo_t fwd{};
   cudnnConvolutionBwdDataAlgo_t bwd_data{};
@@ -95,7 +100,8 @@ struct ConvPlan {
   size_t fwd_bytes = 0, bwd_data_bytes = 0, bwd_filter_bytes = 0;
 
   explicit ConvPlan(const ConvKey& k) {
-    const auto [n, c_in, h, w_, c_out, kh, kw] = k;
+    const auto [n, c_in, h, w_, c_out, kh, kw, det] = k;
+    deterministic = det != 0;
     cudnnCheck(
         cudnnSetTensor4dDescriptor(x.get(), CUDNN_TENSOR_NCHW, CUDNN_DATA_FLOAT, n, c_in, h, w_));
     cudnnCheck(cudnnSetTensor4dDescriptor(y.get(), CUDNN_TENSOR_NCHW, CUDNN_DATA_FLOAT, n, c_out,
@@ -119,7 +125,7 @@ struct ConvPlan {
                                                       count, &count, ranked.data()));
     ranked.resize(size_t(count));
     fwd = choose(
-        ranked, CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_GEMM,
+        ranked, deterministic, CUDNN_CONVOLUTION_FWD_ALGO_IMPLICIT_GEMM,
         [&](cudnnConvolutionFwdAlgo_t a, size_t* bytes) {
           return cudnnGetConvolutionForwardWorkspaceSize(handle, x.get(), w.get(), conv.get(),
                                                          y.get(), a, bytes);
@@ -137,7 +143,7 @@ struct ConvPlan {
                                                            x.get(), count, &count, data.data()));
     data.resize(size_t(count));
     bwd_data = choose(
-        data, CUDNN_CONVOLUTION_BWD_DATA_ALGO_1,
+        data, deterministic, CUDNN_CONVOLUTION_BWD_DATA_ALGO_1,
         [&](cudnnConvolutionBwdDataAlgo_t a, size_t* bytes) {
           return cudnnGetConvolutionBackwardDataWorkspaceSize(handle, w.get(), y.get(), conv.get(),
                                                               x.get(), a, bytes);
@@ -150,7 +156,7 @@ struct ConvPlan {
         handle, x.get(), y.get(), conv.get(), w.get(), count, &count, filter.data()));
     filter.resize(size_t(count));
     bwd_filter = choose(
-        filter, CUDNN_CONVOLUTION_BWD_FILTER_ALGO_1,
+        filter, deterministic, CUDNN_CONVOLUTION_BWD_FILTER_ALGO_1,
         [&](cudnnConvolutionBwdFilterAlgo_t a, size_t* bytes) {
           return cudnnGetConvolutionBackwardFilterWorkspaceSize(handle, x.get(), y.get(),
                                                                 conv.get(), w.get(), a, bytes);
@@ -203,7 +209,7 @@ void conv2d_forward<float>(float* out, const float* in, const float* weight, con
                            int n, int c_in, int h, int w, int c_out, int kh, int kw) {
   if (n == 0 || c_out == 0) return;  // nothing to write; cuDNN refuses empty tensors
   Cudnn& dnn = cudnn();
-  ConvPlan& p = dnn.plan({n, c_in, h, w, c_out, kh, kw});
+  ConvPlan& p = dnn.plan({n, c_in, h, w, c_out, kh, kw, context().deterministic()});
   p.choose_forward(dnn.handle());
   void* workspace = context().scratch(p.fwd_bytes);
   const float one = 1, zero = 0;
@@ -221,7 +227,7 @@ void conv2d_backward<float>(float* din, float* dweight, float* dbias, const floa
   if (n == 0 || c_out == 0) return;  // every gradient is a sum over no terms: nothing to add
   if (!din && !dweight && !dbias) return;
   Cudnn& dnn = cudnn();
-  ConvPlan& p = dnn.plan({n, c_in, h, w, c_out, kh, kw});
+  ConvPlan& p = dnn.plan({n, c_in, h, w, c_out, kh, kw, context().deterministic()});
   p.choose_backward(dnn.handle());
   // One scratch for both calls: they run one after the other on the stream.
   const size_t bytes =

@@ -3,6 +3,7 @@
 // cuda::eigh that the tests and benchmarks call.
 #include <cuda_runtime.h>
 #include <cusolverDn.h>
+#include <fmt/format.h>
 
 #include <algorithm>
 #include <climits>
@@ -14,7 +15,8 @@
 #include "context.h"
 #include "cuda_check.h"
 #include "eigh.cuh"
-#include "jacobi.h"  // kMaxK
+#include "hetdro/backend.h"  // NotRecordable
+#include "jacobi.h"          // kMaxK
 
 namespace hetdro::cuda {
 namespace {
@@ -115,13 +117,20 @@ void cusolver_eigh(float* w, int64_t w_stride, float* V, int64_t v_stride, const
                     A + int64_t(b0) * k * k, std::min(slice, batch - b0), k, solver, workspace);
     return;
   }
+  cudaStream_t s = context().stream();
+  cudaStreamCaptureStatus capturing = cudaStreamCaptureStatusNone;
+  cudaCheck(cudaStreamIsCapturing(s, &capturing));
+  if (capturing != cudaStreamCaptureStatusNone)
+    throw NotRecordable(fmt::format(
+        "k = {}: the eigendecompositions run in cuSOLVER ({}), which a CUDA Graph cannot "
+        "record; only the Jacobi kernel (k <= {}) can",
+        k, name(solver), jacobi::kMaxK));
   const CusolverLayout l = cusolver_layout(solver, batch, k);
   char* ws = static_cast<char*>(workspace);
   float* copy = reinterpret_cast<float*>(ws + l.copy);
   float* values = reinterpret_cast<float*>(ws + l.values);
   int* info = reinterpret_cast<int*>(ws + l.info);
   const int64_t kk = int64_t(k) * k;
-  cudaStream_t s = context().stream();
   cusolverDnHandle_t h = context().cusolver();
   // A is symmetric, so its row-major buffer is also its column-major one: copy it as is. The
   // solvers read the lower triangle of the column-major view (A's upper triangle, row-major).

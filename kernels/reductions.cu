@@ -106,16 +106,17 @@ __global__ void first_nonfinite(unsigned long long* first, const int64_t* status
 // The status from the stats (checked first, in order) and the grad scan: one thread.
 __global__ void check_finite_finish(int64_t* status, const double* __restrict__ stats,
                                     int stats_count, const unsigned long long* first,
-                                    int64_t step) {
+                                    const int64_t* step) {
   if (status[0] >= 0) return;
+  const int64_t number = step[0] + 1;  // steps count from 1 in the status
   for (int i = 0; i < stats_count; ++i)
     if (!isfinite(stats[i])) {
-      status[0] = step;
+      status[0] = number;
       status[1] = -1 - i;
       return;
     }
   if (*first != kNone) {
-    status[0] = step;
+    status[0] = number;
     status[1] = int64_t(*first);
   }
 }
@@ -159,7 +160,7 @@ void all_zero<float>(double* out, const float* x, int64_t count) {
 
 template <>
 void check_finite<float>(int64_t* status, const double* stats, int stats_count, const float* grad,
-                         int64_t count, int64_t step) {
+                         int64_t count, const int64_t* step) {
   auto* first = static_cast<unsigned long long*>(context().scratch(sizeof(unsigned long long)));
   const cudaStream_t s = context().stream();
   cudaCheck(cudaMemsetAsync(first, 0xff, sizeof(unsigned long long), s));  // kNone

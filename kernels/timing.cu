@@ -11,24 +11,34 @@
 
 namespace hetdro::cuda {
 
-double median_ms(const std::function<void()>& fn, int warmup, int reps) {
+double event_ms(const std::function<void()>& fn) {
   cudaStream_t s = context().stream();
-  for (int i = 0; i < warmup; ++i) fn();
-  cudaEvent_t start, stop;
+  cudaEvent_t start = nullptr, stop = nullptr;
   cudaCheck(cudaEventCreate(&start));
   cudaCheck(cudaEventCreate(&stop));
-  std::vector<float> ms(size_t(std::max(reps, 1)));
-  for (float& t : ms) {
+  float ms = 0;
+  try {
     cudaCheck(cudaEventRecord(start, s));
     fn();
     cudaCheck(cudaEventRecord(stop, s));
     cudaCheck(cudaEventSynchronize(stop));
-    cudaCheck(cudaEventElapsedTime(&t, start, stop));
+    cudaCheck(cudaEventElapsedTime(&ms, start, stop));
+  } catch (...) {
+    cudaEventDestroy(start);
+    cudaEventDestroy(stop);
+    throw;
   }
   cudaEventDestroy(start);
   cudaEventDestroy(stop);
+  return double(ms);
+}
+
+double median_ms(const std::function<void()>& fn, int warmup, int reps) {
+  for (int i = 0; i < warmup; ++i) fn();
+  std::vector<double> ms(size_t(std::max(reps, 1)));
+  for (double& t : ms) t = event_ms(fn);
   std::nth_element(ms.begin(), ms.begin() + ms.size() / 2, ms.end());
-  return double(ms[ms.size() / 2]);
+  return ms[ms.size() / 2];
 }
 
 void synchronize() { cudaCheck(cudaStreamSynchronize(context().stream())); }

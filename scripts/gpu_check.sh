@@ -14,6 +14,11 @@
 #   bench      every bench/bench_* (short: --benchmark_min_time), JSON + console, and
 #              scripts/bench_eigh_torch.py if present
 #   train      hetero-fashion prepared from --fashion, one epoch on train.device = "cuda"
+#   parity     two epochs of hetero-fashion on train.device = "cuda" and on "cpu": PASS when every
+#              group's test accuracy (report.json) agrees within 0.01
+#   vs_torch   scripts/bench_vs_torch.sh on hetero-fashion, cut to fit (--budget 170 s): 30 steps per
+#              measurement, the reduced sweep, hetdro's 10-epoch run but not torch's (--torch-train
+#              adds it); its summary.md and JSON under vs_torch/
 # Everything lands in one folder: a log per step, the benchmarks' JSON, summary.md (device,
 # date, command, pass/fail and time per step). Without $OUT: --out DIR, default
 # bench/results/gpu_check_<UTC date>. With $OUT (the device tool returns at most 8 files from
@@ -32,7 +37,7 @@
 #
 # Usage: scripts/gpu_check.sh [--deps DIR] [--fashion DIR] [--out DIR] [--build DIR]
 #          [--arch SM] [--cuda auto|on|off] [--budget SECONDS] [--racecheck-filter PATTERN]
-#          [--bench-filter REGEX] [--werror]
+#          [--bench-filter REGEX] [--werror] [--torch-train]
 #   --deps DIR      dependency folder from scripts/pack_deps.sh (default: the system's packages)
 #   --fashion DIR   Fashion-MNIST's four .gz files (default /usr/share/datasets/fashion-mnist
 #                   when there; else the train step is skipped)
@@ -45,6 +50,7 @@
 #                   what is left
 #   --racecheck-filter P   gtest filter for racecheck (default '*')
 #   --bench-filter R  --benchmark_filter for every bench_* (default: all)
+#   --torch-train   vs_torch also times torch_reference.py's 10 epochs (a minute or more)
 #   --werror        keep warnings as errors (default off here: another compiler's new warning
 #                   must not cost the GPU's few minutes; build.log still shows them)
 set -euo pipefail
@@ -54,11 +60,12 @@ die() { echo "gpu_check: $*" >&2; exit 2; }
 
 command_line="scripts/gpu_check.sh $*"
 deps="" fashion="" out="" build="build-gpu" arch="" cuda_mode=auto budget=480 race_filter='*'
-werror=OFF bench_filter=.
+werror=OFF bench_filter=. torch_train=0
 while [[ $# -gt 0 ]]; do
   case "$1" in
     -h|--help) usage; exit 0 ;;
     --werror) werror=ON; shift ;;
+    --torch-train) torch_train=1; shift ;;
     --deps|--fashion|--out|--build|--arch|--cuda|--budget|--racecheck-filter|--bench-filter)
       [[ $# -ge 2 && -n "$2" ]] || die "$1 needs a value (see --help)"
       case "$1" in
@@ -194,7 +201,7 @@ pip_libpath=$(IFS=:; echo "${pip_dirs[*]/%//lib}")
 
 jobs=$(nproc)
 export root build res work deps fashion arch use_cuda nvcc sanitizer race_filter jobs werror
-export bench_filter generator keep_going_text="${keep_going[*]}"
+export bench_filter torch_train generator keep_going_text="${keep_going[*]}"
 export smi gpu_name cuda_home cuda_why
 cuda_roots_list=$(IFS=';'; echo "${cuda_roots[*]}")
 lib_report_text=$(printf '%s\n' "${lib_report[@]}")
@@ -309,8 +316,50 @@ step_train() {
     --set 'train.device="cuda"' --set train.epochs=1
   cp "$work/run/metrics.jsonl" "$work/run/report.json" "$res/" 2>/dev/null || true
 }
-export -f need_gpu need_exe sanitize step_machine step_configure step_build step_info \
-  step_ctest_gpu step_memcheck step_racecheck step_bench step_train
+
+# hetero-fashion for parity and vs_torch: the train step's copy, else prepared here.
+need_hf() {
+  [[ -n "$fashion" ]] || { echo "skipped: no Fashion-MNIST (--fashion DIR)"; exit 77; }
+  if [[ ! -f "$work/hf/config.toml" ]]; then
+    mkdir -p "$work"
+    "$build/hetdro" prepare hetero-fashion --source "$fashion" --out "$work/hf"
+  fi
+}
+
+step_parity() {
+  need_gpu; need_exe hetdro; need_hf
+  local d
+  for d in cuda cpu; do
+    "$build/hetdro" train --config "$work/hf/config.toml" --out "$work/parity_$d" --overwrite \
+      --set "train.device=\"$d\"" --set train.epochs=2
+    cp "$work/parity_$d/report.json" "$res/parity_${d}_report.json"
+  done
+  python3 - "$res/parity_cuda_report.json" "$res/parity_cpu_report.json" <<'PY'
+import json, sys
+a, b = (json.load(open(p))["test_acc"] for p in sys.argv[1:3])
+bad = 0
+for g in sorted(set(a) | set(b)):
+    d = abs(a.get(g, float("nan")) - b.get(g, float("nan")))
+    ok = d <= 0.01
+    bad += not ok
+    print("%-10s cuda %.4f  cpu %.4f  |diff| %.4f  %s" % (g, a.get(g, float("nan")), b.get(g, float("nan")), d,
+                                                         "ok" if ok else "MORE THAN 0.01"))
+sys.exit(1 if bad else 0)
+PY
+}
+
+step_vs_torch() {
+  need_gpu; need_exe hetdro; need_hf
+  python3 -c 'import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)' 2>/dev/null ||
+    { echo "skipped: python3 has no torch with CUDA"; exit 77; }
+  local extra=(--no-torch-train)
+  [[ "$torch_train" = 1 ]] && extra=()
+  bash "$root/scripts/bench_vs_torch.sh" --device cuda --hetdro "$build/hetdro" \
+    --config "$work/hf/config.toml" --out "$res/vs_torch" --steps 30 --warmup 10 --sweep reduced \
+    --timeout 90 --budget 170 "${extra[@]}"
+}
+export -f need_gpu need_exe need_hf sanitize step_machine step_configure step_build step_info \
+  step_ctest_gpu step_memcheck step_racecheck step_bench step_train step_parity step_vs_torch
 
 names=() states=() secs=() notes=()
 failed=0
@@ -349,6 +398,8 @@ run_step memcheck 150
 run_step racecheck 120
 run_step bench 150
 run_step train 120
+run_step parity 150
+run_step vs_torch 200
 
 # --- summary.md, and the archive for the device tool -------------------------------------
 commit=$(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo "unknown (no git here)")
@@ -369,7 +420,8 @@ commit=$(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo "unknown (no 
     echo "| ${names[$i]} | ${states[$i]} | ${secs[$i]} | ${notes[$i]} |"
   done
   echo
-  echo "Each step's output is in <step>.log beside this file; benchmarks in bench_*.json."
+  echo "Each step's output is in <step>.log beside this file; benchmarks in bench_*.json;"
+  echo "parity_*_report.json; the PyTorch comparison in vs_torch/ (its own summary.md)."
 } >"$res/summary.md"
 echo
 cat "$res/summary.md"

@@ -3,7 +3,10 @@
 central differences, the claim that autograd through eigh breaks on repeated eigenvalues
 while the safe form does not, batch sizes, config errors and a tiny end-to-end run.
 
-Run: python3 -m pytest scripts/test_torch_reference.py   or   python3 scripts/test_torch_reference.py
+With the hetdro binary as the argument (ctest passes it) or in $HETDRO_BIN, also the same initial
+parameters and training split sizes as `hetdro train`.
+
+Run: python3 -m pytest scripts/test_torch_reference.py   or   python3 scripts/test_torch_reference.py [HETDRO]
 """
 
 import os
@@ -108,6 +111,19 @@ def test_naive_nonfinite_safe_finite_on_dead_units():
         assert out["safe"], "safe backward must be finite (%s)" % dtype
 
 
+def test_class_moments_many_keys_path_agrees():
+    # More keys than latent units takes the [B,k²] outer-product path: the same scatter.
+    g = torch.Generator().manual_seed(9)
+    z = torch.randn(40, 3, generator=g, dtype=torch.float64)
+    key = torch.randint(0, 7, (40,), generator=g)
+    n, mean, scatter = tr.class_moments(z, key, 7)
+    for K in range(7):
+        zc = z[key == K] - mean[K]
+        torch.testing.assert_close(scatter[K], zc.t() @ zc)
+    onehot = torch.nn.functional.one_hot(key, 7).double()
+    torch.testing.assert_close(tr._scatter(onehot, z), torch.einsum("bK,bi,bj->Kij", onehot, z, z))
+
+
 def test_group_batch_sizes_largest_remainder():
     assert tr.group_batch_sizes(100, [42000, 15000, 3000]) == [70, 25, 5]
     assert tr.group_batch_sizes(10, [1, 1, 1]) == [4, 3, 3]
@@ -133,6 +149,47 @@ def _write_tiny_data(folder, extra_train=""):
     return cfg
 
 
+def _hetdro_bin():
+    b = os.environ.get("HETDRO_BIN") or (sys.argv[1] if __name__ == "__main__" and len(sys.argv) > 1 else "")
+    return b if b and os.access(b, os.X_OK) else None
+
+
+def test_same_init_and_split_as_hetdro_binary():
+    # hetdro writes the initial model when a run takes no step (docs/DESIGN.md §4 Checkpoint):
+    # every tensor must equal torch_reference's, bit for bit, under non-default init keys; and
+    # the validation split must leave both with the same training set sizes.
+    hetdro = _hetdro_bin()
+    if not hetdro:
+        print("     (skipped: no hetdro binary given)")
+        return
+    import json
+    import re
+    import struct
+    with tempfile.TemporaryDirectory() as d:
+        data, run = os.path.join(d, "data"), os.path.join(d, "run")
+        subprocess.run([hetdro, "prepare", "synthetic", "--out", data, "--classes", "4", "--per-class", "33"],
+                       check=True, capture_output=True)
+        sets = ["train.seed=5", "model.anchor_scale=0.3", 'model.anchor_mean_init="random"', 'model.classifier="mlp2"',
+                "model.latent_dim=12", "data.val_fraction=0.15"]
+        r = subprocess.run([hetdro, "train", "--config", os.path.join(data, "config.toml"), "--out", run,
+                            "--set", "train.epochs=0"] + sum((["--set", x] for x in sets), []),
+                           capture_output=True, text=True)
+        assert r.returncode == 0, r.stdout + r.stderr
+        raw = open(os.path.join(run, "checkpoint.safetensors"), "rb").read()
+        n = struct.unpack("<Q", raw[:8])[0]
+        header = json.loads(raw[8:8 + n])
+        cfg = tr.load_config(os.path.join(data, "config.toml"), sets)
+        groups = tr.load_data(cfg)
+        state = tr.HetModel(cfg, groups).state_dict()
+        assert state
+        for name, t in state.items():
+            a, b = header[name]["data_offsets"]
+            got = np.frombuffer(raw[8 + n + a:8 + n + b], dtype=np.float32).reshape(header[name]["shape"])
+            assert np.array_equal(got, t.numpy()), name
+        sizes = {m.group(1): int(m.group(2)) for m in re.finditer(r"group (\w+)\s+encoder \w+\s+train\s+(\d+)", r.stdout)}
+        assert sizes == {g["name"]: len(g["ytr"]) for g in groups}, (sizes, r.stdout)
+
+
 def _run(args):
     return subprocess.run([sys.executable, SCRIPT] + args, capture_output=True, text=True, timeout=60)
 
@@ -148,6 +205,14 @@ def test_end_to_end_tiny_run_and_json():
         assert [l.get("epoch") for l in lines[:2]] == [1, 2] and lines[-1]["final"]
         assert set(lines[0]["test_acc"]) == {"img", "vec"}
         assert abs(sum(lines[1]["group_weights"].values()) - 1) < 1e-5
+        assert set(lines[0]["val_acc"]) == {"img", "vec"}   # data.val_fraction's split, every epoch
+        # train.select picks the epoch of the best worst-group validation accuracy.
+        r = _run(["--config", cfg, "--threads", "1", "--epochs", "3", "--json-out", out,
+                  "--set", 'train.select="worst_val"'])
+        assert r.returncode == 0, r.stderr
+        lines = [json.loads(s) for s in open(out)]
+        best = max(lines[:3], key=lambda l: l["worst_val_acc"])   # max keeps the first on ties
+        assert lines[-1]["selected_epoch"] == best["epoch"] and lines[-1]["selected_test_acc"] == best["test_acc"]
 
 
 def test_config_errors_exit_2():
@@ -169,6 +234,136 @@ def test_minimal_toml_parser_agrees():
     got = tr._parse_toml_minimal(text)
     assert got == {"data": {"classes": 10, "groups": [{"name": "a#b", "channels": [32, 64]}, {"name": "x"}]},
                    "train": {"lr": 1e-3, "seed": 0, "flag": True}}
+
+
+def _adamw_hetdro(p, grads, lr, wd, beta1=0.9, beta2=0.999, eps=1e-8):
+    """kernels/adam.h in float64: the step's scalars folded on the host, then per element
+    m, v, and p ← p(1 − lr·wd) − (lr/bc1)·m / (√v/√bc2 + ε)."""
+    p, m, v = p.copy(), np.zeros_like(p), np.zeros_like(p)
+    for step, g in enumerate(grads, 1):
+        step_size = lr / (1 - beta1 ** step)
+        inv_sqrt_bc2 = 1 / np.sqrt(1 - beta2 ** step)
+        m = beta1 * m + (1 - beta1) * g
+        v = beta2 * v + (1 - beta2) * g * g
+        p = p * (1 - lr * wd) - step_size * m / (np.sqrt(v) * inv_sqrt_bc2 + eps)
+    return p
+
+
+def test_weight_decay_matches_hetdro_adamw():
+    # The optimizer torch_reference builds for train.weight_decay > 0, against hetdro's update
+    # written out by hand, over three steps with a large decay so that it shows.
+    rng = np.random.default_rng(5)
+    p0 = rng.standard_normal(7)
+    grads = [rng.standard_normal(7) for _ in range(3)]
+    for wd in (0.0, 0.3):
+        param = torch.nn.Parameter(torch.tensor(p0))
+        opt = (torch.optim.AdamW([param], lr=0.05, betas=(0.9, 0.999), eps=1e-8, weight_decay=wd) if wd > 0
+               else torch.optim.Adam([param], lr=0.05, betas=(0.9, 0.999), eps=1e-8))
+        for g in grads:
+            param.grad = torch.tensor(g)
+            opt.step()
+        np.testing.assert_allclose(param.detach().numpy(), _adamw_hetdro(p0, grads, 0.05, wd), rtol=1e-12, atol=1e-14)
+    # And the one torch_reference.main makes: decoupled decay on every parameter.
+    assert "torch.optim.AdamW(model.parameters()" in open(SCRIPT).read()
+
+
+def _splitmix64_int(x):
+    m = (1 << 64) - 1
+    x = (x + 0x9E3779B97F4A7C15) & m
+    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & m
+    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & m
+    return x ^ (x >> 31)
+
+
+def _uniform01_int(seed, i):
+    bits = _splitmix64_int(_splitmix64_int(seed) ^ _splitmix64_int((i * 2 + 1) & ((1 << 64) - 1)))
+    return ((bits >> 11) + 1) / 9007199254740992.0
+
+
+def test_init_anchor_scale_and_hetdro_counter_rng():
+    with tempfile.TemporaryDirectory() as d:
+        cfg_path = _write_tiny_data(d)
+        cfg = tr.load_config(cfg_path, ["model.anchor_scale=0.25", "train.seed=7"])
+        groups = tr.load_data(cfg)
+        model = tr.HetModel(cfg, groups)
+        C, k = 3, 8
+        torch.testing.assert_close(model.anchors.chol.detach(), 0.25 * torch.eye(k).repeat(C, 1, 1))
+        assert float(model.anchors.mean.detach().abs().max()) == 0.0
+        # host/model.cpp Model::init: parameter at flat offset i is (2u − 1)/√fan_in with
+        # u = uniform01(splitmix64(seed ^ 0x1A1D), i); conv1 of "img" comes first (fan_in 1·3·3).
+        stream = _splitmix64_int(7 ^ 0x1A1D)
+        w = model.encoders["img"].conv1.weight.detach().reshape(-1)
+        for i in (0, 5, 35):
+            assert abs(float(w[i]) - (2 * _uniform01_int(stream, i) - 1) / 3.0) < 1e-7
+        # The bias right after it uses the weight's fan_in, at the next offsets.
+        b = model.encoders["img"].conv1.bias.detach()
+        assert abs(float(b[0]) - (2 * _uniform01_int(stream, w.numel()) - 1) / 3.0) < 1e-7
+        cfg = tr.load_config(cfg_path, ['model.anchor_mean_init="random"'])
+        model = tr.HetModel(cfg, tr.load_data(cfg))
+        m = model.anchors.mean.detach().reshape(-1).double()
+        want = tr.normal01(_splitmix64_int(0 ^ 0x1A1D) ^ 0xA0C4, np.arange(C * k, dtype=np.uint64))
+        np.testing.assert_allclose(m.numpy(), want, rtol=1e-6)
+        assert 0.3 < float(m.std()) < 2.0
+
+
+def test_validation_split_as_hetdro():
+    # host/data.cpp split_validation: round(0.1·n) per class leave the training rows.
+    y = np.repeat(np.arange(3), [20, 15, 5])
+    mask = tr.split_validation(y, 0.1, tr.splitmix64(tr.splitmix64(0)), 3)
+    assert [int(mask[y == c].sum()) for c in range(3)] == [2, 2, 1]   # 1.5 rounds away from zero
+    assert tr.split_validation(y, 0.01, 1, 3) is None                 # a class too small: no split
+    assert sorted(tr.seeded_permutation(50, 123)) == list(range(50))
+
+
+def test_groupdro_family_by_hand():
+    ce = torch.tensor([1.0, 3.0, 2.0, 4.0], dtype=torch.float64)
+    g = torch.tensor([0, 0, 2, 2])                      # group 1 absent: ℓ = (2, 0, 3)
+    q0 = torch.full((3,), 1 / 3, dtype=torch.float64)
+    base = dict(adjustment=0.0, eta=0.5, gd_tau=2.0, gd_gamma=0.1)
+    loss, q = tr.groupdro(ce, g, q0, 3, dict(base, gd_update="exp", gd_objective="weighted"))
+    e = torch.tensor([np.exp(1.0), 1.0, np.exp(1.5)], dtype=torch.float64)
+    torch.testing.assert_close(q, e / e.sum())
+    torch.testing.assert_close(loss, (q * torch.tensor([2.0, 0.0, 3.0], dtype=torch.float64)).sum())
+    _, q = tr.groupdro(ce, g, q0, 3, dict(base, gd_update="softmax", gd_objective="max"))
+    s = torch.tensor([np.exp(1.0), 0.0, np.exp(1.5)], dtype=torch.float64)
+    torch.testing.assert_close(q, s / s.sum())
+    loss, q = tr.groupdro(ce, g, q0, 3, dict(base, gd_update="smooth", gd_objective="logsumexp"))
+    s = torch.tensor([np.exp(1.0), 0.0, np.exp(1.5)], dtype=torch.float64)
+    torch.testing.assert_close(q, 0.9 * q0 + 0.1 * s / s.sum())
+    torch.testing.assert_close(loss, torch.tensor(2.0 * np.log(np.exp(1.0) + np.exp(1.5)), dtype=torch.float64))
+    loss, _ = tr.groupdro(ce.clone().requires_grad_(True), g, q0, 3, dict(base, gd_update="exp", gd_objective="max"))
+    assert float(loss) == 3.0
+
+
+def test_timing_mode_json_fields():
+    import json
+    with tempfile.TemporaryDirectory() as d:
+        cfg = _write_tiny_data(d)
+        out = os.path.join(d, "t.json")
+        r = _run(["--config", cfg, "--threads", "1", "--time-steps", "3", "--warmup", "1", "--timing-json", out,
+                  "--set", "model.latent_dim=16", "--set", "train.batch_size=30"])
+        assert r.returncode == 0, r.stderr
+        j = json.load(open(out))
+        assert j["impl"] == "torch" and j["mode"] == "eager" and j["steps"] == 3 and j["batch_size"] == 30
+        assert j["torch"] == torch.__version__ and j["device"].startswith("cpu")
+        assert 0 < j["p10_ms"] <= j["median_ms"] <= j["p90_ms"]
+
+
+def test_unsupported_and_bad_options_exit_2():
+    with tempfile.TemporaryDirectory() as d:
+        cfg = _write_tiny_data(d, extra_train="checkpoint_every = 5\n")
+        r = _run(["--config", cfg])
+        assert r.returncode == 2 and "checkpoint_every" in r.stderr, r.stderr
+        cfg = _write_tiny_data(d)
+        r = _run(["--config", cfg, "--set", "model.hidden=3"])   # hetdro's key is classifier_hidden
+        assert r.returncode == 2 and "unknown key 'hidden'" in r.stderr, r.stderr
+        r = _run(["--config", cfg, "--set", "train.groupdro.update=fast"])
+        assert r.returncode == 2 and "update" in r.stderr, r.stderr
+        r = _run(["--config", cfg, "--set", "train.select=worst_val", "--set", "data.val_fraction=0"])
+        assert r.returncode == 2 and "select" in r.stderr, r.stderr
+        if not hasattr(torch, "compile"):
+            r = _run(["--config", cfg, "--compile", "--time-steps", "1"])
+            assert r.returncode == 2 and "torch.compile" in r.stderr, r.stderr
 
 
 if __name__ == "__main__":

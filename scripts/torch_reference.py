@@ -3,21 +3,30 @@
 
 What this is for: the baseline a PyTorch user would write for the method, and the
 yardstick for the C++/CUDA trainer's accuracy and speed. It reads the same config.toml
-and NPY data as `hetdro train`, trains the same model with the same loss, and prints
-per-epoch test accuracy per group and the median step time.
+(every key hetdro reads, the same --set overrides) and NPY data as `hetdro train`, makes the
+same validation split and the same initial parameters (hetdro's counter RNG, value for value),
+and trains the same model with the same loss, Adam/AdamW and GroupDRO rules; it prints
+per-epoch test accuracy per group and the median step time. Only the batch order and the
+anchor noise come from PyTorch's generators. The step is batched over groups, classes and
+pairs (one call per group encoder); the W2 backward is docs/DESIGN.md §2's autograd.Function.
 
-Portable across PyTorch 1.13 (CPU) and 2.x (CUDA); torch.compile is used only when it
-exists and --compile is given.
+Portable across PyTorch 1.13 (CPU) and 2.x (CUDA); --compile needs torch.compile (2.x).
 
 Timing: step_ms is the median over an epoch's steps after --warmup steps, each step
 timed from batch gather to optimizer step (CUDA synchronized on both ends);
-samples_per_s = batch_size / step time. On a CPU shared with other busy processes,
+samples_per_s = batch_size / step time. --time-steps N is the speed baseline of
+scripts/bench_vs_torch.sh: --warmup untimed steps (and with --compile one more, for the
+compilation), then N steps each timed with CUDA events (perf_counter on the CPU), no
+evaluation; --timing-json FILE gets {impl, mode, device, torch, median_ms, p10_ms, p90_ms,
+steps, batch_size}. On a CPU shared with other busy processes,
 OpenMP's spin-waiting can make 2 threads ~8x slower than 1 (measured 1784 vs 271 ms/step);
 OMP_WAIT_POLICY=PASSIVE in the environment avoids it (232 ms/step, same load).
 
-Example:
+Examples:
   python3 scripts/torch_reference.py --config data/hetero-fashion/config.toml --device cpu \\
        --threads 2 --epochs 1 --json-out /tmp/ref.jsonl
+  python3 scripts/torch_reference.py --config data/hetero-fashion/config.toml --device cuda \\
+       --set model.latent_dim=256 --time-steps 100 --warmup 20 --compile --timing-json t.json
 """
 
 import argparse
@@ -139,10 +148,18 @@ def load_toml(path):
     with open(path, "rb") as f:
         data = f.read()
     try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise UserError("%s: cannot parse TOML: %s" % (path, e))
+    return load_toml_text(text, path)
+
+
+def load_toml_text(text, path):
+    try:
         import tomllib
         try:
-            return tomllib.loads(data.decode("utf-8"))
-        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+            return tomllib.loads(text)
+        except tomllib.TOMLDecodeError as e:
             raise UserError("%s: cannot parse TOML: %s" % (path, e))
     except ImportError:
         pass
@@ -152,27 +169,36 @@ def load_toml(path):
     except ImportError:
         parse = _parse_toml_minimal
     try:
-        return parse(data.decode("utf-8"))
+        return parse(text)
     except UserError:
         raise
     except Exception as e:  # noqa: BLE001 - any parse failure is a bad config file
         raise UserError("%s: cannot parse TOML: %s" % (path, e))
 
 
-# Every key with its default (None: required) and allowed values. Unknown keys are errors
-# (docs/DESIGN.md §4), so a typo never silently trains with a default.
-_DATA_KEYS = {"classes": 10, "groups": None}
+# Every key hetdro reads (host/config.cpp) with its default (None: required) and allowed values.
+# Unknown keys are errors (docs/DESIGN.md §4), so a typo never silently trains with a default;
+# a key this reference cannot honour is refused by name (_refuse_unsupported).
+_DATA_KEYS = {"classes": 10, "groups": None, "val_fraction": 0.1, "val_seed": 0}
 _GROUP_KEYS = {"name": None, "train_x": None, "train_y": None, "test_x": None, "test_y": None,
-               "encoder": "", "channels": [32, 64], "kernel": 3, "hidden": [128]}
-_MODEL_KEYS = {"latent_dim": 64, "classifier": "linear", "hidden": 128, "latent_activation": "none"}
+               "encoder": "", "channels": [32, 64], "kernel": 3, "hidden": [128], "label_column": "label",
+               "val_x": "", "val_y": ""}
+_MODEL_KEYS = {"latent_dim": 64, "classifier": "linear", "classifier_hidden": 128, "latent_activation": "none",
+               "anchor_scale": 1.0, "anchor_mean_init": "zero"}
 _TRAIN_KEYS = {"epochs": 10, "batch_size": 100, "lr": 1e-3, "lambda_fit": 1e-3, "lambda_sep": 1e-3,
                "samples_per_anchor": 16, "eps": 1e-5, "fit": "pooled", "objective": "erm",
-               "groupdro_eta": 0.01, "seed": 0, "device": "auto"}
+               "groupdro_eta": 0.01, "weight_decay": 0.0, "seed": 0, "device": "auto", "eval_batch": 1000,
+               "checkpoint_every": 0, "select": "last", "groupdro": {}}
+_GROUPDRO_KEYS = {"update": "exp", "objective": "weighted", "tau": 1.0, "gamma": 0.1, "adjustment": 0.0}
 _CHOICES = {("model", "classifier"): ("linear", "mlp2"),
             ("model", "latent_activation"): ("none", "relu"),
+            ("model", "anchor_mean_init"): ("zero", "random"),
             ("train", "fit"): ("pooled", "per_group", "none"),
             ("train", "objective"): ("erm", "groupdro"),
-            ("train", "device"): ("auto", "cuda", "cpu")}
+            ("train", "device"): ("auto", "cuda", "cpu"),
+            ("train", "select"): ("last", "worst_val", "mean_val"),
+            ("train.groupdro", "update"): ("exp", "softmax", "smooth"),
+            ("train.groupdro", "objective"): ("weighted", "max", "logsumexp")}
 
 
 def _fill(section_name, given, spec):
@@ -215,10 +241,53 @@ def _fill(section_name, given, spec):
     return out
 
 
-def load_config(path):
+def _parse_value(text):
+    """A --set value: TOML, as hetdro reads it (host/config.cpp apply_override); a bare word
+    that is not TOML is taken as a string."""
+    try:
+        return load_toml_text("v = " + text, "--set")["v"]
+    except UserError:
+        return text
+
+
+def apply_override(raw, text):
+    """hetdro's --set KEY=VALUE on the parsed TOML: a dotted path, array items by index
+    ("data.groups.0.encoder=mlp"), missing tables created."""
+    key, eq, value = text.partition("=")
+    if not eq or not key:
+        raise UserError("--set '%s': expected KEY=VALUE, for example train.epochs=3" % text)
+    parts = key.split(".")
+    node = raw
+    for part in parts[:-1]:
+        if isinstance(node, dict):
+            node = node.setdefault(part, {})
+        elif isinstance(node, list):
+            try:
+                node = node[int(part)]
+            except (ValueError, IndexError):
+                raise UserError("--set '%s': '%s' is not an index into the array (%d items)"
+                                % (text, part, len(node)))
+        else:
+            raise UserError("--set '%s': '%s' is not a table" % (text, part))
+    if not isinstance(node, dict):
+        raise UserError("--set '%s': the parent of '%s' is not a table" % (text, parts[-1]))
+    node[parts[-1]] = _parse_value(value)
+
+
+def _refuse_unsupported(cfg):
+    """Keys hetdro reads that change nothing this reference measures, but which it cannot do:
+    refused by name (exit 2) rather than ignored."""
+    if cfg["train"]["checkpoint_every"] != 0:
+        raise UserError("config: [train] checkpoint_every = %d is not supported by the PyTorch reference "
+                        "(it writes no checkpoints); set it to 0" % cfg["train"]["checkpoint_every"])
+
+
+def load_config(path, overrides=()):
     if not os.path.isfile(path):
         raise UserError("config file not found: %s" % path)
     raw = load_toml(path)
+    for o in overrides:
+        apply_override(raw, o)
     for k in raw:
         if k not in ("data", "model", "train"):
             raise UserError("config: unknown table [%s] (known: data, model, train)" % k)
@@ -227,6 +296,7 @@ def load_config(path):
     cfg = {"data": _fill("data", raw["data"], _DATA_KEYS),
            "model": _fill("model", raw.get("model", {}), _MODEL_KEYS),
            "train": _fill("train", raw.get("train", {}), _TRAIN_KEYS)}
+    cfg["train"]["groupdro"] = _fill("train.groupdro", cfg["train"]["groupdro"], _GROUPDRO_KEYS)
     groups = cfg["data"]["groups"]
     if not isinstance(groups, list) or not groups:
         raise UserError("config: [[data.groups]] must list at least one group")
@@ -239,17 +309,33 @@ def load_config(path):
         names.add(g["name"])
         if g["encoder"] not in ("", "cnn", "mlp"):
             raise UserError("config: group %s: encoder = %r, expected cnn or mlp" % (g["name"], g["encoder"]))
-        for k in ("train_x", "train_y", "test_x", "test_y"):
-            g[k] = os.path.join(base, g[k])
-    t, m = cfg["train"], cfg["model"]
-    for sec, key, lo in (("data", "classes", 2), ("model", "latent_dim", 1), ("model", "hidden", 1),
-                         ("train", "epochs", 0), ("train", "batch_size", 1),
-                         ("train", "samples_per_anchor", 1)):
+        if bool(g["val_x"]) != bool(g["val_y"]):
+            raise UserError("config: group %s gives one of val_x/val_y but not the other: a validation split "
+                            "needs both" % g["name"])
+        for k in ("train_x", "train_y", "test_x", "test_y", "val_x", "val_y"):
+            if g[k]:
+                g[k] = os.path.join(base, g[k])
+    t, m, gd = cfg["train"], cfg["model"], cfg["train"]["groupdro"]
+    for sec, key, lo in (("data", "classes", 2), ("model", "latent_dim", 1), ("model", "classifier_hidden", 1),
+                         ("train", "epochs", 0), ("train", "batch_size", 1), ("train", "eval_batch", 1),
+                         ("train", "samples_per_anchor", 1), ("train", "checkpoint_every", 0)):
         if cfg[sec][key] < lo:
             raise UserError("config: [%s] %s must be >= %d" % (sec, key, lo))
-    if not t["eps"] > 0:
-        raise UserError("config: [train] eps must be > 0")
+    for sec, key in (("train", "eps"), ("train", "lr"), ("model", "anchor_scale")):
+        if not cfg[sec][key] > 0:
+            raise UserError("config: [%s] %s must be > 0" % (sec, key))
+    for key in ("lambda_fit", "lambda_sep", "groupdro_eta", "weight_decay"):
+        if t[key] < 0:
+            raise UserError("config: [train] %s must be >= 0" % key)
+    if not 0 <= cfg["data"]["val_fraction"] <= 0.5:
+        raise UserError("config: [data] val_fraction must lie in [0, 0.5]")
+    if not gd["tau"] > 0 or not 0 <= gd["gamma"] <= 1 or gd["adjustment"] < 0:
+        raise UserError("config: [train.groupdro] needs tau > 0, 0 <= gamma <= 1, adjustment >= 0")
+    if t["batch_size"] < len(groups):
+        raise UserError("config: [train] batch_size %d is smaller than the number of groups (%d)"
+                        % (t["batch_size"], len(groups)))
     del m  # validated above
+    _refuse_unsupported(cfg)
     return cfg
 
 
@@ -261,7 +347,8 @@ def _load_npy(path, what):
     try:
         return np.load(path, allow_pickle=False)
     except Exception as e:  # noqa: BLE001 - any parse failure is the user's file
-        raise UserError("cannot read %s as NPY: %s" % (path, e))
+        raise UserError("cannot read %s as NPY (the PyTorch reference reads NPY files only; hetdro also "
+                        "reads IDX and CSV): %s" % (path, e))
 
 
 def _features(path, encoder, name):
@@ -295,10 +382,72 @@ def _labels(path, n, classes):
     return y
 
 
+# hetdro's counter-based random numbers (include/hetdro/rng.h), bit for bit, so that the
+# validation split and the initial parameters are the ones `hetdro train` uses.
+_M64 = (1 << 64) - 1
+
+
+def splitmix64(x):
+    """splitmix64 on a Python int or a numpy uint64 array (wrapping like C's uint64_t)."""
+    if isinstance(x, np.ndarray):
+        with np.errstate(over="ignore"):
+            x = x.astype(np.uint64) + np.uint64(0x9E3779B97F4A7C15)
+            x = (x ^ (x >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+            x = (x ^ (x >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+            return x ^ (x >> np.uint64(31))
+    x = (x + 0x9E3779B97F4A7C15) & _M64
+    x = ((x ^ (x >> 30)) * 0xBF58476D1CE4E5B9) & _M64
+    x = ((x ^ (x >> 27)) * 0x94D049BB133111EB) & _M64
+    return x ^ (x >> 31)
+
+
+def uniform01(seed, i):
+    """rng.h uniform01 for counters i (uint64 array): uniform in (0, 1], 53 bits."""
+    with np.errstate(over="ignore"):
+        bits = splitmix64(np.uint64(splitmix64(seed)) ^ splitmix64(np.asarray(i, np.uint64) * np.uint64(2)
+                                                                   + np.uint64(1)))
+    return ((bits >> np.uint64(11)) + np.uint64(1)).astype(np.float64) * (1.0 / 9007199254740992.0)
+
+
+def normal01(seed, i):
+    i = np.asarray(i, np.uint64)
+    u1, u2 = uniform01(seed, 2 * i), uniform01(seed, 2 * i + 1)
+    return np.sqrt(-2.0 * np.log(u1)) * np.cos(6.283185307179586476925 * u2)
+
+
+def seeded_permutation(n, seed):
+    """host/data.cpp seeded_permutation: Fisher–Yates with the counter RNG."""
+    p = list(range(n))
+    if n > 1:
+        i = np.arange(n - 1, 0, -1, dtype=np.uint64)
+        js = np.minimum(i, (uniform01(seed, i) * (i + 1).astype(np.float64)).astype(np.uint64)).tolist()
+        for ii, j in zip(range(n - 1, 0, -1), js):
+            p[ii], p[j] = p[j], p[ii]
+    return p
+
+
+def split_validation(y, fraction, seed, classes):
+    """host/data.cpp split_validation: per class, round(fraction·n) samples by a seeded
+    permutation go to validation. Returns the validation mask, or None when a present class
+    has too few samples (hetdro then keeps no validation split for the group)."""
+    to_val = np.zeros(len(y), bool)
+    for c in range(classes):
+        rows = np.flatnonzero(y == c)
+        n = len(rows)
+        take = int(math.floor(fraction * n + 0.5))   # llround: halves away from zero
+        if n == 0:
+            continue
+        if take == 0 or take == n:
+            return None
+        order = seeded_permutation(n, splitmix64(seed ^ splitmix64(c + 0x5A11)))
+        to_val[rows[order[:take]]] = True
+    return to_val
+
+
 def load_data(cfg):
     C = cfg["data"]["classes"]
     groups = []
-    for g in cfg["data"]["groups"]:
+    for index, g in enumerate(cfg["data"]["groups"]):
         enc = g["encoder"]
         if not enc:  # default: images are cnn, vectors are mlp
             enc = "mlp" if _load_npy(g["train_x"], "features").ndim == 2 else "cnn"
@@ -308,10 +457,22 @@ def load_data(cfg):
         if xtr.shape[1:] != xte.shape[1:]:
             raise UserError("group %s: train x %s and test x %s differ in shape"
                             % (g["name"], xtr.shape[1:], xte.shape[1:]))
+        ytr = _labels(g["train_y"], len(xtr), C)
+        # The validation split as hetdro makes it (host/data.cpp load_groups): the group's own
+        # val_x/val_y, else data.val_fraction of its training samples, so both train on the same rows.
+        xva = yva = None
+        if g["val_x"]:
+            xva = _features(g["val_x"], enc, g["name"])
+            yva = _labels(g["val_y"], len(xva), C)
+        elif cfg["data"]["val_fraction"] > 0:
+            mask = split_validation(ytr, cfg["data"]["val_fraction"],
+                                    splitmix64(cfg["data"]["val_seed"] ^ splitmix64(index)), C)
+            if mask is not None:
+                xva, yva, xtr, ytr = xtr[mask], ytr[mask], xtr[~mask], ytr[~mask]
         if len(xtr) == 0:
             raise UserError("group %s: no training samples" % g["name"])
-        groups.append(dict(name=g["name"], encoder=enc, cfg=g, xtr=xtr, ytr=_labels(g["train_y"], len(xtr), C),
-                           xte=xte, yte=_labels(g["test_y"], len(xte), C)))
+        groups.append(dict(name=g["name"], encoder=enc, cfg=g, xtr=np.ascontiguousarray(xtr), ytr=ytr,
+                           xte=xte, yte=_labels(g["test_y"], len(xte), C), xva=xva, yva=yva))
     return groups
 
 
@@ -383,7 +544,7 @@ class MLP2(nn.Module):
 
 
 class Anchors(nn.Module):
-    """Per-class Gaussians N(m_c, L_c L_cᵀ + εI); init m = 0, L = I (docs/DESIGN.md §1)."""
+    """Per-class Gaussians N(m_c, L_c L_cᵀ + εI) (docs/DESIGN.md §1); hetdro_init sets them."""
 
     def __init__(self, C, k):
         super().__init__()
@@ -405,8 +566,36 @@ class HetModel(nn.Module):
             else:
                 enc[g["name"]] = MLPEncoder(g["xtr"].shape[1], gc["hidden"], k, m["latent_activation"])
         self.encoders = nn.ModuleDict(enc)
-        self.classifier = nn.Linear(k, C) if m["classifier"] == "linear" else MLP2(k, m["hidden"], C)
+        self.classifier = nn.Linear(k, C) if m["classifier"] == "linear" else MLP2(k, m["classifier_hidden"], C)
         self.anchors = Anchors(C, k)
+        hetdro_init(self, cfg["train"]["seed"], m["anchor_scale"], m["anchor_mean_init"])
+
+
+@torch.no_grad()
+def hetdro_init(model, seed, anchor_scale, anchor_mean_init):
+    """host/model.cpp Model::init, value for value: the parameters in hetdro's flat order (which
+    named_parameters() follows: encoders in config order, classifier, anchors.mean, anchors.chol),
+    every weight and bias U(±1/√fan_in of the weight) drawn at its flat offset; anchors m = 0 or
+    N(0,1) (model.anchor_mean_init), L = anchor_scale·I (model.anchor_scale)."""
+    stream = splitmix64(seed ^ 0x1A1D)
+    offset, fan_in = 0, 1
+    named = list(model.named_parameters())
+    for name, p in named:
+        n = p.numel()
+        if name.endswith(".weight"):
+            fan_in = int(np.prod(p.shape[1:])) if p.dim() > 1 else 1
+        if not name.startswith("anchors."):
+            bound = 1.0 / math.sqrt(fan_in)   # a bias uses the weight just before it
+            u = uniform01(stream, np.arange(offset, offset + n, dtype=np.uint64))
+            p.copy_(torch.from_numpy((2 * u - 1) * bound).view(p.shape))
+        offset += n
+    C, k = model.anchors.mean.shape
+    if anchor_mean_init == "random":
+        m = normal01(stream ^ 0xA0C4, np.arange(C * k, dtype=np.uint64))
+        model.anchors.mean.copy_(torch.from_numpy(m).view(C, k))
+    else:
+        model.anchors.mean.zero_()
+    model.anchors.chol.copy_(anchor_scale * torch.eye(k).repeat(C, 1, 1))
 
 
 # ----------------------------------------------------------------------------- W2
@@ -511,8 +700,18 @@ def class_moments(z, key, K):
     n = onehot.sum(0)                                  # [K]
     mean = (onehot.t() @ z) / n.clamp_min(1).unsqueeze(1)
     zc = z - mean[key]
-    scatter = torch.einsum("bK,bi,bj->Kij", onehot, zc, zc)
-    return n, mean, scatter
+    return n, mean, _scatter(onehot, zc)
+
+
+def _scatter(onehot, zc):
+    """Σ_b onehot[b,K] zc_b zc_bᵀ as one matmul, through whichever intermediate is smaller:
+    [B,K,k] (few keys) or the per-sample outer products [B,k²] (many keys: C = 1000 would make
+    the first 2.6 GB at B = 10⁴, k = 64). The same FLOPs either way, both deterministic."""
+    B, K = onehot.shape
+    k = zc.shape[1]
+    if K <= k:
+        return torch.einsum("bK,bi,bj->Kij", onehot, zc, zc)
+    return (onehot.t() @ (zc.unsqueeze(2) * zc.unsqueeze(1)).reshape(B, k * k)).view(K, k, k)
 
 
 def fit_loss(z, y, g, anchors, opts):
@@ -538,6 +737,43 @@ def fit_loss(z, y, g, anchors, opts):
     Lc = anchors.chol[cls]
     S = Lc @ Lc.transpose(-1, -2) + eps * eye
     return w2_squared(mean[idx], A, anchors.mean[cls], S, eps, opts["eigh"]).sum(), skipped
+
+
+def _present_softmax(x, present):
+    """softmax over the present groups; 0 for an absent one (kernels/clf_objective.h)."""
+    return torch.softmax(torch.where(present, x, torch.full_like(x, -math.inf)), 0)
+
+
+def groupdro(ce, g, q, G, opts):
+    """L_clf of the GroupDRO family and the next q (docs/DESIGN.md §1; ops.def clf_objective),
+    as batched tensor ops over the groups. q and its update in float64, as hetdro keeps them;
+    ℓ̃_g = ℓ_g + C/√N_g (train.groupdro.adjustment) drives the update, the objective uses ℓ_g."""
+    # index_add, not bincount: static output shape, so torch.compile keeps one graph.
+    cnt = ce.new_zeros(G).index_add(0, g, torch.ones_like(ce))
+    lg = ce.new_zeros(G).index_add(0, g, ce) / cnt.clamp_min(1)
+    present = cnt > 0
+    ld = lg.detach().double()
+    adj = ld + opts["adjustment"]
+    update, eta, tau, gamma = opts["gd_update"], opts["eta"], opts["gd_tau"], opts["gd_gamma"]
+    if update == "exp" and eta != 0:
+        e = torch.where(present, eta * adj, torch.zeros_like(adj))
+        top = torch.where(present, e, torch.full_like(e, -math.inf)).max()
+        q = q * torch.exp(e - top)
+        q = q / q.sum()
+    elif update == "softmax":
+        q = _present_softmax(adj / tau, present)
+    elif update == "smooth":
+        q = (1 - gamma) * q + gamma * _present_softmax(eta * adj, present)
+    objective = opts["gd_objective"]
+    if objective == "weighted":
+        loss_clf = (q.to(lg.dtype) * lg).sum()
+    elif objective == "max":
+        masked = torch.where(present, lg, torch.full_like(lg, -math.inf))
+        loss_clf = lg[masked.detach().argmax()]     # the subgradient: the worst group only
+    else:
+        masked = torch.where(present, lg / tau, torch.full_like(lg, -math.inf))
+        loss_clf = tau * torch.logsumexp(masked, 0)
+    return loss_clf, q
 
 
 def compute_loss(model, xs, ys, xi, q, opts):
@@ -566,13 +802,7 @@ def compute_loss(model, xs, ys, xi, q, opts):
     loss_sep = F.cross_entropy(logits[Bn:], sep_targets)   # mean over (c, j) = (1/C)Σ(1/J)Σ
 
     if opts["objective"] == "groupdro":
-        # index_add, not bincount: static output shape, so torch.compile keeps one graph.
-        cnt = ce.new_zeros(G).index_add(0, g, torch.ones_like(ce))
-        lg = ce.new_zeros(G).index_add(0, g, ce) / cnt.clamp_min(1)
-        present = cnt > 0
-        q = torch.where(present, q * torch.exp(opts["eta"] * lg.detach()), q)
-        q = q / q.sum()
-        loss_clf = (q * lg).sum()
+        loss_clf, q = groupdro(ce, g, q, G, opts)
     else:
         loss_clf = ce.mean()
 
@@ -590,21 +820,23 @@ def sync(device):
 
 
 @torch.no_grad()
-def evaluate(model, groups, tensors, relu_latent, batch=2000):
+def evaluate(model, names, splits, relu_latent, batch):
+    """Accuracy per group on (x, y) device tensors, in chunks of train.eval_batch; with a ReLU
+    latent also the units never positive on the split (dead latents)."""
     acc, dead = {}, {}
-    for g, (_, _, xte, yte) in zip(groups, tensors):
-        enc = model.encoders[g["name"]]
+    for name, (x, y) in zip(names, splits):
+        enc = model.encoders[name]
         correct = 0
         alive = None
-        for s in range(0, xte.shape[0], batch):
-            z = enc(xte[s:s + batch])
-            correct += (model.classifier(z).argmax(1) == yte[s:s + batch]).sum()
+        for s in range(0, x.shape[0], batch):
+            z = enc(x[s:s + batch])
+            correct += (model.classifier(z).argmax(1) == y[s:s + batch]).sum()
             if relu_latent:
                 a = (z > 0).any(0)
                 alive = a if alive is None else alive | a
-        acc[g["name"]] = float(correct) / max(1, xte.shape[0])
+        acc[name] = float(correct) / max(1, x.shape[0])
         if relu_latent and alive is not None:
-            dead[g["name"]] = int((~alive).sum())
+            dead[name] = int((~alive).sum())
     return acc, dead
 
 
@@ -617,28 +849,76 @@ def pick_device(cfg, arg):
     return torch.device(want)
 
 
+def device_name(device):
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    import platform
+    return "cpu (%s, %d threads)" % (platform.processor() or platform.machine(), torch.get_num_threads())
+
+
+class StepTimer:
+    """Per-step times: CUDA events on CUDA (no host sync inside the step), perf_counter with a
+    synchronize at both ends on the CPU. ms() waits for the events once, after the last step."""
+
+    def __init__(self, device):
+        self.device, self.spans = device, []
+
+    def start(self):
+        if self.device.type == "cuda":
+            e = torch.cuda.Event(enable_timing=True)
+            e.record()
+            return e
+        return time.perf_counter()
+
+    def stop(self, t0):
+        if self.device.type == "cuda":
+            e = torch.cuda.Event(enable_timing=True)
+            e.record()
+            self.spans.append((t0, e))
+        else:
+            self.spans.append(1e3 * (time.perf_counter() - t0))
+
+    def ms(self):
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+            return [a.elapsed_time(b) for a, b in self.spans]
+        return list(self.spans)
+
+
+def percentile(values, q):
+    return float(np.percentile(np.asarray(values, np.float64), q))
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(
         description="PyTorch reference trainer for hetdro's method (docs/DESIGN.md §1): per-group encoders, "
                     "shared classifier, Gaussian class anchors with W2 alignment and anchor separation.",
         epilog=__doc__.split("\n\n", 1)[1], formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--config", required=True, help="hetdro config.toml (paths relative to its folder)")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                   help="override a config key as `hetdro train --set` does (repeatable), "
+                        "e.g. model.latent_dim=256, train.batch_size=10000, data.groups.0.encoder=mlp")
     p.add_argument("--device", choices=("cpu", "cuda"), help="overrides [train] device")
     p.add_argument("--threads", type=int, help="torch.set_num_threads(N) for CPU ops")
     p.add_argument("--epochs", type=int, help="overrides [train] epochs")
     p.add_argument("--compile", action="store_true",
-                   help="torch.compile the loss computation (ignored with a warning where unavailable)")
+                   help="torch.compile the loss computation (PyTorch >= 2; exit 2 where unavailable)")
     p.add_argument("--max-steps", type=int, help="stop after N optimizer steps in total (for timing)")
     p.add_argument("--eigh", choices=("naive", "safe"), default="safe",
                    help="W2 backward: naive = autograd through torch.linalg.eigh (paper's pseudocode); "
                         "safe = docs/DESIGN.md §2 analytic backward (default)")
     p.add_argument("--json-out", help="write per-epoch metrics as JSON lines (docs/DESIGN.md §4 metrics.jsonl) "
-                                      "plus a final summary line")
+                                      "plus a final summary line; with --time-steps, the timing JSON")
     p.add_argument("--warmup", type=int, default=5,
-                   help="steps at the start of each epoch left out of the median step time (default 5)")
+                   help="steps left out of the timing: at the start of each epoch when training, before the "
+                        "timed steps with --time-steps (default 5)")
+    p.add_argument("--time-steps", type=int, metavar="N",
+                   help="speed baseline: run --warmup untimed steps, then N timed steps (no evaluation), and "
+                        "print/write {impl, mode, device, torch, median_ms, p10_ms, p90_ms, steps, batch_size}")
+    p.add_argument("--timing-json", metavar="FILE", help="with --time-steps: write the timing JSON here")
     args = p.parse_args(argv)
 
-    cfg = load_config(args.config)
+    cfg = load_config(args.config, args.set)
     if args.epochs is not None:
         if args.epochs < 0:
             raise UserError("--epochs must be >= 0")
@@ -647,18 +927,37 @@ def main(argv=None):
         if args.threads < 1:
             raise UserError("--threads must be >= 1")
         torch.set_num_threads(args.threads)
+    if args.warmup < 0:
+        raise UserError("--warmup must be >= 0")
+    if args.time_steps is not None and args.time_steps < 1:
+        raise UserError("--time-steps must be >= 1")
+    if args.timing_json and args.time_steps is None:
+        raise UserError("--timing-json needs --time-steps N")
+    if args.compile and not hasattr(torch, "compile"):
+        raise UserError("--compile needs torch.compile (PyTorch >= 2.0); this is torch %s" % torch.__version__)
     device = pick_device(cfg, args.device)
     t, C = cfg["train"], cfg["data"]["classes"]
+    gd = t["groupdro"]
 
     groups = load_data(cfg)
+    if t["select"] != "last" and not any(g["xva"] is not None for g in groups):
+        raise UserError("config: [train] select = %r needs a validation split, but no group has one "
+                        "(set data.val_fraction > 0, or val_x/val_y for a group)" % t["select"])
     torch.manual_seed(t["seed"])
     model = HetModel(cfg, groups).to(device)
-    opt = torch.optim.Adam(model.parameters(), lr=t["lr"], betas=(0.9, 0.999), eps=1e-8)
+    # Adam on every parameter, as hetdro's one flat buffer (kernels/adam.h): with weight decay,
+    # AdamW's decoupled p ← p(1 − lr·wd) before the Adam step, on all of them (biases and anchors too).
+    if t["weight_decay"] > 0:
+        opt = torch.optim.AdamW(model.parameters(), lr=t["lr"], betas=(0.9, 0.999), eps=1e-8,
+                                weight_decay=t["weight_decay"])
+    else:
+        opt = torch.optim.Adam(model.parameters(), lr=t["lr"], betas=(0.9, 0.999), eps=1e-8)
 
     # Whole data set on the device: batches are gathers, no host round trip per step.
-    tensors = [(torch.from_numpy(g["xtr"]).to(device), torch.from_numpy(g["ytr"]).to(device),
-                torch.from_numpy(g["xte"]).to(device), torch.from_numpy(g["yte"]).to(device))
-               for g in groups]
+    def dev(a):
+        return None if a is None else torch.from_numpy(a).to(device)
+    tensors = [(dev(g["xtr"]), dev(g["ytr"]), dev(g["xte"]), dev(g["yte"])) for g in groups]
+    val = [(dev(g["xva"]), dev(g["yva"])) for g in groups]
     Ns = [len(g["ytr"]) for g in groups]
     B = t["batch_size"]
     if B > sum(Ns):
@@ -666,40 +965,70 @@ def main(argv=None):
     nb = group_batch_sizes(B, Ns)
     steps_per_epoch = min(N // n for N, n in zip(Ns, nb) if n > 0)
     k, J, G = cfg["model"]["latent_dim"], t["samples_per_anchor"], len(groups)
+    names = [g["name"] for g in groups]
 
-    opts = dict(classes=C, eps=t["eps"], group_names=[g["name"] for g in groups], objective=t["objective"],
+    adjustment = 0.0
+    if gd["adjustment"] > 0:
+        adjustment = torch.tensor([gd["adjustment"] / math.sqrt(max(n, 1)) for n in Ns], dtype=torch.float64,
+                                  device=device)
+    opts = dict(classes=C, eps=t["eps"], group_names=names, objective=t["objective"],
                 eta=t["groupdro_eta"], fit=t["fit"], lambda_fit=t["lambda_fit"], lambda_sep=t["lambda_sep"],
-                eigh=args.eigh, fit_fn=fit_loss)
+                eigh=args.eigh, fit_fn=fit_loss, adjustment=adjustment, gd_update=gd["update"],
+                gd_objective=gd["objective"], gd_tau=gd["tau"], gd_gamma=gd["gamma"])
     loss_fn = compute_loss
     if args.compile:
-        if hasattr(torch, "compile"):
-            # The fit term (eigh, data-dependent pair selection, custom autograd.Function)
-            # stays eager: dynamo would only break the graph there; compile the dense rest.
-            disable = getattr(getattr(torch, "compiler", None), "disable", None) or torch._dynamo.disable
-            opts["fit_fn"] = disable(fit_loss)
-            loss_fn = torch.compile(compute_loss)
-        else:
-            print("warning: --compile ignored, torch %s has no torch.compile" % torch.__version__, file=sys.stderr)
+        # The fit term (eigh, data-dependent pair selection, custom autograd.Function)
+        # stays eager: dynamo would only break the graph there; compile the dense rest.
+        disable = getattr(getattr(torch, "compiler", None), "disable", None) or torch._dynamo.disable
+        opts["fit_fn"] = disable(fit_loss)
+        loss_fn = torch.compile(compute_loss)
 
     perm_gen = torch.Generator().manual_seed(t["seed"] + 1)     # batch order
     xi_gen = torch.Generator(device=device).manual_seed(t["seed"] + 2)  # anchor noise
-    q = torch.full((G,), 1.0 / G, device=device)
+    q = torch.full((G,), 1.0 / G, device=device, dtype=torch.float64)
 
-    print("torch %s on %s%s | groups %s | batch %s = %d | %d steps/epoch | eigh %s%s"
+    print("torch %s on %s%s | groups %s | batch %s = %d | %d steps/epoch | eigh %s%s%s"
           % (torch.__version__, device,
              " (%d threads)" % torch.get_num_threads() if device.type == "cpu" else
              " (%s)" % torch.cuda.get_device_name(device),
              ", ".join("%s:%s N=%d" % (g["name"], g["encoder"], n) for g, n in zip(groups, Ns)),
-             "+".join(map(str, nb)), B, steps_per_epoch, args.eigh, " compiled" if loss_fn is not compute_loss else ""),
+             "+".join(map(str, nb)), B, steps_per_epoch, args.eigh, " compiled" if args.compile else "",
+             " | weight decay %g" % t["weight_decay"] if t["weight_decay"] > 0 else ""),
           flush=True)
+
+    def new_perms():
+        return [torch.randperm(N, generator=perm_gen).to(device) for N in Ns]
+
+    def train_step(perms, s, q):
+        xs, ys = [], []
+        for (xtr, ytr, _, _), perm, n in zip(tensors, perms, nb):
+            if n == 0:
+                xs.append(None)
+                ys.append(None)
+                continue
+            idx = perm[s * n:(s + 1) * n]
+            xs.append(xtr.index_select(0, idx))
+            ys.append(ytr.index_select(0, idx))
+        xi = torch.randn(C, J, k, device=device, generator=xi_gen)
+        loss, parts, q = loss_fn(model, xs, ys, xi, q, opts)
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        opt.step()
+        return parts, q
+
+    if args.time_steps is not None:
+        return time_steps(args, device, B, steps_per_epoch, new_perms, train_step, q)
+
     jf = open(args.json_out, "w") if args.json_out else None
     all_times = []
     step = 0
     relu_latent = cfg["model"]["latent_activation"] == "relu"
+    best = None   # (score, epoch, test_acc) under train.select
+    last_acc = None
     for epoch in range(1, t["epochs"] + 1):
         if args.max_steps is not None and step >= args.max_steps:
             break
-        perms = [torch.randperm(N, generator=perm_gen).to(device) for N in Ns]
+        perms = new_perms()
         sums = torch.zeros(5, device=device)
         times = []
         nsteps = 0
@@ -708,20 +1037,7 @@ def main(argv=None):
                 break
             sync(device)
             t0 = time.perf_counter()
-            xs, ys = [], []
-            for (xtr, ytr, _, _), perm, n in zip(tensors, perms, nb):
-                if n == 0:
-                    xs.append(None)
-                    ys.append(None)
-                    continue
-                idx = perm[s * n:(s + 1) * n]
-                xs.append(xtr.index_select(0, idx))
-                ys.append(ytr.index_select(0, idx))
-            xi = torch.randn(C, J, k, device=device, generator=xi_gen)
-            loss, parts, q = loss_fn(model, xs, ys, xi, q, opts)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
+            parts, q = train_step(perms, s, q)
             sums += parts
             sync(device)
             times.append(time.perf_counter() - t0)
@@ -736,14 +1052,24 @@ def main(argv=None):
         if not all(math.isfinite(v) for v in mean_parts[:4]):
             print("warning: non-finite loss in epoch %d" % epoch, file=sys.stderr)
         model.eval()
-        acc, dead = evaluate(model, groups, tensors, relu_latent)
-        model.train()
+        acc, dead = evaluate(model, names, [(x, y) for _, _, x, y in tensors], relu_latent, t["eval_batch"])
+        last_acc = acc
         worst, mean = min(acc.values()), sum(acc.values()) / len(acc)
-        qd = {g["name"]: float(v) for g, v in zip(groups, q.tolist())}
         rec = {"epoch": epoch, "step": step, "loss": mean_parts[0], "loss_clf": mean_parts[1],
                "loss_fit": mean_parts[2], "loss_sep": mean_parts[3], "fit_skipped": int(sums[4].item()),
-               "test_acc": acc, "worst_group_acc": worst, "mean_group_acc": mean, "group_weights": qd,
-               "step_ms": step_ms, "samples_per_s": B / (step_ms / 1e3)}
+               "test_acc": acc, "worst_group_acc": worst, "mean_group_acc": mean}
+        with_val = [(nm, v) for nm, v in zip(names, val) if v[0] is not None]
+        if with_val:   # every epoch, as hetdro does (metrics.jsonl's val_acc, docs/DESIGN.md §4)
+            vacc, _ = evaluate(model, [nm for nm, _ in with_val], [v for _, v in with_val], False, t["eval_batch"])
+            rec.update({"val_acc": vacc, "worst_val_acc": min(vacc.values()),
+                        "mean_val_acc": sum(vacc.values()) / len(vacc)})
+            if t["select"] != "last":
+                score = rec["worst_val_acc"] if t["select"] == "worst_val" else rec["mean_val_acc"]
+                if best is None or score > best[0]:   # the first best epoch wins ties, as in hetdro
+                    best = (score, epoch, acc)
+        model.train()
+        qd = {nm: float(v) for nm, v in zip(names, q.tolist())}
+        rec.update({"group_weights": qd, "step_ms": step_ms, "samples_per_s": B / (step_ms / 1e3)})
         if relu_latent:
             rec["dead_latents"] = dead
         print("epoch %d step %d | loss %.4f clf %.4f fit %.4g sep %.4f | acc %s | worst %.4f mean %.4f | q %s | "
@@ -760,7 +1086,10 @@ def main(argv=None):
         summary = {"final": True, "median_step_ms": med, "samples_per_s": B / (med / 1e3), "steps": step,
                    "timed_steps": len(all_times), "device": str(device), "torch": torch.__version__,
                    "threads": torch.get_num_threads() if device.type == "cpu" else None,
-                   "eigh": args.eigh, "compiled": loss_fn is not compute_loss, "batch_size": B}
+                   "eigh": args.eigh, "compiled": args.compile, "batch_size": B, "test_acc": last_acc}
+        if best is not None:
+            summary.update({"select": t["select"], "selected_epoch": best[1], "selected_score": best[0],
+                            "selected_test_acc": best[2]})
         if device.type == "cuda":
             summary["gpu"] = torch.cuda.get_device_name(device)
         print("median step %.2f ms over %d steps (%.0f samples/s)" % (med, len(all_times), summary["samples_per_s"]))
@@ -768,6 +1097,38 @@ def main(argv=None):
             jf.write(json.dumps(summary) + "\n")
     if jf:
         jf.close()
+    return 0
+
+
+def time_steps(args, device, B, steps_per_epoch, new_perms, train_step, q):
+    """The speed baseline: warm-up steps untimed (with --compile one more first, for the
+    compilation), then --time-steps steps timed one by one; batches cycle through epochs, the
+    next epoch's permutation drawn between steps, outside the timed span."""
+    timer = StepTimer(device)
+    perms, s = new_perms(), 0
+    total = args.warmup + (1 if args.compile else 0) + args.time_steps
+    for i in range(total):
+        if s == steps_per_epoch:
+            perms, s = new_perms(), 0
+        timed = i >= total - args.time_steps
+        t0 = timer.start() if timed else None
+        _, q = train_step(perms, s, q)
+        if timed:
+            timer.stop(t0)
+        s += 1
+    ms = timer.ms()
+    out = {"impl": "torch", "mode": "compile" if args.compile else "eager", "device": device_name(device),
+           "torch": torch.__version__, "median_ms": percentile(ms, 50), "p10_ms": percentile(ms, 10),
+           "p90_ms": percentile(ms, 90), "steps": len(ms), "batch_size": B, "warmup": args.warmup,
+           "eigh": args.eigh}
+    print("torch %s %s on %s: median %.3f ms/step (p10 %.3f, p90 %.3f) over %d steps, batch %d"
+          % (torch.__version__, out["mode"], out["device"], out["median_ms"], out["p10_ms"], out["p90_ms"],
+             out["steps"], B), flush=True)
+    for path in (args.timing_json, args.json_out):
+        if path:
+            with open(path, "w") as f:
+                json.dump(out, f)
+                f.write("\n")
     return 0
 
 

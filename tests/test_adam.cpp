@@ -40,8 +40,9 @@ TYPED_TEST(AdamTyped, FirstStepIsLrTimesGOverAbsGPlusEps) {
   std::vector<T> p = p0, m(4, T(0)), v(4, T(0));
   const T lr = T(0.01), eps = T(1e-8);
   const bool single = std::is_same_v<T, float>;
-  cpu::adam_update(p.data(), m.data(), v.data(), g.data(), 4, lr, T(0.9), T(0.999), eps, T(0), 1,
-                   nullptr);
+  const int64_t first = 0;  // no step taken before: Adam's t = 1
+  cpu::adam_update(p.data(), m.data(), v.data(), g.data(), 4, lr, T(0.9), T(0.999), eps, T(0),
+                   &first, nullptr);
   for (int i = 0; i < 4; ++i) {
     const double want = double(p0[i]) - double(lr) * g[i] / (std::abs(double(g[i])) + double(eps));
     EXPECT_NEAR(p[i], want, single ? 1e-6 : 1e-15) << i;
@@ -52,7 +53,8 @@ TYPED_TEST(AdamTyped, FirstStepIsLrTimesGOverAbsGPlusEps) {
 TEST(Adam, DecoupledWeightDecayShrinksTheParameterFirst) {
   double p = 2, m = 0, v = 0;
   const double g = -0.5, lr = 0.1, wd = 0.3;
-  cpu::adam_update(&p, &m, &v, &g, 1, lr, 0.9, 0.999, 1e-8, wd, 1, nullptr);
+  const int64_t first = 0;
+  cpu::adam_update(&p, &m, &v, &g, 1, lr, 0.9, 0.999, 1e-8, wd, &first, nullptr);
   // 2·(1 − 0.1·0.3) − 0.1·(−0.5)/(0.5 + 1e-8) = 1.94 + 0.1 (to 1e-8 relative).
   EXPECT_NEAR(p, 1.94 + 0.1 * 0.5 / (0.5 + 1e-8), 1e-15);
 }
@@ -71,8 +73,9 @@ TYPED_TEST(AdamTyped, SeveralStepsMatchScalarReference) {
     std::vector<double> rp(p.begin(), p.end()), rm(count, 0.0), rv(count, 0.0);
     for (int t = 1; t <= 5; ++t) {
       const auto g = random_vector<T>(count, 10 + t);
+      const int64_t before = t - 1;  // the steps taken before step t
       cpu::adam_update(p.data(), m.data(), v.data(), g.data(), count, T(ref.lr), T(ref.b1),
-                       T(ref.b2), T(ref.eps), T(wd), t, nullptr);
+                       T(ref.b2), T(ref.eps), T(wd), &before, nullptr);
       for (int64_t i = 0; i < count; ++i) ref.step(rp[i], rm[i], rv[i], g[i], t);
     }
     const bool single = std::is_same_v<T, float>;
@@ -93,13 +96,14 @@ TEST(Adam, ASetStatusLeavesEverythingAsItWas) {
   double p = 2, m = 0.25, v = 0.5;
   const double g = std::nan("");
   const int64_t flagged[2] = {7, 3};
-  cpu::adam_update(&p, &m, &v, &g, 1, 0.1, 0.9, 0.999, 1e-8, 0.0, 7, flagged);
+  const int64_t six = 6, none = 0;
+  cpu::adam_update(&p, &m, &v, &g, 1, 0.1, 0.9, 0.999, 1e-8, 0.0, &six, flagged);
   EXPECT_EQ(p, 2.0);
   EXPECT_EQ(m, 0.25);
   EXPECT_EQ(v, 0.5);
   const double g2 = 1.0;
   const int64_t clear[2] = {-1, -1};
-  cpu::adam_update(&p, &m, &v, &g2, 1, 0.1, 0.9, 0.999, 1e-8, 0.0, 1, clear);
+  cpu::adam_update(&p, &m, &v, &g2, 1, 0.1, 0.9, 0.999, 1e-8, 0.0, &none, clear);
   EXPECT_NE(p, 2.0);
 }
 

@@ -38,12 +38,14 @@ TEST(AdamCuda, SeveralStepsMatchTheReference) {
         for (int64_t step = 1; step <= 5; ++step) {
           const auto g = testing::random_vector<float>(size_t(count + offset), uint32_t(10 + step));
           auto dg = on_device(be, g);
+          const int64_t before = step - 1;  // the clock: steps taken before this one
+          const auto clock = on_device(be, std::vector<int64_t>{before});
           be.adam_update(param.data() + offset, m.data() + offset, v.data() + offset,
-                         dg.data() + offset, count, lr, beta1, beta2, eps, wd, step,
+                         dg.data() + offset, count, lr, beta1, beta2, eps, wd, clock.data(),
                          step % 2 ? clear.data() : nullptr);
           const auto gd = widen(g);
           cpu::adam_update<double>(rp.data() + offset, rm.data() + offset, rv.data() + offset,
-                                   gd.data() + offset, count, lr, beta1, beta2, eps, wd, step,
+                                   gd.data() + offset, count, lr, beta1, beta2, eps, wd, &before,
                                    nullptr);
         }
         // The parameters move by about 5·lr: compare the displacement, not p itself.
@@ -74,8 +76,9 @@ TEST(AdamCuda, ASetStatusLeavesEverythingAsItWas) {
   auto v = on_device(be, v0);
   auto g = on_device(be, testing::random_vector<float>(size_t(count), 4));
   auto flagged = on_device(be, std::vector<int64_t>{7, 3});  // check_finite's {step, where}
+  const auto clock = on_device(be, std::vector<int64_t>{6});
   be.adam_update(param.data(), m.data(), v.data(), g.data(), count, 0.1f, 0.9f, 0.999f, 1e-8f,
-                 0.01f, 7, flagged.data());
+                 0.01f, clock.data(), flagged.data());
   EXPECT_EQ(param.download(), p0);
   EXPECT_EQ(m.download(), m0);
   EXPECT_EQ(v.download(), v0);

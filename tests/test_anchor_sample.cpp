@@ -53,13 +53,15 @@ TYPED_TEST(AnchorTyped, CovMatchesNaiveLoops) {
 TYPED_TEST(AnchorTyped, SampleMatchesNaiveLoopsAndTheCounterLayout) {
   using T = TypeParam;
   const int classes = 3, J = 4, k = 5;
-  const uint64_t seed = 42, counter = 1000;
+  const uint64_t seed = 42;
+  const int64_t step = 17;
+  const uint64_t counter = uint64_t(step) * classes * J * k;
   const auto mean = random_vector<T>(size_t(classes) * k, 1);
   const auto chol = random_vector<T>(size_t(classes) * k * k, 2);
   const auto dz = random_vector<T>(size_t(classes) * J * k, 3);
   std::vector<T> z(dz.size()), xi(dz.size()), dmean(mean.size(), T(0)), dchol(chol.size(), T(0));
   cpu::anchor_sample_forward(z.data(), xi.data(), mean.data(), chol.data(), classes, J, k, seed,
-                             counter);
+                             &step);
   cpu::anchor_sample_backward(dmean.data(), dchol.data(), dz.data(), xi.data(), classes, J, k);
 
   std::vector<T> rz(z.size()), rm(mean.size()), rl(chol.size());
@@ -68,7 +70,7 @@ TYPED_TEST(AnchorTyped, SampleMatchesNaiveLoopsAndTheCounterLayout) {
     for (int j = 0; j < J; ++j)
       for (int d = 0; d < k; ++d) {
         const size_t i = (size_t(c) * J + j) * k + d;
-        // The documented layout: ξ for (c, j, d) is normal01(seed, counter + (c·J + j)·k + d).
+        // The documented layout: ξ for (c, j, d) is normal01(seed, step·C·J·k + (c·J + j)·k + d).
         ASSERT_EQ(xi[i], T(normal01(seed, counter + i))) << i;
         double s = mean[size_t(c) * k + d];
         for (int e = 0; e < k; ++e)
@@ -85,26 +87,28 @@ TYPED_TEST(AnchorTyped, SampleMatchesNaiveLoopsAndTheCounterLayout) {
             testing::reference_tolerance<T>());
 }
 
-std::vector<double> draw_xi(int classes, int J, int k, uint64_t seed, uint64_t counter) {
+std::vector<double> draw_xi(int classes, int J, int k, uint64_t seed, int64_t step) {
   const std::vector<double> mean(size_t(classes) * k, 0.0), chol(size_t(classes) * k * k, 0.0);
   std::vector<double> z(size_t(classes) * J * k), xi(z.size());
   cpu::anchor_sample_forward(z.data(), xi.data(), mean.data(), chol.data(), classes, J, k, seed,
-                             counter);
+                             &step);
   return xi;
 }
 
-TEST(AnchorSample, SameSeedAndCounterDrawTheSameNumbers) {
-  const auto a = draw_xi(2, 3, 4, 7, 100);
-  EXPECT_EQ(a, draw_xi(2, 3, 4, 7, 100));
-  const auto other_counter = draw_xi(2, 3, 4, 7, 100 + 24);  // the next step's block
-  const auto other_seed = draw_xi(2, 3, 4, 8, 100);
+TEST(AnchorSample, SameSeedAndStepDrawTheSameNumbersAndStepsTakeConsecutiveBlocks) {
+  const auto a = draw_xi(2, 3, 4, 7, 4);
+  EXPECT_EQ(a, draw_xi(2, 3, 4, 7, 4));
+  const auto next = draw_xi(2, 3, 4, 7, 5);
+  const auto other_seed = draw_xi(2, 3, 4, 8, 4);
   for (size_t i = 0; i < a.size(); ++i) {
-    EXPECT_NE(a[i], other_counter[i]) << i;
+    EXPECT_NE(a[i], next[i]) << i;
     EXPECT_NE(a[i], other_seed[i]) << i;
   }
-  // The counter is an offset into one stream: shifting it by one shifts the draws by one.
-  const auto shifted = draw_xi(2, 3, 4, 7, 101);
-  EXPECT_TRUE(std::equal(shifted.begin(), shifted.end() - 1, a.begin() + 1));
+  // One stream per seed: step s takes its C·J·k = 24 draws right after step s − 1's.
+  for (size_t i = 0; i < a.size(); ++i) {
+    EXPECT_EQ(a[i], normal01(7, 4 * 24 + i)) << i;
+    EXPECT_EQ(next[i], normal01(7, 5 * 24 + i)) << i;
+  }
 }
 
 TEST(AnchorSample, DrawsAreStandardNormalAndZHasCovarianceLLt) {
@@ -114,7 +118,9 @@ TEST(AnchorSample, DrawsAreStandardNormalAndZHasCovarianceLLt) {
   const std::vector<double> mean = {1, -2, 0.5, 3};
   const std::vector<double> chol = {1.5, 0, 0.5, 0.8, 0.3, 0, -0.7, 2.0};
   std::vector<double> z(size_t(classes) * J * k), xi(z.size()), cov(chol.size());
-  cpu::anchor_sample_forward(z.data(), xi.data(), mean.data(), chol.data(), classes, J, k, 123, 0);
+  const int64_t first = 0;
+  cpu::anchor_sample_forward(z.data(), xi.data(), mean.data(), chol.data(), classes, J, k, 123,
+                             &first);
   const double n = double(xi.size());
   const double m1 = std::accumulate(xi.begin(), xi.end(), 0.0) / n;
   const double m2 = std::inner_product(xi.begin(), xi.end(), xi.begin(), 0.0) / n;
@@ -149,13 +155,15 @@ TEST(AnchorSample, BackwardMatchesCentralDifferencesAndAccumulates) {
   const auto mean = random_vector<double>(size_t(classes) * k, 1);
   const auto chol = random_vector<double>(size_t(classes) * k * k, 2);
   const auto r = random_vector<double>(size_t(classes) * J * k, 3);
+  const int64_t step = 77;
   auto loss = [&](const std::vector<double>& m, const std::vector<double>& l) {
     std::vector<double> z(r.size()), xi(r.size());
-    cpu::anchor_sample_forward(z.data(), xi.data(), m.data(), l.data(), classes, J, k, 5, 77);
+    cpu::anchor_sample_forward(z.data(), xi.data(), m.data(), l.data(), classes, J, k, 5, &step);
     return std::inner_product(z.begin(), z.end(), r.begin(), 0.0);
   };
   std::vector<double> z(r.size()), xi(r.size()), dmean(mean.size()), dchol(chol.size());
-  cpu::anchor_sample_forward(z.data(), xi.data(), mean.data(), chol.data(), classes, J, k, 5, 77);
+  cpu::anchor_sample_forward(z.data(), xi.data(), mean.data(), chol.data(), classes, J, k, 5,
+                             &step);
   cpu::anchor_sample_backward(dmean.data(), dchol.data(), r.data(), xi.data(), classes, J, k);
   EXPECT_LT(rel_error(dmean, numeric_gradient([&](auto& m) { return loss(m, chol); }, mean)), 1e-6);
   EXPECT_LT(rel_error(dchol, numeric_gradient([&](auto& l) { return loss(mean, l); }, chol)), 1e-6);

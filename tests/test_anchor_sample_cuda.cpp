@@ -20,21 +20,22 @@ using testing::on_device;
 using testing::random_vector;
 using testing::widen;
 
-void check(int classes, int J, int k, uint64_t seed, uint64_t counter) {
+void check(int classes, int J, int k, uint64_t seed, int64_t step) {
   HETDRO_CUDA_OR_SKIP(be);
   const auto mean = random_vector<float>(size_t(classes) * k, 1);
   const auto chol = random_vector<float>(size_t(classes) * k * k, 2);
   const int64_t draws = int64_t(classes) * J * k;
   auto gz = nan_buffer(be, draws), gxi = nan_buffer(be, draws);
   auto gm = on_device(be, mean), gl = on_device(be, chol);
+  const auto clock = on_device(be, std::vector<int64_t>{step});
   be.anchor_sample_forward(gz.data(), gxi.data(), gm.data(), gl.data(), classes, J, k, seed,
-                           counter);
+                           clock.data());
   const auto z = gz.download(), xi = gxi.download();
 
   std::vector<double> rz(draws), rxi(draws);
   const auto md = widen(mean), ld = widen(chol);
   cpu::anchor_sample_forward(rz.data(), rxi.data(), md.data(), ld.data(), classes, J, k, seed,
-                             counter);
+                             &step);
   // ξ is the same draw on both backends: the double rounded to float once.
   EXPECT_EQ(xi, narrow(rxi));
   EXPECT_LT(gpu_error(z, rz), kGpuTolerance);
@@ -63,8 +64,8 @@ void check(int classes, int J, int k, uint64_t seed, uint64_t counter) {
 TEST(AnchorSampleCuda, MatchesTheReferenceAtTheDefaultSize) { check(10, 16, 64, 42, 0); }
 
 TEST(AnchorSampleCuda, MatchesTheReferenceAtOtherSizesAndCounters) {
-  check(3, 5, 7, 7, 123456789);              // sizes that fill no tile
-  check(30, 16, 256, 1, uint64_t(1) << 40);  // a late step's counter
+  check(3, 5, 7, 7, 123456789);             // sizes that fill no tile
+  check(30, 16, 256, 1, int64_t(1) << 30);  // a late step: a counter past 2^47
 }
 
 }  // namespace

@@ -58,7 +58,7 @@ TEST(Seam, TrainingStepsAndEvaluationNeverTouchBackendMemoryFromTheHost) {
   SyntheticRun plain(options);
   for (SyntheticRun* r : {&guarded, &plain}) {
     r->trainer->start_epoch(0);
-    for (int s = 0; s < 3; ++s) r->trainer->step(s);
+    for (int s = 0; s < 3; ++s) r->trainer->step();
   }
   const Window g = guarded.trainer->read_window(), p = plain.trainer->read_window();
   EXPECT_EQ(g.steps, 3);
@@ -79,16 +79,116 @@ TEST(Seam, NoAllocationInsideAStep) {
     SyntheticRun run({std::string("train.fit=") + fit});
     Trainer& t = *run.trainer;
     t.start_epoch(0);
-    t.step(0);
+    t.step();
     t.read_window();
     t.evaluate();
     const int64_t before = t.backend().allocations();
     for (int s = 1; s <= 10; ++s) {
-      t.step(s);
+      t.step();
       t.read_window();
     }
     EXPECT_EQ(t.backend().allocations(), before) << fit;
   }
+}
+
+// --- the step recorded once and replayed (docs/DESIGN.md §3) ------------------------------------
+
+// Steps a run through `steps` steps from epoch 0 on, reading the window every `read_every` steps,
+// and returns the windows' loss totals.
+std::vector<double> run_steps(Trainer& t, int steps, int read_every) {
+  std::vector<double> totals;
+  for (int epoch = 0, done = 0; done < steps; ++epoch) {
+    t.start_epoch(epoch);
+    for (int64_t s = 0; s < t.sampler().steps_per_epoch() && done < steps; ++s) {
+      t.step();
+      if (++done % read_every == 0) totals.push_back(t.read_window().sums.total);
+    }
+  }
+  return totals;
+}
+
+TEST(RecordedStep, ReplaysGiveTheSameBitsAsTheStepIssuedOpByOp) {
+  // The recording backend freezes every pointer and host scalar of the recorded step, as a CUDA
+  // Graph does: a per-step value passed by value would replay step 2's batch and draws forever.
+  // Across an epoch's end (the order is re-uploaded in place) and with every loss term and the
+  // GroupDRO update on, the replays must match op-by-op steps bit for bit.
+  const std::vector<std::string> options = {
+      "train.fit=\"per_group\"", "train.objective=\"groupdro\"", "train.weight_decay=0.01"};
+  auto recorder = std::make_unique<GuardedBackend<float>>(testing::Records::on);
+  const GuardedBackend<float>* recording = recorder.get();
+  SyntheticRun replayed(options, std::move(recorder));
+  SyntheticRun issued(options, std::make_unique<GuardedBackend<float>>(testing::Records::on));
+  issued.trainer->use_graph(false);
+  const int steps = int(replayed.trainer->sampler().steps_per_epoch()) + 7;
+  ASSERT_GT(steps, 10);
+  const std::vector<double> a = run_steps(*replayed.trainer, steps, 5);
+  const std::vector<double> b = run_steps(*issued.trainer, steps, 5);
+  EXPECT_TRUE(replayed.trainer->graph_active());
+  EXPECT_EQ(recording->recordings(), 1);  // recorded once, after the first step
+  EXPECT_FALSE(issued.trainer->graph_active());
+  EXPECT_EQ(issued.trainer->why_no_graph(), "--no-graph");
+  EXPECT_EQ(a, b);
+  const TrainState ra = replayed.trainer->state(), rb = issued.trainer->state();
+  ASSERT_EQ(ra.params.size(), rb.params.size());
+  EXPECT_EQ(std::memcmp(ra.params.data(), rb.params.data(), ra.params.size() * sizeof(float)), 0);
+  EXPECT_EQ(std::memcmp(ra.adam_v.data(), rb.adam_v.data(), ra.adam_v.size() * sizeof(float)), 0);
+  EXPECT_EQ(ra.q, rb.q);
+  EXPECT_EQ(ra.step, steps);
+}
+
+TEST(RecordedStep, AnOpThatCannotBeRecordedLeavesTheStepIssuedOpByOpAndSaysWhy) {
+  SyntheticRun refused(
+      {}, std::make_unique<GuardedBackend<float>>(testing::Records::on, "w2_gaussian_forward"));
+  SyntheticRun plain({}, std::make_unique<GuardedBackend<float>>());
+  EXPECT_EQ(run_steps(*refused.trainer, 6, 3), run_steps(*plain.trainer, 6, 3));
+  EXPECT_FALSE(refused.trainer->graph_active());
+  EXPECT_NE(refused.trainer->why_no_graph().find("w2_gaussian_forward cannot be recorded"),
+            std::string::npos)
+      << refused.trainer->why_no_graph();
+  EXPECT_EQ(refused.trainer->state().params, plain.trainer->state().params);
+}
+
+TEST(RecordedStep, TheCpuBackendIssuesEveryStepAndSaysSo) {
+  SyntheticRun run;
+  run_steps(*run.trainer, 2, 1);
+  EXPECT_FALSE(run.trainer->graph_active());
+  EXPECT_EQ(run.trainer->why_no_graph(), "the cpu backend runs its ops as they are called");
+}
+
+TEST(RecordedStep, ANonFiniteStepRewindsTheClockAndTheReplaysGoOnFromThere) {
+  // The step after a rewind replays the recorded graph from the clock as uploaded, so a run that
+  // hit a bad step, was reloaded from good parameters and went on equals one that never did.
+  auto make = [] {
+    return std::make_unique<SyntheticRun>(
+        std::vector<std::string>{}, std::make_unique<GuardedBackend<float>>(testing::Records::on));
+  };
+  auto clean = make(), hit = make();
+  run_steps(*clean->trainer, 4, 4);
+  run_steps(*hit->trainer, 4, 4);
+  const TrainState good = hit->trainer->state();
+  // Spoil the parameters so the next step goes non-finite, then step: the replay is flagged.
+  TrainState spoiled = good;
+  for (const ParamInfo& p : hit->trainer->model().params())
+    if (p.name == "classifier.bias")
+      for (int64_t i = 0; i < p.size; ++i) spoiled.params[p.offset + i] = i == 0 ? 3e38f : -3e38f;
+  const std::string path =
+      (fs::path(::testing::TempDir()) / "hetdro_recorded_nan.safetensors").string();
+  save_checkpoint(path, hit->trainer->model(), spoiled);
+  hit->trainer->load(path);
+  hit->trainer->start_epoch(0, 4);
+  hit->trainer->step();
+  hit->trainer->step();
+  EXPECT_THROW(hit->trainer->read_window(), std::runtime_error);
+  EXPECT_EQ(hit->trainer->state().step, 4);  // rewound to the last good step
+  save_checkpoint(path, hit->trainer->model(), good);
+  hit->trainer->load(path);
+  for (Trainer* t : {clean->trainer.get(), hit->trainer.get()}) {
+    t->start_epoch(0, 4);
+    for (int s = 0; s < 3; ++s) t->step();
+  }
+  EXPECT_TRUE(hit->trainer->graph_active());
+  EXPECT_EQ(clean->trainer->read_window().sums.total, hit->trainer->read_window().sums.total);
+  EXPECT_EQ(clean->trainer->state().params, hit->trainer->state().params);
 }
 
 TEST(Seam, ANonFiniteLossStopsTheRunAtTheNextReadAndAdamSkipsEveryStepFromIt) {
@@ -104,7 +204,7 @@ TEST(Seam, ANonFiniteLossStopsTheRunAtTheNextReadAndAdamSkipsEveryStepFromIt) {
   save_checkpoint(path, t.model(), spoiled);
   t.load(path);
   t.start_epoch(0);
-  for (int s = 0; s < 3; ++s) t.step(s);
+  for (int s = 0; s < 3; ++s) t.step();
   try {
     t.read_window();
     FAIL() << "a NaN loss went unnoticed";
@@ -163,7 +263,7 @@ Reference run_reference(const std::vector<std::string>& overrides, bool step100)
   Reference r;
   SyntheticRun first(overrides);
   first.trainer->start_epoch(0);
-  first.trainer->step(0);
+  first.trainer->step();
   r.step1 = first.trainer->read_window().sums;
   r.grad = first.trainer->gradient();
   if (!step100) return r;
@@ -172,7 +272,7 @@ Reference run_reference(const std::vector<std::string>& overrides, bool step100)
   for (int epoch = 0, done = 0; done < 100; ++epoch) {
     t.start_epoch(epoch);
     for (int64_t s = 0; s < t.sampler().steps_per_epoch() && done < 100; ++s, ++done) {
-      t.step(s);
+      t.step();
       r.step100 = t.read_window().sums;
     }
   }

@@ -4,6 +4,7 @@
 #include <sys/wait.h>
 #include <unistd.h>  // getpid
 
+#include <algorithm>  // min_element, max_element
 #include <array>
 #include <cmath>
 #include <cstdio>
@@ -13,6 +14,7 @@
 #include <nlohmann/json.hpp>
 #include <regex>
 
+#include "hetdro/config.h"
 #include "hetdro/io.h"
 #include "hetdro/prepare.h"
 
@@ -195,6 +197,53 @@ TEST_F(Cli, UnknownConfigKeyIsNamed) {
 TEST_F(Cli, WrongTypeAndBadChoiceAreNamed) {
   expect_bad_input({"train.epochs", "integer", "string"}, "--set train.epochs='three'");
   expect_bad_input({"train.fit", "\"pooled\""}, "--set train.fit=joint");
+  expect_bad_input({"train.deterministic", "true or false", "integer"},
+                   "--set train.deterministic=1");
+}
+
+// bench-step: the trainer's own steps on the config's data, timed one by one on the backend's
+// clock; on the CPU there is no graph to record, and it says so.
+TEST_F(Cli, BenchStepTimesTheStepsAndWritesThemAsJson) {
+  const std::string json = (dir_ / "bench.json").string();
+  Result r = run("bench-step --config " + config_ + " --steps 6 --warmup 2 --json " + json +
+                 " --set train.deterministic=false");
+  ASSERT_EQ(r.code, 0) << r.output;
+  EXPECT_NE(r.output.find("bench-step: cpu"), std::string::npos) << r.output;
+  EXPECT_NE(r.output.find("op by op (the cpu backend runs its ops as they are called)"),
+            std::string::npos)
+      << r.output;
+  const nlohmann::json j = nlohmann::json::parse(read_text(json));
+  EXPECT_EQ(j["impl"], "hetdro");
+  EXPECT_EQ(j["backend"], "cpu");
+  EXPECT_EQ(j["graph"], false);
+  EXPECT_EQ(j["steps"], 6);
+  EXPECT_EQ(j["batch_size"], 60);
+  EXPECT_EQ(j["deterministic"], false);
+  const double p10 = j["p10_ms"], median = j["median_ms"], p90 = j["p90_ms"];
+  EXPECT_GT(p10, 0);
+  EXPECT_LE(p10, median);
+  EXPECT_LE(median, p90);
+  EXPECT_FALSE(j.contains("ceilings"));  // measured on a GPU only
+
+  // --no-graph is accepted by train and bench-step alike.
+  r = run("train --config " + config_ + " --out " + out_ + " --max-steps 2 --no-graph");
+  EXPECT_EQ(r.code, 0) << r.output;
+}
+
+TEST_F(Cli, BenchStepBadInputSaysWhatAndWritesNothing) {
+  const std::string json = (dir_ / "bench.json").string();
+  for (const auto& [args, word] : std::vector<std::pair<std::string, std::string>>{
+           {"--steps 0", "--steps 0: expected at least 1"},
+           {"--warmup 0", "--warmup 0: expected at least 1"},
+           {"--set train.lr=-1", "train.lr"}}) {
+    Result r = run("bench-step --config " + config_ + " --json " + json + " " + args);
+    EXPECT_EQ(r.code, 2) << args << "\n" << r.output;
+    EXPECT_NE(r.output.find(word), std::string::npos) << args << "\n" << r.output;
+    EXPECT_FALSE(fs::exists(json)) << args;
+  }
+  Result r = run("bench-step --steps 3");
+  EXPECT_EQ(r.code, 2) << r.output;
+  EXPECT_NE(r.output.find("--config"), std::string::npos) << r.output;
 }
 
 TEST_F(Cli, MissingConfig) {
@@ -445,13 +494,52 @@ TEST_F(Cli, SetErrorsNameTheSetArgument) {
 
 TEST(CliHelp, EverySubcommandHasHelp) {
   for (const char* cmd : {"", "info", "prepare", "prepare hetero-fashion", "prepare synthetic",
-                          "train", "eval", "predict"}) {
+                          "train", "bench-step", "eval", "predict"}) {
     Result r = run(std::string(cmd) + " --help");
     EXPECT_EQ(r.code, 0) << cmd << "\n" << r.output;
     EXPECT_NE(r.output.find("--help"), std::string::npos) << cmd;
   }
   Result r = run("frobnicate");
   EXPECT_EQ(r.code, 2) << r.output;
+}
+
+// `prepare synthetic --classes C --per-class N` sizes the data for the scaling benchmarks
+// (scripts/bench_vs_torch.sh): every group holds N training samples of each of C classes, the
+// test sets max(300, 2C); bad sizes exit with 2 and name the option.
+TEST(CliPrepare, SyntheticClassesAndPerClass) {
+  const fs::path dir = fs::path(::testing::TempDir()) / "hetdro_cli_synthetic_sized";
+  fs::remove_all(dir);
+  Result r = run("prepare synthetic --out " + dir.string() + " --classes 160 --per-class 3");
+  ASSERT_EQ(r.code, 0) << r.output;
+  Config c = load_config((dir / "config.toml").string());
+  EXPECT_EQ(c.classes, 160);
+  EXPECT_EQ(c.train.batch_size, 60);
+  for (const char* g : {"img8", "vec16", "vec40"}) {
+    std::vector<int32_t> y = read_npy_labels((dir / (std::string(g) + "_train_y.npy")).string());
+    ASSERT_EQ(y.size(), 480u) << g;
+    std::vector<int> per_class(160, 0);
+    for (int32_t label : y) ++per_class.at(size_t(label));
+    EXPECT_EQ(*std::min_element(per_class.begin(), per_class.end()), 3) << g;
+    EXPECT_EQ(*std::max_element(per_class.begin(), per_class.end()), 3) << g;
+    EXPECT_EQ(read_npy_labels((dir / (std::string(g) + "_test_y.npy")).string()).size(), 320u);
+  }
+  EXPECT_EQ(read_npy_features((dir / "img8_train_x.npy").string()).shape,
+            (std::vector<int64_t>{480, 8, 8}));
+  // Two classes, one sample each: the batch shrinks to the 6 samples there are.
+  r = run("prepare synthetic --out " + dir.string() + " --classes 2 --per-class 1");
+  ASSERT_EQ(r.code, 0) << r.output;
+  EXPECT_EQ(load_config((dir / "config.toml").string()).train.batch_size, 6);
+  for (auto [args, word] : {std::pair{"--classes 1", "--classes 1"},
+                            {"--classes 100001", "--classes"},
+                            {"--per-class -2", "--per-class -2"},
+                            {"--classes 1000 --per-class 20000", "--per-class 20000"},
+                            {"--classes x", "--classes"}}) {
+    r = run("prepare synthetic --out " + (dir / "bad").string() + " " + args);
+    EXPECT_EQ(r.code, 2) << args << "\n" << r.output;
+    EXPECT_NE(r.output.find(word), std::string::npos) << args << "\n" << r.output;
+    EXPECT_FALSE(fs::exists(dir / "bad")) << args;
+  }
+  fs::remove_all(dir);
 }
 
 TEST(CliInfo, SaysWhetherCudaIsBuiltAndWhatGpusAreFound) {

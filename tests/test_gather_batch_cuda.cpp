@@ -24,16 +24,22 @@ void check(Backend<float>& be, const std::vector<float>& src_x, int rows, int64_
   std::vector<int32_t> src_y(static_cast<size_t>(rows));
   for (int r = 0; r < rows; ++r) src_y[size_t(r)] = 7 * r + 3;
   const int n = int(index.size());
+  // The order holds two batches, row 0 repeated, then `index`: the clock picks batch 1.
+  std::vector<int64_t> order(size_t(n), 0);
+  order.insert(order.end(), index.begin(), index.end());
+  const int64_t batch = 1;
   auto src_x_d = on_device(be, src_x);
   auto src_y_d = on_device(be, src_y);
-  auto index_d = on_device(be, index);
+  auto order_d = on_device(be, order);
+  auto batch_d = on_device(be, std::vector<int64_t>{batch});
   auto x = nan_buffer(be, int64_t(n) * width);
   auto y = on_device(be, std::vector<int32_t>(size_t(n), -1));
-  be.gather_batch(x.data(), y.data(), src_x_d.data(), src_y_d.data(), index_d.data(), n, width);
+  be.gather_batch(x.data(), y.data(), src_x_d.data(), src_y_d.data(), order_d.data(),
+                  batch_d.data(), n, width);
   std::vector<float> ref_x(size_t(n) * width);
   std::vector<int32_t> ref_y(static_cast<size_t>(n));
-  cpu::gather_batch<float>(ref_x.data(), ref_y.data(), src_x.data(), src_y.data(), index.data(), n,
-                           width);
+  cpu::gather_batch<float>(ref_x.data(), ref_y.data(), src_x.data(), src_y.data(), order.data(),
+                           &batch, n, width);
   EXPECT_EQ(x.download(), ref_x) << what;
   EXPECT_EQ(y.download(), ref_y) << what;
 }
@@ -68,6 +74,14 @@ TEST(GatherBatchCuda, OffsetsBeyondTwoToThe31) {
   for (size_t i = 0; i < src_x.size(); ++i)
     src_x[i] = float(i >> 20) + float(i & (width - 1)) / width;
   check(be, src_x, rows, width, {2099, 2048, 5}, "2^20 wide");
+}
+
+TEST(AdvanceClockCuda, CountsTheStepAndTheBatch) {
+  HETDRO_CUDA_OR_SKIP(be);
+  auto clock = on_device(be, std::vector<int64_t>{41, 6});
+  be.advance_clock(clock.data());
+  be.advance_clock(clock.data());
+  EXPECT_EQ(clock.download(), (std::vector<int64_t>{43, 8}));
 }
 
 }  // namespace

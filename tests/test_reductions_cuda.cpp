@@ -77,14 +77,16 @@ std::vector<int64_t> check_finite(Backend<float>& be, std::vector<int64_t> statu
                                   const std::vector<double>& stats, const std::vector<float>& grad,
                                   int64_t step) {
   std::vector<int64_t> ref = status;
+  const int64_t before = step - 1;  // the clock holds the steps taken before this one
   cpu::check_finite<double>(ref.data(), stats.data(), int(stats.size()), widen(grad).data(),
-                            int64_t(grad.size()), step);
+                            int64_t(grad.size()), &before);
+  const auto clock = on_device(be, std::vector<int64_t>{before});
   auto ds = on_device(be, status);
   auto dstats = on_device(be, stats);
   // Never a zero-size allocation; a NaN past count must not be seen.
   auto dgrad = on_device(be, grad.empty() ? std::vector<float>{std::nanf("")} : grad);
   be.check_finite(ds.data(), dstats.data(), int(stats.size()), dgrad.data(), int64_t(grad.size()),
-                  step);
+                  clock.data());
   const auto got = ds.download();
   EXPECT_EQ(got, ref);
   return got;

@@ -34,7 +34,7 @@ constexpr double kInf = std::numeric_limits<double>::infinity();
 
 // --- gather_batch ------------------------------------------------------------------------------
 
-TEST(StepOps, GatherBatchPicksIndexedRowsAndLabels) {
+TEST(StepOps, GatherBatchPicksTheClocksBatchOfTheOrder) {
   // src_x [5, 3] with row r = {10r, 10r+1, 10r+2}; src_y[r] = 7 + r.
   const int rows = 5;
   const int64_t width = 3;
@@ -42,17 +42,25 @@ TEST(StepOps, GatherBatchPicksIndexedRowsAndLabels) {
   for (int r = 0; r < rows; ++r)
     for (int c = 0; c < width; ++c) src_x[r * width + c] = 10 * r + c;
   const std::vector<int32_t> src_y = {7, 8, 9, 10, 11};
-  // The last row (4) twice, the first (0), and one in the middle (2).
-  const std::vector<int64_t> index = {4, 0, 4, 2};
+  // An order of three batches of 4; batch 1 takes the last row (4) twice, the first (0), and one
+  // in the middle (2).
+  const std::vector<int64_t> order = {1, 1, 1, 1, 4, 0, 4, 2, 3, 3, 3, 3};
   const int n = 4;
+  const int64_t batch = 1;
   // One spare element/label past the end, which must stay untouched.
   std::vector<double> x(n * width + 1, -1.0);
   std::vector<int32_t> y(n + 1, -1);
-  cpu::gather_batch(x.data(), y.data(), src_x.data(), src_y.data(), index.data(), n, width);
+  cpu::gather_batch(x.data(), y.data(), src_x.data(), src_y.data(), order.data(), &batch, n, width);
   const std::vector<double> want_x = {40, 41, 42, 0, 1, 2, 40, 41, 42, 20, 21, 22, -1};
   const std::vector<int32_t> want_y = {11, 7, 11, 9, -1};
   EXPECT_EQ(x, want_x);
   EXPECT_EQ(y, want_y);
+}
+
+TEST(StepOps, AdvanceClockCountsTheStepAndTheBatch) {
+  std::vector<int64_t> clock = {41, 6};
+  cpu::advance_clock<float>(clock.data());
+  EXPECT_EQ(clock, (std::vector<int64_t>{42, 7}));
 }
 
 // --- fit_slots ---------------------------------------------------------------------------------
@@ -347,11 +355,15 @@ TEST(StepOps, AllZero) {
 
 // --- check_finite ------------------------------------------------------------------------------
 
+// The clock's step (the steps taken before this one): the status counts steps from 1, so
+// kStep6 makes check_finite record step 7.
+const int64_t kStep2 = 2, kStep3 = 3, kStep6 = 6, kStep8 = 8;
+
 TEST(StepOps, CheckFiniteCleanInputsLeaveStatusUnset) {
   const std::vector<double> stats = {1.5, -2, 0};
   const std::vector<float> grad = {0, 1, -1e30f, 3};
   std::vector<int64_t> status = {-1, -1};
-  cpu::check_finite(status.data(), stats.data(), 3, grad.data(), 4, 7);
+  cpu::check_finite(status.data(), stats.data(), 3, grad.data(), 4, &kStep6);
   EXPECT_EQ(status, (std::vector<int64_t>{-1, -1}));
 }
 
@@ -361,13 +373,13 @@ TEST(StepOps, CheckFiniteRecordsFirstBadGradAndIsSticky) {
   grad[5] = kNaN;
   grad[6] = kInf;  // a later bad value: the first one wins
   std::vector<int64_t> status = {-1, -1};
-  cpu::check_finite(status.data(), stats.data(), 2, grad.data(), 8, 7);
+  cpu::check_finite(status.data(), stats.data(), 2, grad.data(), 8, &kStep6);
   EXPECT_EQ(status, (std::vector<int64_t>{7, 5}));
 
   // Sticky: another bad value at step 9 (stats and an earlier grad) leaves the first record.
   const std::vector<double> bad_stats = {kNaN, 2};
   grad[1] = -kInf;
-  cpu::check_finite(status.data(), bad_stats.data(), 2, grad.data(), 8, 9);
+  cpu::check_finite(status.data(), bad_stats.data(), 2, grad.data(), 8, &kStep8);
   EXPECT_EQ(status, (std::vector<int64_t>{7, 5}));
 }
 
@@ -376,7 +388,7 @@ TEST(StepOps, CheckFiniteChecksStatsFirst) {
   const std::vector<double> stats = {1, kInf, kNaN};
   const std::vector<float> grad = {float(kNaN), 0};
   std::vector<int64_t> status = {-1, -1};
-  cpu::check_finite(status.data(), stats.data(), 3, grad.data(), 2, 7);
+  cpu::check_finite(status.data(), stats.data(), 3, grad.data(), 2, &kStep6);
   EXPECT_EQ(status, (std::vector<int64_t>{7, -2}));
 }
 
@@ -384,12 +396,12 @@ TEST(StepOps, CheckFiniteInfCounts) {
   // +inf in grad[0] (float), then −inf in stats[0] of a fresh status → where −1.
   const std::vector<float> grad = {float(kInf), 0};
   std::vector<int64_t> status = {-1, -1};
-  cpu::check_finite<float>(status.data(), nullptr, 0, grad.data(), 2, 3);
+  cpu::check_finite<float>(status.data(), nullptr, 0, grad.data(), 2, &kStep2);
   EXPECT_EQ(status, (std::vector<int64_t>{3, 0}));
 
   const double stats = -kInf;
   status = {-1, -1};
-  cpu::check_finite<double>(status.data(), &stats, 1, nullptr, 0, 4);
+  cpu::check_finite<double>(status.data(), &stats, 1, nullptr, 0, &kStep3);
   EXPECT_EQ(status, (std::vector<int64_t>{4, -1}));
 }
 

@@ -60,6 +60,7 @@ struct TinyLoss {
   std::unique_ptr<Loss<T>> loss;
   Buffer<T> params, grads;
   Buffer<double> q;
+  Buffer<int64_t> step;  // the clock's step: which anchor draws the loss takes
 
   TinyLoss(const Config& c, double groupdro_eta, std::vector<double> adjustment = {})
       : model(c, {{1, 6, 6}, {5}}), settings(LossSettings::from(c)) {
@@ -70,6 +71,8 @@ struct TinyLoss {
     params = Buffer<T>(*backend, model.size());
     grads = Buffer<T>(*backend, model.size());
     q = Buffer<double>(*backend, 2);
+    step = Buffer<int64_t>(*backend, 1);
+    step.upload(std::vector<int64_t>{11});
     std::vector<int32_t> y;
     for (int i = 0; i < 16; ++i) y.push_back(i % 2);
     backend->upload(loss->batch_x(0), testing::random_vector<T>(8 * 36, 1, T(0), T(1)).data(),
@@ -84,7 +87,7 @@ struct TinyLoss {
     params.upload(p);
     q.upload(q0);
     grads.zero();
-    loss->run(params.data(), gradient ? grads.data() : nullptr, q.data(), 11);
+    loss->run(params.data(), gradient ? grads.data() : nullptr, q.data(), step.data());
     if (gradient) *gradient = grads.download();
     return loss->read();
   }

@@ -10,8 +10,9 @@ namespace hetdro::cpu {
 
 template <typename T>
 void anchor_sample_forward(T* z, T* xi, const T* mean, const T* chol, int classes, int J, int k,
-                           uint64_t seed, uint64_t counter) {
+                           uint64_t seed, const int64_t* step) {
   const int64_t kk = int64_t(k) * k, draws = int64_t(J) * k;
+  const uint64_t counter = uint64_t(step[0]) * uint64_t(classes) * uint64_t(draws);
   for (int c = 0; c < classes; ++c) {
     // ξ index (c·J + j)·k + d, the one the CUDA kernel uses, so both draw the same numbers.
     const int64_t first = c * draws;
@@ -38,7 +39,7 @@ void anchor_sample_backward(T* dmean, T* dchol, const T* dz, const T* xi, int cl
 
 #define HETDRO_INSTANTIATE(T)                                                                 \
   template void anchor_sample_forward<T>(T*, T*, const T*, const T*, int, int, int, uint64_t, \
-                                         uint64_t);                                           \
+                                         const int64_t*);                                     \
   template void anchor_sample_backward<T>(T*, T*, const T*, const T*, int, int, int);
 HETDRO_INSTANTIATE(float)
 HETDRO_INSTANTIATE(double)

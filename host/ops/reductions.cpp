@@ -23,17 +23,18 @@ void all_zero(double* out, const T* x, int64_t count) {
 
 template <typename T>
 void check_finite(int64_t* status, const double* stats, int stats_count, const T* grad,
-                  int64_t count, int64_t step) {
+                  int64_t count, const int64_t* step) {
   if (status[0] >= 0) return;
+  const int64_t number = step[0] + 1;  // steps count from 1 in the status
   for (int i = 0; i < stats_count; ++i)
     if (!std::isfinite(stats[i])) {
-      status[0] = step;
+      status[0] = number;
       status[1] = -1 - i;
       return;
     }
   for (int64_t i = 0; i < count; ++i)
     if (!std::isfinite(grad[i])) {
-      status[0] = step;
+      status[0] = number;
       status[1] = i;
       return;
     }
@@ -62,12 +63,12 @@ void argmax_rows(int32_t* out, const T* x, int n, int cols) {
   }
 }
 
-#define HETDRO_INSTANTIATE(T)                                                              \
-  template void sum_scaled<T>(double*, const T*, int64_t, double);                         \
-  template void all_zero<T>(double*, const T*, int64_t);                                   \
-  template void check_finite<T>(int64_t*, const double*, int, const T*, int64_t, int64_t); \
-  template void accumulate<T>(double*, const double*, int, const int64_t*);                \
-  template void groupdro_commit<T>(double*, const double*, int, const int64_t*);           \
+#define HETDRO_INSTANTIATE(T)                                                                     \
+  template void sum_scaled<T>(double*, const T*, int64_t, double);                                \
+  template void all_zero<T>(double*, const T*, int64_t);                                          \
+  template void check_finite<T>(int64_t*, const double*, int, const T*, int64_t, const int64_t*); \
+  template void accumulate<T>(double*, const double*, int, const int64_t*);                       \
+  template void groupdro_commit<T>(double*, const double*, int, const int64_t*);                  \
   template void argmax_rows<T>(int32_t*, const T*, int, int);
 HETDRO_INSTANTIATE(float)
 HETDRO_INSTANTIATE(double)

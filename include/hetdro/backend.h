@@ -4,9 +4,12 @@
 #pragma once
 
 #include <algorithm>  // std::max
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <memory>
+#include <stdexcept>
 #include <string>
 #include <utility>  // std::swap
 #include <vector>
@@ -14,6 +17,20 @@
 #include "hetdro/ops.h"  // the types the ops take (ClfRule)
 
 namespace hetdro {
+
+// Ops recorded once and replayed as one launch (a CUDA Graph, docs/DESIGN.md §3). What changes
+// from one replay to the next lives in backend memory that the recorded ops read.
+class Recording {
+ public:
+  virtual ~Recording() = default;
+  virtual void replay() = 0;
+};
+
+// Thrown by an op asked to run inside a recording that it cannot be part of (a cuSOLVER
+// eigensolver); Memory::record() turns it into its `why_not`.
+struct NotRecordable : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
 
 // Backend memory: allocated once, reached by the host only through copies.
 class Memory {
@@ -37,6 +54,34 @@ class Memory {
   // True when every op has finished by the time it returns (the CPU), so reading results on the
   // host costs no wait.
   virtual bool synchronous() const { return false; }
+  // Waits until every op issued so far has finished.
+  virtual void synchronize() {}
+  // Milliseconds that the ops `issue` enqueues take on this backend's own clock (CUDA events
+  // around them on a GPU, the host's clock on the CPU); waits for them.
+  // Inline: Memory must keep no out-of-line function, or its type information would live in
+  // hetdro_core, which the CUDA library (linked after it) could not reach.
+  virtual double time_ms(const std::function<void()>& issue) {
+    synchronize();
+    const auto start = std::chrono::steady_clock::now();
+    issue();
+    synchronize();
+    return std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start)
+        .count();
+  }
+  // Whether ops must give the same bits on every run (train.deterministic), or may use library
+  // algorithms that sum in a varying order (cuDNN's, cuBLAS's atomics) when those are faster.
+  // The CPU's ops are deterministic either way.
+  virtual void set_deterministic(bool on) { (void)on; }
+
+  // Records the ops that `issue` enqueues, without running them, for replay(). nullptr, with the
+  // reason in `why_not`, when this backend runs its ops as they are called (the CPU) or one of
+  // the ops cannot be recorded (a cuSOLVER eigensolver); nothing is left half-recorded then.
+  virtual std::unique_ptr<Recording> record(const std::function<void()>& issue,
+                                            std::string* why_not) {
+    (void)issue;
+    if (why_not) *why_not = "the " + name() + " backend runs its ops as they are called";
+    return nullptr;
+  }
 
  protected:
   virtual void* allocate_bytes(size_t bytes) = 0;

@@ -67,7 +67,10 @@ struct TrainConfig {
   double groupdro_adjustment = 0.0;  // C: add C/√N_g to group g's loss in q's update
   double weight_decay = 0.0;         // decoupled (AdamW) when > 0
   uint64_t seed = 0;
-  std::string device = "auto";   // "auto" | "cuda" | "cpu"
+  std::string device = "auto";  // "auto" | "cuda" | "cpu"
+  // The same seed gives bit-identical parameters on the same GPU: cuDNN's deterministic
+  // algorithms and no cuBLAS atomics (docs/DESIGN.md §3). The CPU is deterministic either way.
+  bool deterministic = true;
   int eval_batch = 1000;         // test-set evaluation chunk
   Select select = Select::last;  // with worst_val/mean_val the run also keeps best.safetensors
   int checkpoint_every = 0;      // also checkpoint every this many steps (0: at epoch ends only)

@@ -8,6 +8,10 @@
 
 namespace hetdro::cuda {
 
+// Milliseconds between CUDA events recorded on the context's stream before and after the work
+// `fn` enqueues; waits for it.
+double event_ms(const std::function<void()>& fn);
+
 // The median of `reps` CUDA-event timings, in milliseconds, of the work `fn` enqueues on the
 // context's stream, after `warmup` untimed runs.
 double median_ms(const std::function<void()>& fn, int warmup = 3, int reps = 20);

@@ -81,9 +81,10 @@ class Loss {
   // accumulated there. q (backend, double[groups]): the GroupDRO weights; with the groupdro
   // objective and grads given they first follow this batch (docs/DESIGN.md §1) into next_q(),
   // which the loss uses; q itself is left for the caller to commit (groupdro_commit).
-  // sample_counter: where this step's anchor draws start in the RNG stream. With collectives,
-  // grads must hold zeros on entry (they are summed over the ranks).
-  void run(const T* params, T* grads, const double* q, uint64_t sample_counter);
+  // step (backend, int64 [1]; the trainer's clock): the steps taken before this one, which picks
+  // this step's anchor draws from the RNG stream (anchor_sample_forward); nullptr: step 0. With
+  // collectives, grads must hold zeros on entry (they are summed over the ranks).
+  void run(const T* params, T* grads, const double* q, const int64_t* step = nullptr);
   const double* next_q() const { return q_next_; }
 
   const double* stats() const { return stats_; }  // StepStats layout
@@ -95,7 +96,7 @@ class Loss {
   void encode(const T* P);
   void clf_term(const T* P, T* G, const double* q);
   void fit_term(const T* P, T* G);
-  void sep_term(const T* P, T* G, uint64_t sample_counter);
+  void sep_term(const T* P, T* G, const int64_t* step);
   void encode_backward(const T* P, T* G);
   void layout(Arena& arena);
 
@@ -114,6 +115,7 @@ class Loss {
   int32_t *y_ = nullptr, *group_ = nullptr, *group_count_ = nullptr;
   double *adjustment_ = nullptr, *q_next_ = nullptr;
   double* stats_ = nullptr;
+  int64_t* first_step_ = nullptr;  // holds 0, for run() without a step
   // encoders and L_clf
   std::vector<EncoderBuffers<T>> enc_;
   ClassifierBuffers<T> cls_, sep_cls_;

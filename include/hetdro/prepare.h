@@ -15,8 +15,12 @@ void prepare_hetero_fashion(const std::string& out_dir, const std::string& sourc
                             uint64_t seed = 0);
 
 // A small seeded dataset with three groups in different feature spaces (8x8 images and
-// vectors of two lengths) and learnable classes; it trains in seconds.
-void prepare_synthetic(const std::string& out_dir, uint64_t seed = 0);
+// vectors of two lengths) and learnable classes; it trains in seconds. `classes` clusters;
+// `per_class` training samples of each class in every group (0: 1000, 600 and 200 samples in
+// the three groups). Test sets hold max(300, 2·classes) samples per group. The defaults write
+// the same bytes as ever.
+void prepare_synthetic(const std::string& out_dir, uint64_t seed = 0, int classes = 5,
+                       int64_t per_class = 0);
 
 // Bilinear resize of one image, as PyTorch's interpolate(align_corners=False, antialias=False).
 void resize_bilinear(const float* in, int h, int w, float* out, int out_h, int out_w);

@@ -60,11 +60,23 @@ class Trainer {
   // fails, the folder keeps the last good checkpoint and report.json says why.
   void train(const std::string& out_dir, const TrainOptions& options = {});
 
-  // Shuffles the sampler for `epoch` (0-based) and uploads its order.
-  void start_epoch(int epoch);
-  // Issues one optimisation step on batch `step_in_epoch` of the current epoch. Nothing waits
-  // for it; a non-finite loss or gradient makes Adam skip and shows at the next read_window().
-  void step(int64_t step_in_epoch);
+  // Shuffles the sampler for `epoch` (0-based), uploads its order and sets the clock to its
+  // batch `batch`.
+  void start_epoch(int epoch, int64_t batch = 0);
+  // Issues one optimisation step on the next batch of the current epoch. Nothing waits for it;
+  // a non-finite loss or gradient makes Adam skip and shows at the next read_window(). Where the
+  // backend can record ops (CUDA), the first step runs as issued and is then recorded as one
+  // CUDA Graph, which every later step replays (docs/DESIGN.md §3); use_graph(false) keeps
+  // issuing the ops one by one.
+  void step();
+  void use_graph(bool on);
+  // Why the steps are not replayed from a recording (empty while they are, or before the first).
+  const std::string& why_no_graph() const { return why_no_graph_; }
+  bool graph_active() const { return graph_ != nullptr; }
+  // Each step's time in ms on the backend's own clock (CUDA events on a GPU): `count` steps
+  // after `warmup` untimed ones, from the start of the current epoch and on into the next ones
+  // (for `hetdro bench-step`). Throws as read_window() does when a step became non-finite.
+  std::vector<double> time_steps(int warmup, int count);
   // Downloads and clears the statistics of the steps since the last read. Throws, naming the
   // step and the tensor, when a loss term or gradient became non-finite.
   Window read_window();
@@ -95,6 +107,8 @@ class Trainer {
   // folder: the run folder on the lead rank, nullptr on the others (they write nothing).
   void select_model(RunFolder* folder, int epoch, const Evaluation& val);
   void upload_state(const TrainState& state);
+  void set_clock();
+  void issue_step();
   bool run_epoch(int epoch, int64_t budget, RunFolder* folder, EpochRecord& record,
                  std::vector<double>& step_ms);
   void add_window(const Window& w, int epoch, int64_t step, ProgressBar& bar);
@@ -123,6 +137,12 @@ class Trainer {
   Buffer<float> params_, grads_, adam_m_, adam_v_;
   Buffer<double> q_, window_;
   Buffer<int64_t> status_;  // check_finite's {step, where}
+  // The clock {step_, step_in_epoch_} in backend memory, which the step's ops read and its last
+  // op advances, so that a recorded step replays on the current batch (docs/DESIGN.md §3).
+  Buffer<int64_t> clock_;
+  bool use_graph_ = true, graph_reported_ = false;
+  std::unique_ptr<Recording> graph_;
+  std::string why_no_graph_;
   // Each group's data, uploaded once (training data when training starts, test data when first
   // evaluated), and the current epoch's order.
   std::vector<Buffer<float>> train_x_, test_x_, val_x_;

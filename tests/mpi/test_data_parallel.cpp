@@ -84,6 +84,7 @@ struct TinyRun {
   std::unique_ptr<Loss<T>> loss;
   Buffer<T> params, grads, m, v;
   Buffer<double> q;
+  Buffer<int64_t> clock;  // the steps taken, which picks each step's anchor draws
   std::vector<LossTerms> terms;
   std::vector<std::vector<T>> gradients;
 
@@ -97,6 +98,7 @@ struct TinyRun {
     m = Buffer<T>(*be, model.size());
     v = Buffer<T>(*be, model.size());
     q = Buffer<double>(*be, 2);
+    clock = Buffer<int64_t>(*be, 1);
     std::vector<float> p(model.size());
     model.init(p.data(), 7);
     params.upload(std::vector<T>(p.begin(), p.end()));
@@ -106,11 +108,12 @@ struct TinyRun {
     for (int step = 0; step < kSteps; ++step) {
       upload_batch(step);
       grads.zero();
-      loss->run(params.data(), grads.data(), q.data(), uint64_t(step) * 1000);
+      clock.upload(std::vector<int64_t>{step});
+      loss->run(params.data(), grads.data(), q.data(), clock.data());
       terms.push_back(loss->read());
       gradients.push_back(grads.download());
       be->adam_update(params.data(), m.data(), v.data(), grads.data(), model.size(), T(1e-2),
-                      T(0.9), T(0.999), T(1e-8), T(0), step + 1, nullptr);
+                      T(0.9), T(0.999), T(1e-8), T(0), clock.data(), nullptr);
       be->groupdro_commit(q.data(), loss->next_q(), 2, nullptr);
     }
   }
@@ -247,8 +250,8 @@ TEST(DataParallelFloat, TrainerStepsEqualTheSingleProcessTrainer) {
   many.start_epoch(0);
   for (int s = 0; s < 20; ++s) {
     sync();
-    synced.step(s);
-    many.step(s);
+    synced.step();
+    many.step();
     const Window a = many.read_window(), b = synced.read_window();
     for (size_t i = 0; i < b.stats.size(); ++i)
       EXPECT_LE(std::abs(a.stats[i] - b.stats[i]), 1e-5 * std::max(1.0, std::abs(b.stats[i])))
