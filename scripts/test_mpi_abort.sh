@@ -4,8 +4,13 @@
 # runs, and checks that mpirun exits non-zero within 30 s.
 # Usage: scripts/test_mpi_abort.sh HETDRO_BINARY "MPIEXEC[;FLAG...]"   (ctest passes both)
 set -euo pipefail
-if [[ $# -ne 2 || $1 == --help || $1 == -h ]]; then
-  echo "usage: $0 HETDRO_BINARY 'MPIEXEC[;FLAG...]'" >&2
+usage="usage: $0 HETDRO_BINARY 'MPIEXEC[;FLAG...]' (e.g. build-cpu/hetdro 'mpirun;--oversubscribe')"
+if [[ ${1:-} == --help || ${1:-} == -h ]]; then
+  echo "$usage"
+  exit 0
+fi
+if [[ $# -ne 2 ]]; then
+  echo "$usage" >&2
   exit 2
 fi
 hetdro=$1
