@@ -1,7 +1,7 @@
 // The world and the collectives over MPI (docs/DESIGN.md §7): the only file that includes mpi.h.
 // MPI starts the processes and connects them; on the CPU backend, whose memory is host memory,
-// MPI also carries every collective. The GPU's collectives (NCCL, its id broadcast over MPI)
-// are not built yet.
+// MPI also carries every collective. On the GPU, NCCL carries them (host/comm_nccl.cpp), its
+// unique id broadcast from here.
 // The C API only: without these, mpi.h from C++ pulls in the deprecated C++ bindings, which need
 // a library (libmpi_cxx) that FindMPI's C component does not link.
 #define OMPI_SKIP_MPICXX 1
@@ -168,11 +168,18 @@ void abort_world(int exit_code, const std::string& why) {
 
 std::unique_ptr<Collectives> make_collectives(const Memory& backend) {
   if (g_world.size == 1) return nullptr;
+#if HETDRO_WITH_NCCL
+  if (backend.name() == "cuda")
+    return make_nccl_collectives(std::make_unique<MpiCollectives>(), [](void* bytes, size_t n) {
+      check_mpi(MPI_Bcast(bytes, checked_count(int64_t(n)), MPI_BYTE, 0, MPI_COMM_WORLD),
+                "MPI_Bcast");
+    });
+#endif
   if (backend.name() != "cpu")
     input_error(
-        "hetdro runs as {} MPI ranks on the {} backend, but multi-process training has only the "
-        "CPU's collectives (MPI) yet; the GPU's (NCCL) are not built. Use train.device = "
-        "\"cpu\", or run one process",
+        "hetdro runs as {} MPI ranks on the {} backend, but this build has only the CPU's "
+        "collectives (MPI): the GPU's need NCCL (found by CMake next to CUDA and MPI). Use "
+        "train.device = \"cpu\", or run one process",
         g_world.size, backend.name());
   return std::make_unique<MpiCollectives>();
 }

@@ -5,6 +5,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -69,8 +70,12 @@ class Collectives {
 };
 
 // The collectives of world() for a backend: nullptr in a world of one (the single-process path,
-// unchanged). Throws an InputError when the backend has none (the GPU: NCCL is not built yet).
+// unchanged). Throws an InputError when the backend has none (the GPU in a build without NCCL).
 std::unique_ptr<Collectives> make_collectives(const Memory& backend);
+// The GPU's: NCCL for the device buffers, `host` (MPI) for the host's, and NCCL's unique id sent
+// from rank 0 to every rank by `broadcast` (host/comm_nccl.cpp; built with NCCL only).
+std::unique_ptr<Collectives> make_nccl_collectives(
+    std::unique_ptr<Collectives> host, const std::function<void(void*, size_t)>& broadcast);
 
 // --- the moment arithmetic the collectives run, on host memory (tests call it directly) ------
 // One slot's packed moments: {count, mean [k], M [k,k]}, moments_width(k) values.
