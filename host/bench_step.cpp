@@ -48,7 +48,7 @@ void bench_step(const Config& config, const BenchStepOptions& o) {
   const DeviceReport devices = query_devices();
   const std::string device = backend_name == "cuda" && !devices.gpus.empty()
                                  ? devices.gpus[0].name
-                                 : fmt::format("cpu, {} thread(s)", omp_get_max_threads());
+                                 : fmt::format("{} thread(s)", omp_get_max_threads());
   const int B = config.train.batch_size;
   fmt::print(
       "bench-step: {} ({}), {}: median {:.4f} ms/step (p10 {:.4f}, p90 {:.4f}) over {} steps "

@@ -255,7 +255,10 @@ void Trainer::issue_step() {
 
 void Trainer::use_graph(bool on) {
   use_graph_ = on;
-  if (on) return;
+  if (on) {
+    if (why_no_graph_ == "--no-graph") why_no_graph_.clear();
+    return;
+  }
   graph_.reset();
   why_no_graph_ = "--no-graph";
 }
@@ -266,14 +269,23 @@ void Trainer::step() {
     graph_->replay();
   } else {
     issue_step();
-    // The first step, issued op by op, has sized every workspace and chosen every library
-    // algorithm; now the step can be recorded without allocating inside the recording.
-    if (use_graph_ && why_no_graph_.empty())
-      graph_ = backend_->record([this] { issue_step(); }, &why_no_graph_);
   }
+  // Counted before any recording, so that a recording that fails leaves the host's count in
+  // step with the device's clock and parameters.
   ++step_;
   ++window_steps_;
   ++step_in_epoch_;
+  if (graph_ || !use_graph_ || !why_no_graph_.empty()) return;
+  // The first step, issued op by op, has sized every workspace and chosen every library
+  // algorithm; now the step can be recorded without allocating inside the recording. Recording
+  // runs nothing, and a recording that fails leaves the steps issued op by op, and says why once
+  // (run_epoch); a real fault shows again at the next op.
+  try {
+    graph_ = backend_->record([this] { issue_step(); }, &why_no_graph_);
+  } catch (const std::exception& e) {
+    graph_.reset();
+    why_no_graph_ = fmt::format("recording the step as a CUDA Graph failed: {}", e.what());
+  }
 }
 
 std::vector<double> Trainer::time_steps(int warmup, int count) {

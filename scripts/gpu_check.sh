@@ -9,16 +9,16 @@
 #   build      all cores; keeps going past a broken target (ninja -k 0)
 #   info       hetdro info
 #   ctest_gpu  ctest -L gpu (hetdro_gpu_tests: each kernel against the CPU reference)
-#   memcheck   compute-sanitizer --tool memcheck over hetdro_gpu_tests
-#   racecheck  compute-sanitizer --tool racecheck over hetdro_gpu_tests (--racecheck-filter)
-#   bench      every bench/bench_* (short: --benchmark_min_time), JSON + console, and
-#              scripts/bench_eigh_torch.py if present
 #   train      hetero-fashion prepared from --fashion, one epoch on train.device = "cuda"
-#   parity     two epochs of hetero-fashion on train.device = "cuda" and on "cpu": PASS when every
-#              group's test accuracy (report.json) agrees within 0.01
 #   vs_torch   scripts/bench_vs_torch.sh on hetero-fashion, cut to fit (--budget 170 s): 30 steps per
 #              measurement, the reduced sweep, hetdro's 10-epoch run but not torch's (--torch-train
 #              adds it); its summary.md and JSON under vs_torch/
+#   parity     two epochs of hetero-fashion on train.device = "cuda" and on "cpu": PASS when every
+#              group's test accuracy (report.json) agrees within 0.01
+#   bench      every bench/bench_* (short: --benchmark_min_time), JSON + console, and
+#              scripts/bench_eigh_torch.py if present
+#   memcheck   compute-sanitizer --tool memcheck over hetdro_gpu_tests
+#   racecheck  compute-sanitizer --tool racecheck over hetdro_gpu_tests (--racecheck-filter)
 # Everything lands in one folder: a log per step, the benchmarks' JSON, summary.md (device,
 # date, command, pass/fail and time per step). Without $OUT: --out DIR, default
 # bench/results/gpu_check_<UTC date>. With $OUT (the device tool returns at most 8 files from
@@ -393,13 +393,15 @@ run_step configure 120
 export configure_state=${states[-1]}
 run_step build 330
 run_step info 30
+# In the order of what a short GPU session most needs to learn: correctness, training, the
+# comparison with PyTorch, then the kernel benchmarks and the sanitizers (the budget may cut these).
 run_step ctest_gpu 150
+run_step train 120
+run_step vs_torch 200
+run_step parity 150
+run_step bench 150
 run_step memcheck 150
 run_step racecheck 120
-run_step bench 150
-run_step train 120
-run_step parity 150
-run_step vs_torch 200
 
 # --- summary.md, and the archive for the device tool -------------------------------------
 commit=$(git -C "$root" rev-parse --short HEAD 2>/dev/null || echo "unknown (no git here)")

@@ -8,8 +8,9 @@
 // and replay() runs the calls again in order. A step that passed a per-step value as a host
 // scalar would replay the recorded value, so the trainer's results on this backend, compared with
 // the plain CPU's, prove on the CPU that the step can be recorded. A copy or an allocation while
-// recording throws, as the capture would fail. `refuse` names an op that throws NotRecordable
-// while recording, as a cuSOLVER eigensolver does.
+// recording throws, as the capture would fail. `refuse` names an op that throws while
+// recording: NotRecordable, as a cuSOLVER eigensolver does, or (Refusal::fails) a plain error, as
+// a library call that fails under capture would.
 #pragma once
 
 #include <sys/mman.h>
@@ -29,12 +30,17 @@
 namespace hetdro::testing {
 
 enum class Records { off, on };
+enum class Refusal { not_recordable, fails };
 
 template <typename T>
 class GuardedBackend final : public Backend<T> {
  public:
-  explicit GuardedBackend(Records records = Records::off, std::string refuse = "")
-      : inner_(make_cpu_backend<T>()), records_(records), refuse_(std::move(refuse)) {}
+  explicit GuardedBackend(Records records = Records::off, std::string refuse = "",
+                          Refusal refusal = Refusal::not_recordable)
+      : inner_(make_cpu_backend<T>()),
+        records_(records),
+        refuse_(std::move(refuse)),
+        refusal_(refusal) {}
   ~GuardedBackend() override {
     for (auto& [p, bytes] : regions_) munmap(p, bytes);
   }
@@ -89,15 +95,15 @@ class GuardedBackend final : public Backend<T> {
   }
   int recordings() const { return recordings_; }
 
-#define HETDRO_OP(name, params, args)                                                        \
-  void name params override {                                                                \
-    if (tape_) {                                                                             \
-      if (refuse_ == #name) throw NotRecordable(#name " cannot be recorded (test backend)"); \
-      tape_->push_back([=] { name args; });                                                  \
-      return;                                                                                \
-    }                                                                                        \
-    Open open(*this);                                                                        \
-    inner_->name args;                                                                       \
+#define HETDRO_OP(name, params, args)       \
+  void name params override {               \
+    if (tape_) {                            \
+      if (refuse_ == #name) refuse(#name);  \
+      tape_->push_back([=] { name args; }); \
+      return;                               \
+    }                                       \
+    Open open(*this);                       \
+    inner_->name args;                      \
   }
 #include "hetdro/ops.def"
 #undef HETDRO_OP
@@ -133,6 +139,11 @@ class GuardedBackend final : public Backend<T> {
     }
     std::vector<std::function<void()>> calls_;
   };
+  [[noreturn]] void refuse(const char* op) const {
+    if (refusal_ == Refusal::fails)
+      throw std::runtime_error(std::string(op) + " failed while recording (test backend)");
+    throw NotRecordable(std::string(op) + " cannot be recorded (test backend)");
+  }
   void no_host_copy(const char* what) const {
     if (tape_)
       throw std::logic_error(std::string("GuardedBackend: ") + what +
@@ -143,6 +154,7 @@ class GuardedBackend final : public Backend<T> {
   std::map<void*, size_t> regions_;
   Records records_;
   std::string refuse_;
+  Refusal refusal_;
   std::vector<std::function<void()>>* tape_ = nullptr;  // while recording
   int recordings_ = 0;
 };

@@ -148,6 +148,31 @@ TEST(RecordedStep, AnOpThatCannotBeRecordedLeavesTheStepIssuedOpByOpAndSaysWhy) 
   EXPECT_EQ(refused.trainer->state().params, plain.trainer->state().params);
 }
 
+TEST(RecordedStep, ARecordingThatFailsLeavesTheStepIssuedOpByOpWithTheStepCounted) {
+  // The first step has run when the recording starts: a failure there must neither lose that
+  // step from the count (a checkpoint would label step 1's parameters step 0) nor end the run.
+  SyntheticRun failed(
+      {}, std::make_unique<GuardedBackend<float>>(testing::Records::on, "class_moments_forward",
+                                                  testing::Refusal::fails));
+  SyntheticRun plain({}, std::make_unique<GuardedBackend<float>>());
+  EXPECT_EQ(run_steps(*failed.trainer, 6, 3), run_steps(*plain.trainer, 6, 3));
+  EXPECT_FALSE(failed.trainer->graph_active());
+  EXPECT_NE(failed.trainer->why_no_graph().find(
+                "recording the step as a CUDA Graph failed: class_moments_forward failed"),
+            std::string::npos)
+      << failed.trainer->why_no_graph();
+  EXPECT_EQ(failed.trainer->state().step, 6);
+  EXPECT_EQ(failed.trainer->state().params, plain.trainer->state().params);
+}
+
+TEST(RecordedStep, UseGraphTurnsTheRecordingOffAndOnAgain) {
+  SyntheticRun run({}, std::make_unique<GuardedBackend<float>>(testing::Records::on));
+  run.trainer->use_graph(false);
+  run.trainer->use_graph(true);
+  run_steps(*run.trainer, 3, 3);
+  EXPECT_TRUE(run.trainer->graph_active()) << run.trainer->why_no_graph();
+}
+
 TEST(RecordedStep, TheCpuBackendIssuesEveryStepAndSaysSo) {
   SyntheticRun run;
   run_steps(*run.trainer, 2, 1);

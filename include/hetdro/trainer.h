@@ -141,7 +141,6 @@ class Trainer {
   // op advances, so that a recorded step replays on the current batch (docs/DESIGN.md §3).
   Buffer<int64_t> clock_;
   bool use_graph_ = true, graph_reported_ = false;
-  std::unique_ptr<Recording> graph_;
   std::string why_no_graph_;
   // Each group's data, uploaded once (training data when training starts, test data when first
   // evaluated), and the current epoch's order.
@@ -151,6 +150,10 @@ class Trainer {
   int best_epoch_ = 0;
   std::vector<Buffer<int32_t>> train_y_;
   std::vector<Buffer<int64_t>> order_;
+  // The recorded step points into every buffer above (and into the recording thread's CUDA
+  // context), so it is declared last, to be destroyed first; it is replayed on the thread that
+  // recorded it.
+  std::unique_ptr<Recording> graph_;
 };
 
 // The encoders' input shapes of every group, from its data and the config.
