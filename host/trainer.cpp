@@ -275,7 +275,8 @@ void Trainer::step() {
   ++step_;
   ++window_steps_;
   ++step_in_epoch_;
-  if (graph_ || !use_graph_ || !why_no_graph_.empty()) return;
+  // With collectives never: they run on the host between the ops.
+  if (graph_ || !use_graph_ || !why_no_graph_.empty() || comm_) return;
   // The first step, issued op by op, has sized every workspace and chosen every library
   // algorithm; now the step can be recorded without allocating inside the recording. Recording
   // runs nothing, and a recording that fails leaves the steps issued op by op, and says why once
