@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # A rank killed mid-run must take the whole job down (docs/DESIGN.md §7, issue 11): starts
 # `hetdro train` as 2 MPI ranks on the synthetic data, kills rank 1 with SIGKILL once training
-# runs, and checks that mpirun exits non-zero within 30 s.
+# runs, and checks that mpirun exits non-zero within 30 s. Then a failure on rank 0 alone (its
+# run folder already holds a run) must stop rank 1 too, with a message naming rank 0.
 # Usage: scripts/test_mpi_abort.sh HETDRO_BINARY "MPIEXEC[;FLAG...]"   (ctest passes both)
 set -euo pipefail
 usage="usage: $0 HETDRO_BINARY 'MPIEXEC[;FLAG...]' (e.g. build-cpu/hetdro 'mpirun;--oversubscribe')"
@@ -62,3 +63,17 @@ if [[ $status -eq 0 ]]; then
   exit 1
 fi
 echo "ok: rank 1 killed; mpirun exited with status $status after ${elapsed} s"
+
+# Rank 0 refuses the folder (it holds the run above); rank 1, which writes nothing, would wait
+# for it in the first collective unless the job is aborted.
+start=$(date +%s)
+status=0
+timeout 30 "${mpiexec[@]}" -np 2 "$hetdro" train --config "$dir/data/config.toml" \
+  --out "$dir/run" >"$dir/log" 2>&1 || status=$?
+elapsed=$(($(date +%s) - start))
+if [[ $status -eq 0 || $status -eq 124 ]] || ! grep -q "rank 0 of 2" "$dir/log"; then
+  echo "FAIL: a failure on rank 0 gave status $status after ${elapsed} s (124: still running)" >&2
+  cat "$dir/log" >&2
+  exit 1
+fi
+echo "ok: rank 0 failed alone; mpirun exited with status $status after ${elapsed} s"
