@@ -65,12 +65,12 @@ __device__ int slot_of_chunk(const int32_t* start, int slots, int c) {
 }
 
 // One block. offset[s] = where slot s starts among the sorted rows (s ∈ [0, slots]); count[s]
-// (may be null); chunk_start = exclusive scan of the chunks of each live slot, and multi_start
-// the same over slots of more than one chunk (where the forward's partials go). A tiled scan
-// with a carry, so any number of slots works.
+// (may be null); chunk_start = exclusive scan of the chunks of each slot with at least
+// `min_rows` rows here, and multi_start the same over slots of more than one chunk (where the
+// forward's partials go). A tiled scan with a carry, so any number of slots works.
 __global__ void slot_ranges(int32_t* count, int32_t* offset, int32_t* chunk_start,
-                            int32_t* multi_start, const uint32_t* keys, int n, int slots,
-                            int chunk) {
+                            int32_t* multi_start, const uint32_t* keys, int n, int slots, int chunk,
+                            int min_rows) {
   __shared__ int scan_a[kThreads], scan_b[kThreads];
   for (int s = threadIdx.x; s <= slots; s += blockDim.x) offset[s] = lower_bound(keys, n, s);
   __syncthreads();  // global writes of this block are visible to it after the barrier
@@ -82,7 +82,7 @@ __global__ void slot_ranges(int32_t* count, int32_t* offset, int32_t* chunk_star
     if (s < slots) {
       const int c = offset[s + 1] - offset[s];
       if (count) count[s] = c;
-      a = c >= 2 ? (c + chunk - 1) / chunk : 0;
+      a = c >= min_rows ? (c + chunk - 1) / chunk : 0;
       b = a > 1 ? a : 0;
     }
     scan_a[t] = a;
@@ -270,17 +270,21 @@ __global__ void cov_finish(float* cov, const float* part, const int32_t* offset,
 }
 
 // Block of 256 per (chunk of 64 sorted samples of one slot, 64 columns of dz):
-// dz_i += Σ_d z̃_i[d] (G + Gᵀ)[d][j] / (n−1) + g_m[j] / n   (docs/DESIGN.md §2).
+// dz_i += Σ_d z̃_i[d] (G + Gᵀ)[d][j] / (n−1) + g_m[j] / n   (docs/DESIGN.md §2), n = count[s]:
+// the slot's count in the batch whose moments these are, which under data parallelism is the
+// global batch, larger than the rows of it here (§7).
 __global__ void __launch_bounds__(kThreads)
     dz_tiles(float* dz, const float* dmean, const float* dcov, const float* z, const float* mean,
-             const int32_t* rows, const int32_t* offset, const int32_t* chunk_start, int slots,
-             int k) {
+             const int32_t* count, const int32_t* rows, const int32_t* offset,
+             const int32_t* chunk_start, int slots, int k) {
   constexpr int TM = 64, TN = 64, R = 4;
   __shared__ float As[kDepth][TM + 1];  // centred samples, transposed; padded against conflicts
   __shared__ float Bs[kDepth][TN + 1];  // rows of (G + Gᵀ)/(n−1)
   const int c = blockIdx.x;
   if (c >= chunk_start[slots]) return;  // whole block
   const int s = slot_of_chunk(chunk_start, slots, c);
+  const int n = count[s];
+  if (n < 2) return;  // whole block: a slot without moments adds nothing
   const int begin = offset[s], n_s = offset[s + 1] - begin;
   const int p0 = begin + (c - chunk_start[s]) * TM, p1 = min(p0 + TM, begin + n_s);
   const int j0 = blockIdx.y * TN;
@@ -290,7 +294,7 @@ __global__ void __launch_bounds__(kThreads)
   float acc[R][R] = {};
   if (dcov != nullptr) {
     const float* G = dcov + int64_t(s) * k * k;
-    const float scale = 1.0f / float(n_s - 1);  // 2/(n−1) · ½
+    const float scale = 1.0f / float(n - 1);  // 2/(n−1) · ½
     for (int d0 = 0; d0 < k; d0 += kDepth) {
       for (int e = threadIdx.x; e < TM * kDepth; e += kThreads) {
         const int r = e / kDepth, dd = e % kDepth, q = p0 + r, d = d0 + dd;
@@ -323,7 +327,7 @@ __global__ void __launch_bounds__(kThreads)
       __syncthreads();
     }
   }
-  const float inv_n = 1.0f / float(n_s);
+  const float inv_n = 1.0f / float(n);
 #pragma unroll
   for (int u = 0; u < R; ++u) {
     const int q = p0 + ty + 16 * u;
@@ -361,8 +365,9 @@ struct SlotOrder {
     multi_start = a.take<int32_t>(slots + 1);
     cub_temp = a.take<std::byte>(int64_t(cub_bytes));
   }
-  // Sort the rows by slot (stable: input order within a slot) and cut the slots into chunks.
-  void run(int32_t* count, const int32_t* slot, int n, int slots, int chunk) {
+  // Sort the rows by slot (stable: input order within a slot) and cut the slots of at least
+  // `min_rows` rows into chunks.
+  void run(int32_t* count, const int32_t* slot, int n, int slots, int chunk, int min_rows) {
     cudaStream_t st = context().stream();
     slot_keys<<<blocks_for(n, kThreads), kThreads, 0, st>>>(keys_in, rows_in, slot, n, slots);
     launchCheck();
@@ -370,15 +375,15 @@ struct SlotOrder {
       cudaCheck(cub::DeviceRadixSort::SortPairs(cub_temp, cub_bytes, keys_in, keys, rows_in, rows,
                                                 n, 0, end_bit, st));
     slot_ranges<<<1, kThreads, 0, st>>>(count, offset, chunk_start, multi_start, keys, n, slots,
-                                        chunk);
+                                        chunk, min_rows);
     launchCheck();
   }
 };
 
-// Chunks never outnumber ⌈n/chunk⌉ + slots, nor n/2 (each holds ≥ 2 samples).
-int max_chunks(int n, int slots, int chunk) {
+// Chunks never outnumber ⌈n/chunk⌉ + slots, nor n/min_rows (each holds ≥ min_rows samples).
+int max_chunks(int n, int slots, int chunk, int min_rows) {
   return int(std::max<int64_t>(
-      1, std::min<int64_t>((int64_t(n) + chunk - 1) / chunk + slots, int64_t(n) / 2)));
+      1, std::min<int64_t>((int64_t(n) + chunk - 1) / chunk + slots, int64_t(n) / min_rows)));
 }
 
 // The forward's chunk: 512 samples, doubled until the split sums (at most 2·⌈n/chunk⌉ chunks
@@ -401,7 +406,7 @@ void class_moments_forward<float>(float* mean, float* cov, int32_t* count, const
   const int ts = k <= 32 ? 32 : 64, side = (k + ts - 1) / ts, tiles = side * (side + 1) / 2;
   const int64_t chunk_floats = int64_t(tiles) * ts * ts;
   const int chunk = forward_chunk(n, chunk_floats);
-  const int chunks = max_chunks(n, slots, chunk);
+  const int chunks = max_chunks(n, slots, chunk, 2);
   const int64_t multi = 2 * ((int64_t(n) + chunk - 1) / chunk);
 
   SlotOrder order(n, slots);
@@ -417,7 +422,7 @@ void class_moments_forward<float>(float* mean, float* cov, int32_t* count, const
   Arena bound(context().scratch(measure.size()));
   layout(bound);
 
-  order.run(count, slot, n, slots, chunk);
+  order.run(count, slot, n, slots, chunk, 2);
   mean_partials<<<dim3(chunks, (k + 31) / 32), dim3(32, 8), 0, st>>>(
       mean_part, z, order.rows, order.offset, order.chunk_start, slots, k, chunk);
   launchCheck();
@@ -444,19 +449,20 @@ template <>
 void class_moments_backward<float>(float* dz, const float* dmean, const float* dcov, const float* z,
                                    const float* mean, const int32_t* count, const int32_t* slot,
                                    int n, int k, int slots) {
-  (void)count;  // the ranges come from the sort; they are the forward's counts
-  if (dz == nullptr || (dmean == nullptr && dcov == nullptr) || slots <= 0 || k <= 0 || n < 2)
+  if (dz == nullptr || (dmean == nullptr && dcov == nullptr) || slots <= 0 || k <= 0 || n < 1)
     return;
   constexpr int kRows = 64;  // dz_tiles' TM
-  const int chunks = max_chunks(n, slots, kRows);
+  // Every slot with a row here gets chunks (count[s], not the rows here, says whether it has
+  // moments: under data parallelism one row of a slot may be all this shard holds of it).
+  const int chunks = max_chunks(n, slots, kRows, 1);
   SlotOrder order(n, slots);
   Arena measure;
   order.layout(measure, n, slots);
   Arena bound(context().scratch(measure.size()));
   order.layout(bound, n, slots);
-  order.run(nullptr, slot, n, slots, kRows);
+  order.run(nullptr, slot, n, slots, kRows, 1);
   dz_tiles<<<dim3(chunks, (k + 63) / 64), kThreads, 0, context().stream()>>>(
-      dz, dmean, dcov, z, mean, order.rows, order.offset, order.chunk_start, slots, k);
+      dz, dmean, dcov, z, mean, count, order.rows, order.offset, order.chunk_start, slots, k);
   launchCheck();
 }
 

@@ -178,6 +178,45 @@ TEST(ClassMomentsCuda, AMillionSamples) {
   check(random_vector<float>(size_t(n) * k, 9), cyclic_slots(n, slots, 7), k, slots, 100);
 }
 
+// Data parallelism (docs/DESIGN.md §7): the backward on one rank's shard of a batch, with the
+// whole batch's counts and means, including slots of which the shard holds one row or none.
+TEST(ClassMomentsCuda, BackwardOnAShardTakesTheWholeBatchsCountAndMean) {
+  HETDRO_CUDA_OR_SKIP(be);
+  const int k = 64, slots = 12, n = 300, shard = 37;
+  const auto z = random_vector<float>(size_t(n) * k, 91);
+  std::vector<int32_t> slot = cyclic_slots(n, slots, 5);
+  slot[0] = 11;  // slot 11: one row in the shard (its others come later)
+  for (int i = 1; i < shard; ++i)
+    if (slot[i] == 11) slot[i] = 3;
+  for (int i = 0; i < shard; ++i)
+    if (slot[i] == 7) slot[i] = 2;  // slot 7: no row in the shard
+  const auto zd = widen(z);
+  std::vector<double> mean(size_t(slots) * k), cov(size_t(slots) * k * k);
+  std::vector<int32_t> count(slots);
+  cpu::class_moments_forward(mean.data(), cov.data(), count.data(), zd.data(), slot.data(), n, k,
+                             slots, 1e-5);
+  const std::vector<float> z_shard(z.begin(), z.begin() + size_t(shard) * k);
+  const std::vector<int32_t> slot_shard(slot.begin(), slot.begin() + shard);
+  const auto dmean = random_vector<float>(size_t(slots) * k, 92);
+  const auto dcov = random_vector<float>(size_t(slots) * k * k, 93);
+  const auto dz0 = random_vector<float>(z_shard.size(), 94);
+  std::vector<float> meanf(mean.begin(), mean.end());
+  auto gdz = on_device(be, dz0);
+  auto gz = on_device(be, z_shard);
+  auto gm = on_device(be, meanf);
+  auto gc = on_device(be, count);
+  auto gs = on_device(be, slot_shard);
+  auto gdm = on_device(be, dmean);
+  auto gdc = on_device(be, dcov);
+  be.class_moments_backward(gdz.data(), gdm.data(), gdc.data(), gz.data(), gm.data(), gc.data(),
+                            gs.data(), shard, k, slots);
+  std::vector<double> ref = widen(dz0);
+  const auto dmd = widen(dmean), dcd = widen(dcov), md = widen(meanf), zs = widen(z_shard);
+  cpu::class_moments_backward(ref.data(), dmd.data(), dcd.data(), zs.data(), md.data(),
+                              count.data(), slot_shard.data(), shard, k, slots);
+  EXPECT_LT(gpu_error(gdz.download(), ref), kGpuTolerance);
+}
+
 TEST(ClassMomentsCuda, NullGradientAndEmptyBatch) {
   HETDRO_CUDA_OR_SKIP(be);
   // dz = nullptr does nothing; n = 0 gives count 0, mean 0, cov 0.
