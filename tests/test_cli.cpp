@@ -14,6 +14,7 @@
 #include <nlohmann/json.hpp>
 #include <regex>
 
+#include "cli.h"  // run_cli, read_text
 #include "hetdro/config.h"
 #include "hetdro/io.h"
 #include "hetdro/prepare.h"
@@ -23,25 +24,9 @@ namespace {
 
 namespace fs = std::filesystem;
 
-struct Result {
-  int code;
-  std::string output;  // stdout and stderr together
-};
-
-Result run(const std::string& args) {
-  std::string command = std::string(HETDRO_BIN) + " " + args + " 2>&1";
-  FILE* pipe = popen(command.c_str(), "r");
-  std::string out;
-  std::array<char, 4096> buf;
-  while (size_t n = fread(buf.data(), 1, buf.size(), pipe)) out.append(buf.data(), n);
-  int status = pclose(pipe);
-  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, out};
-}
-
-std::string read_text(const std::string& path) {
-  std::ifstream f(path);
-  return std::string(std::istreambuf_iterator<char>(f), {});
-}
+using Result = testing::CliResult;  // the exit code, and stdout and stderr together
+Result run(const std::string& args) { return testing::run_cli(args); }
+using testing::read_text;
 
 void write_text(const std::string& path, const std::string& text) { std::ofstream(path) << text; }
 

@@ -16,37 +16,20 @@
 #include "hetdro/prepare.h"
 #include "hetdro/trainer.h"
 #include "testing.h"
+#include "tiny_model.h"
 
 namespace hetdro {
 namespace {
 
 namespace fs = std::filesystem;
 
-// A tiny two-group model: a cnn on 6x6 images and an mlp on 5-d vectors, latent 3, 2 classes.
+// The tiny model (tests/tiny_model.h) with 2 classes, the classifier and the latent activation.
 Config tiny_config(Fit fit, Objective objective, Classifier classifier,
                    LatentActivation activation) {
-  Config c;
-  c.classes = 2;
-  GroupConfig img;
-  img.name = "img";
-  img.encoder = Encoder::cnn;
-  img.channels = {2, 3};
-  img.kernel = 2;
-  GroupConfig vec;
-  vec.name = "vec";
-  vec.encoder = Encoder::mlp;
-  vec.hidden = {4};
-  c.groups = {img, vec};
-  c.model.latent_dim = 3;
+  Config c = testing::tiny_config(2, fit, objective);
   c.model.classifier = classifier;
   c.model.classifier_hidden = 4;
   c.model.latent_activation = activation;
-  c.train.fit = fit;
-  c.train.objective = objective;
-  c.train.samples_per_anchor = 3;
-  c.train.lambda_fit = 0.3;  // large, so that every term weighs in the check
-  c.train.lambda_sep = 0.5;
-  c.train.eps = 1e-3;
   return c;
 }
 

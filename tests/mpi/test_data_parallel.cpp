@@ -20,6 +20,7 @@
 #include "hetdro/trainer.h"
 #include "synthetic.h"
 #include "testing.h"
+#include "tiny_model.h"
 
 namespace hetdro {
 namespace {
@@ -44,28 +45,10 @@ bool same_on_every_rank(Collectives& comm, const std::vector<T>& x) {
   return true;
 }
 
-// A two-group model (a cnn on 6x6 images, an mlp on 5-d vectors), latent 3, 3 classes; global
-// batches of 8 and 7 samples, so 3 ranks get uneven shards (3,3,2 and 3,2,2).
+// The tiny model (tests/tiny_model.h) with 3 classes; global batches of 8 and 7 samples, so 3
+// ranks get uneven shards (3,3,2 and 3,2,2).
 Config tiny_config(Fit fit, Objective objective) {
-  Config c;
-  c.classes = 3;
-  GroupConfig img;
-  img.name = "img";
-  img.encoder = Encoder::cnn;
-  img.channels = {2, 3};
-  img.kernel = 2;
-  GroupConfig vec;
-  vec.name = "vec";
-  vec.encoder = Encoder::mlp;
-  vec.hidden = {4};
-  c.groups = {img, vec};
-  c.model.latent_dim = 3;
-  c.train.fit = fit;
-  c.train.objective = objective;
-  c.train.samples_per_anchor = 3;
-  c.train.lambda_fit = 0.3;  // large, so that every term weighs in
-  c.train.lambda_sep = 0.5;
-  c.train.eps = 1e-3;
+  Config c = testing::tiny_config(3, fit, objective);
   c.train.groupdro_eta = 0.5;
   return c;
 }
