@@ -367,7 +367,11 @@ int cli(int argc, char** argv) {
                           overrides);
       if (predict->parsed()) check_output_path(out, l, input);
       std::vector<GroupData> groups = load_groups(l.config);
-      Trainer trainer(l.config, std::move(groups));
+      // The backend train.device picks, as for training; said first, except before --json.
+      std::string why;
+      auto backend = make_backend(l.config.train.device, l.config.path, &why);
+      if (!as_json) fmt::print("{}\n", why);
+      Trainer trainer(l.config, std::move(groups), std::move(backend));
       trainer.load(l.checkpoint);
       if (eval->parsed()) {
         const Evaluation e = trainer.evaluate();
