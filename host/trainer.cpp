@@ -289,17 +289,24 @@ void Trainer::step() {
   }
 }
 
-std::vector<double> Trainer::time_steps(int warmup, int count) {
-  std::vector<double> ms;
+StepTimes Trainer::time_steps(int warmup, int count) {
+  StepTimes times;
   int epoch = epoch_;
   start_epoch(epoch);
-  for (int i = 0; i < warmup + count; ++i) {
+  auto next = [&] {
     if (step_in_epoch_ == sampler_.steps_per_epoch()) start_epoch(++epoch);
-    const double t = backend_->time_ms([this] { step(); });
-    if (i >= warmup) ms.push_back(t);
+    step();
+  };
+  for (int i = 0; i < warmup + count; ++i) {
+    const double t = backend_->time_ms(next);
+    if (i >= warmup) times.each.push_back(t);
   }
+  // As training runs them: one after another, nothing waiting between them.
+  times.back_to_back = backend_->time_ms([&] {
+    for (int i = 0; i < count; ++i) next();
+  }) / std::max(count, 1);
   read_window();
-  return ms;
+  return times;
 }
 
 Window Trainer::read_window() {

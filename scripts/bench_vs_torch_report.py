@@ -179,11 +179,14 @@ def cmd_summary(args):
                  % (ceilings.get("copy_gbps", float("nan")), ceilings.get("sgemm_tflops", float("nan"))))
     else:
         L.append("- ceilings: none reported (hetdro reports them on CUDA only), so no floor in ms")
-    L += ["", "Times are per training step in ms (median, 10th and 90th percentile over the timed steps)."]
+    L += ["", "Times are per training step in ms (median, 10th and 90th percentile over the timed steps, "
+          "each step timed alone between two CUDA events). hetdro also times as many steps back to "
+          "back, as training runs them (their mean); torch_reference.py times steps one by one only."]
 
     # Per-step at the config.
     L += ["", "## Per-step time at the config", "",
-          "| implementation | median ms | p10 ms | p90 ms | steps | batch | status |", "|---|---:|---:|---:|---:|---:|---|"]
+          "| implementation | median ms | p10 ms | p90 ms | back to back ms | steps | batch | status |",
+          "|---|---:|---:|---:|---:|---:|---:|---|"]
     med = {}
     for name, label in (("step_hetdro_graph", "hetdro, CUDA Graph"), ("step_hetdro_nograph", "hetdro, no graph"),
                         ("step_torch_eager", "torch eager"), ("step_torch_compile", "torch.compile")):
@@ -193,8 +196,9 @@ def cmd_summary(args):
         if j and name.startswith("step_hetdro") and "graph" in j:
             label += " (graph: %s)" % str(j["graph"]).lower()
         med[name] = j.get("median_ms") if j else None
-        L.append("| %s | %s | %s | %s | %s | %s | %s |" % (label, _ms(j and j.get("median_ms")), _ms(j and j.get("p10_ms")),
-                                                            _ms(j and j.get("p90_ms")), j.get("steps", "–") if j else "–",
+        L.append("| %s | %s | %s | %s | %s | %s | %s | %s |" % (label, _ms(j and j.get("median_ms")), _ms(j and j.get("p10_ms")),
+                                                            _ms(j and j.get("p90_ms")), _ms(j and j.get("back_to_back_ms")),
+                                                            j.get("steps", "–") if j else "–",
                                                             j.get("batch_size", "–") if j else "–", status))
     L += ["", "Speed-ups (the first's time over the second's):", ""]
     for a, b, text in (("step_torch_eager", "step_hetdro_graph", "torch eager / hetdro graph"),

@@ -30,7 +30,7 @@ while [[ \$# -gt 0 ]]; do
   esac
 done
 if [[ \$graph == true && \$batch -ge 400 ]]; then echo "test double: graph capture failed" >&2; exit 3; fi
-printf '{"impl":"hetdro","backend":"cpu","device":"test double","graph":%s,"steps":%s,"median_ms":1.0,"p10_ms":0.9,"p90_ms":1.1,"batch_size":%s}\n' \$graph \$steps \$batch >"\$json"
+printf '{"impl":"hetdro","backend":"cpu","device":"test double","graph":%s,"steps":%s,"median_ms":1.0,"p10_ms":0.9,"p90_ms":1.1,"back_to_back_ms":1.0,"batch_size":%s}\n' \$graph \$steps \$batch >"\$json"
 EOF
 chmod +x "$tmp/hetdro"
 
@@ -46,7 +46,9 @@ grep -q '^| sweep_hetdro_C10_k32_B400 | 3 | sweep_hetdro_C10_k32_B400.log |$' "$
   { cat "$s"; fail "the failed graph run is not listed with its exit code"; }
 grep -q '^| 10 | 32 | 400 | 1.000 | [0-9.]* | [0-9.]*× | – | – | hetdro without the graph' "$s" ||
   { cat "$s"; fail "the B = 400 point was not measured without the graph"; }
-grep -q '^| torch eager | [0-9.]* | [0-9.]* | [0-9.]* | 5 | 60 | ok |$' "$s" || { cat "$s"; fail "torch eager row"; }
+grep -q '^| torch eager | [0-9.]* | [0-9.]* | [0-9.]* | – | 5 | 60 | ok |$' "$s" || { cat "$s"; fail "torch eager row"; }
+grep -q '^| hetdro, CUDA Graph (graph: [a-z]*) | [0-9.]* | [0-9.]* | [0-9.]* | [0-9.]* | 5 | 60 | ok |$' "$s" ||
+  { cat "$s"; fail "hetdro's row with its back-to-back time"; }
 grep -q '^| hetdro train | 1 | [0-9.]* | img8 0\.[0-9]*, vec16 0\.[0-9]*, vec40 0\.[0-9]* |' "$s" ||
   { cat "$s"; fail "hetdro's time to train with its accuracies"; }
 grep -q '^| torch_reference.py (eager) | 1 | [0-9.]* | img8 0\.[0-9]*' "$s" || { cat "$s"; fail "torch's time to train"; }

@@ -208,6 +208,7 @@ TEST_F(Cli, BenchStepTimesTheStepsAndWritesThemAsJson) {
   EXPECT_GT(p10, 0);
   EXPECT_LE(p10, median);
   EXPECT_LE(median, p90);
+  EXPECT_GT(double(j["back_to_back_ms"]), 0);
   EXPECT_FALSE(j.contains("ceilings"));  // measured on a GPU only
 
   // --no-graph is accepted by train and bench-step alike.

@@ -17,8 +17,9 @@ struct BenchStepOptions {
 };
 
 // Times options.steps steps of `config`'s training on its data, each on the backend's own clock
-// (CUDA events on a GPU), and prints the median, p10 and p90 on one line. With options.json, also
-// writes them as one JSON object, with the device's copy and SGEMM ceilings on a GPU.
+// (CUDA events on a GPU), then as many back to back (as training runs them), and prints the
+// median, p10, p90 and the back-to-back mean on one line. With options.json, also writes them as
+// one JSON object, with the device's copy and SGEMM ceilings on a GPU.
 void bench_step(const Config& config, const BenchStepOptions& options);
 
 }  // namespace hetdro

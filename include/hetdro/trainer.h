@@ -28,6 +28,12 @@ struct Window {
   LossTerms sums;  // stats, decoded
 };
 
+// Trainer::time_steps's result.
+struct StepTimes {
+  std::vector<double> each;  // each step timed alone (the backend waits after each)
+  double back_to_back = 0;   // the mean of as many steps timed together, none waiting
+};
+
 struct TrainOptions {
   bool overwrite = false;  // replace a run already in the folder
   bool resume = false;     // continue the run in the folder from its checkpoint
@@ -73,10 +79,11 @@ class Trainer {
   // Why the steps are not replayed from a recording (empty while they are, or before the first).
   const std::string& why_no_graph() const { return why_no_graph_; }
   bool graph_active() const { return graph_ != nullptr; }
-  // Each step's time in ms on the backend's own clock (CUDA events on a GPU): `count` steps
-  // after `warmup` untimed ones, from the start of the current epoch and on into the next ones
-  // (for `hetdro bench-step`). Throws as read_window() does when a step became non-finite.
-  std::vector<double> time_steps(int warmup, int count);
+  // Step times in ms on the backend's own clock (CUDA events on a GPU), from the start of the
+  // current epoch and on into the next ones (for `hetdro bench-step`): `count` steps timed one
+  // by one after `warmup` untimed ones, then `count` more back to back. Throws as read_window()
+  // does when a step became non-finite.
+  StepTimes time_steps(int warmup, int count);
   // Downloads and clears the statistics of the steps since the last read. Throws, naming the
   // step and the tensor, when a loss term or gradient became non-finite.
   Window read_window();
