@@ -126,8 +126,6 @@ Trainer::Trainer(Config config, std::vector<GroupData> groups,
         "(set data.val_fraction > 0, or val_x/val_y for a group)",
         config_.path, name(config_.train.select));
   backend_->set_deterministic(config_.train.deterministic);
-  // The collectives run on the host between ops (MPI), outside anything a backend could record.
-  if (comm_) why_no_graph_ = "data parallel: the collectives run between the ops";
   TrainState initial;
   initial.params.resize(model_.size());
   model_.init(initial.params.data(), config_.train.seed);
@@ -255,12 +253,14 @@ void Trainer::issue_step() {
 
 void Trainer::use_graph(bool on) {
   use_graph_ = on;
-  if (on) {
-    if (why_no_graph_ == "--no-graph") why_no_graph_.clear();
-    return;
-  }
-  graph_.reset();
-  why_no_graph_ = "--no-graph";
+  if (!on) graph_.reset();
+}
+
+std::string Trainer::why_no_graph() const {
+  if (!use_graph_) return "--no-graph";
+  // The collectives run on the host between ops (MPI), outside anything a backend could record.
+  if (comm_) return "data parallel: the collectives run between the ops";
+  return record_failed_;
 }
 
 void Trainer::step() {
@@ -275,17 +275,16 @@ void Trainer::step() {
   ++step_;
   ++window_steps_;
   ++step_in_epoch_;
-  // With collectives never: they run on the host between the ops.
-  if (graph_ || !use_graph_ || !why_no_graph_.empty() || comm_) return;
+  if (graph_ || !use_graph_ || comm_ || !record_failed_.empty()) return;  // why_no_graph()'s cases
   // The first step, issued op by op, has sized every workspace and chosen every library
   // algorithm; now the step can be recorded without allocating inside the recording. Recording
   // runs nothing, and a recording that fails leaves the steps issued op by op, and says why once
   // (run_epoch); a real fault shows again at the next op.
   try {
-    graph_ = backend_->record([this] { issue_step(); }, &why_no_graph_);
+    graph_ = backend_->record([this] { issue_step(); }, &record_failed_);
   } catch (const std::exception& e) {
     graph_.reset();
-    why_no_graph_ = fmt::format("recording the step as a CUDA Graph failed: {}", e.what());
+    record_failed_ = fmt::format("recording the step as a CUDA Graph failed: {}", e.what());
   }
 }
 
@@ -500,7 +499,7 @@ bool Trainer::run_epoch(int epoch, int64_t budget, RunFolder* folder, EpochRecor
       if (graph_)
         fmt::print("step: recorded as one CUDA Graph after its first run, replayed from then on\n");
       else if (!backend_->synchronous())
-        fmt::print("step: issued op by op ({})\n", why_no_graph_);
+        fmt::print("step: issued op by op ({})\n", why_no_graph());
     }
     const bool stop = stop_requested();
     const bool save = every > 0 && step_ % every == 0 && s + 1 < steps;

@@ -77,7 +77,7 @@ class Trainer {
   void step();
   void use_graph(bool on);
   // Why the steps are not replayed from a recording (empty while they are, or before the first).
-  const std::string& why_no_graph() const { return why_no_graph_; }
+  std::string why_no_graph() const;
   bool graph_active() const { return graph_ != nullptr; }
   // Step times in ms on the backend's own clock (CUDA events on a GPU), from the start of the
   // current epoch and on into the next ones (for `hetdro bench-step`): `count` steps timed one
@@ -148,7 +148,7 @@ class Trainer {
   // op advances, so that a recorded step replays on the current batch (docs/DESIGN.md §3).
   Buffer<int64_t> clock_;
   bool use_graph_ = true, graph_reported_ = false;
-  std::string why_no_graph_;
+  std::string record_failed_;  // why the backend could not record the step, once it tried
   // Each group's data, uploaded once (training data when training starts, test data when first
   // evaluated), and the current epoch's order.
   std::vector<Buffer<float>> train_x_, test_x_, val_x_;
