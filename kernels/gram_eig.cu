@@ -18,6 +18,7 @@
 #include "gram_eig.h"
 #include "hetdro/cuda_ops.h"
 #include "jacobi.h"
+#include "jacobi_block.cuh"  // tree_sum, sweeps
 
 namespace hetdro::cuda {
 namespace {
@@ -127,24 +128,8 @@ __global__ void gram_eig_kernel(float* __restrict__ w, float* __restrict__ U,
     v[i * ld + j] = i == j ? 1.0f : 0.0f;
     sum += g * g;
   }
-  red[tid] = sum;
-  __syncthreads();
-  for (int s = 1; s < nt; s *= 2) {
-    if (tid % (2 * s) == 0 && tid + s < nt) red[tid] += red[tid + s];
-    __syncthreads();
-  }
-  const float floor = jac::rotation_floor(sqrtf(red[0]), np);
-
-  for (int sweep = 0; sweep < jac::kMaxSweeps; ++sweep) {
-    int rotated = 0;
-    for (int round = 0; round < np - 1; ++round) {
-      rotated |= jac::round_rotations(a, ld, np, round, floor, rot, pp, qq, tid, nt);
-      __syncthreads();
-      jac::round_apply(a, v, ld, np, rot, pp, qq, nullptr, tid, nt);
-      __syncthreads();
-    }
-    if (!__syncthreads_or(rotated)) break;  // the same decision in every thread
-  }
+  const float floor = jac::rotation_floor(sqrtf(jacobi_block::tree_sum(red, sum, tid, nt)), np);
+  jacobi_block::sweeps(a, v, ld, np, floor, rot, pp, qq, nullptr, tid, nt);
 
   // G's eigenvalues in descending order (ties by index, NaN last, so `order` is a permutation).
   for (int i = tid; i < n; i += nt) {

@@ -13,6 +13,7 @@
 #include "cuda_check.h"
 #include "eigh.cuh"
 #include "jacobi.h"
+#include "jacobi_block.cuh"  // tree_sum, sweeps
 
 namespace hetdro::cuda {
 namespace {
@@ -95,27 +96,8 @@ __global__ void jacobi_eig_kernel(float* __restrict__ w, int64_t w_stride, float
     tri[idx] = (unsigned short)((P << 8) | Q);
   }
   // ‖A‖_F by a fixed-shape tree: the same sum on every run (docs/DESIGN.md §3, deterministic).
-  red[tid] = sum;
-  __syncthreads();
-  for (int s = 1; s < nt; s *= 2) {
-    if (tid % (2 * s) == 0 && tid + s < nt) red[tid] += red[tid + s];
-    __syncthreads();
-  }
-  const float floor = jac::rotation_floor(sqrtf(red[0]), n);
-
-  for (int sweep = 0; sweep < jac::kMaxSweeps; ++sweep) {
-    int rotated = 0;
-    for (int round = 0; round < n - 1; ++round) {
-      // Phase 1: the round's m rotations, from A as the previous round left it. Phase 2:
-      // A ← Jᵀ A J by disjoint 2x2 blocks and V ← V J by rows (kernels/jacobi.h).
-      rotated |= jac::round_rotations(a, ld, n, round, floor, rot, piv_p, piv_q, tid, nt);
-      __syncthreads();
-      jac::round_apply(a, v, ld, n, rot, piv_p, piv_q, tri, tid, nt);
-      __syncthreads();
-    }
-    // Every thread gets the same answer, so the whole block leaves the loop together.
-    if (!__syncthreads_or(rotated)) break;
-  }
+  const float floor = jac::rotation_floor(sqrtf(jacobi_block::tree_sum(red, sum, tid, nt)), n);
+  jacobi_block::sweeps(a, v, ld, n, floor, rot, piv_p, piv_q, tri, tid, nt);
 
   // Ascending eigenvalues with their vectors: rank by a total order (ties by index, NaN last),
   // so the ranks are a permutation and every output element is written.
