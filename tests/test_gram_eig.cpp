@@ -3,18 +3,14 @@
 // double: eigenvalues, the reconstruction U diag(w) Uᵀ, orthonormality, the live subspace, for
 // n = 2..20 and n = k samples in k ∈ {8, 16, 64}, with dead units, duplicate samples, n > k, and
 // the masked slot (n < 2).
+#include <gtest/gtest.h>
+
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <vector>
 
-// GCC 12 flags `__m512 __Y = __Y;` inside its own AVX-512 intrinsics (a known false positive).
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#include <Eigen/Dense>  // the reference eigensolver
-#pragma GCC diagnostic pop
-#include <gtest/gtest.h>
-
+#include "eigen_dense.h"  // the reference eigensolver
 #include "gram_eig.h"
 #include "testing.h"  // random_vector
 

@@ -11,13 +11,8 @@
 #include <string>
 #include <vector>
 
-// GCC 12 flags `__m512 __Y = __Y;` inside its own AVX-512 intrinsics (a known false positive).
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#include <Eigen/Dense>  // the reference eigensolver
-#pragma GCC diagnostic pop
-
 #include "cuda_testing.h"
+#include "eigen_dense.h"  // the reference eigensolver
 
 #ifdef HETDRO_WITH_CUDA
 #include "hetdro/cuda_ops.h"

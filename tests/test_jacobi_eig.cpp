@@ -2,6 +2,8 @@
 // ordering covers every pivot pair once per sweep, the rotation zeroes its pivot, and a host
 // emulation of the kernel's whole parallel algorithm, built from the same functions, matches
 // Eigen's SelfAdjointEigenSolver on random, repeated and clustered spectra (docs/DESIGN.md §3).
+#include <gtest/gtest.h>
+
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -11,13 +13,7 @@
 #include <utility>
 #include <vector>
 
-// GCC 12 flags `__m512 __Y = __Y;` inside its own AVX-512 intrinsics (a known false positive).
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#include <Eigen/Dense>  // the reference eigensolver
-#pragma GCC diagnostic pop
-#include <gtest/gtest.h>
-
+#include "eigen_dense.h"  // the reference eigensolver
 #include "jacobi.h"
 #include "testing.h"  // random_vector
 

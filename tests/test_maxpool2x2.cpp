@@ -80,20 +80,23 @@ TYPED_TEST(Maxpool2x2Typed, MatchesNaiveLoopsOnOddAndEvenSizes) {
   }
 }
 
+// One 2x2 window per case, and where its first maximum lies in row-major order: all tied, three
+// tied, two tied, all tied and negative.
+const std::vector<std::vector<double>> kTieWindows = {
+    {1, 1, 1, 1}, {0, 2, 2, 2}, {0, 0, 3, 3}, {-1, -1, -1, -1}};
+const std::vector<int> kFirstMax = {0, 1, 2, 0};
+
 TEST(Maxpool2x2, TiesGoToTheFirstElementInRowMajorOrder) {
   // One 2x2 window per case; the gradient must land on exactly one element.
-  const std::vector<std::vector<double>> windows = {
-      {1, 1, 1, 1}, {0, 2, 2, 2}, {0, 0, 3, 3}, {-1, -1, -1, -1}};
-  const std::vector<int> first = {0, 1, 2, 0};
-  for (size_t t = 0; t < windows.size(); ++t) {
+  for (size_t t = 0; t < kTieWindows.size(); ++t) {
     double out = 0;
     std::vector<double> din(4, 0.0);
     const double dout = 5;
-    cpu::maxpool2x2_forward(&out, windows[t].data(), 1, 1, 2, 2);
-    cpu::maxpool2x2_backward(din.data(), &dout, windows[t].data(), 1, 1, 2, 2);
+    cpu::maxpool2x2_forward(&out, kTieWindows[t].data(), 1, 1, 2, 2);
+    cpu::maxpool2x2_backward(din.data(), &dout, kTieWindows[t].data(), 1, 1, 2, 2);
     std::vector<double> want(4, 0.0);
-    want[first[t]] = 5;
-    EXPECT_EQ(out, windows[t][first[t]]);
+    want[kFirstMax[t]] = 5;
+    EXPECT_EQ(out, kTieWindows[t][kFirstMax[t]]);
     EXPECT_EQ(din, want) << "window " << t;
   }
 }
@@ -174,18 +177,15 @@ TYPED_TEST(Maxpool2x2Typed, FusedSigmoidEqualsPoolThenSigmoidBitForBit) {
 
 // One window per case: the gradient dout·s·(1−s) lands on the first maximum only.
 TEST(Maxpool2x2Sigmoid, TiesGoToTheFirstElementInRowMajorOrder) {
-  const std::vector<std::vector<double>> windows = {
-      {1, 1, 1, 1}, {0, 2, 2, 2}, {0, 0, 3, 3}, {-1, -1, -1, -1}};
-  const std::vector<int> first = {0, 1, 2, 0};
-  for (size_t t = 0; t < windows.size(); ++t) {
+  for (size_t t = 0; t < kTieWindows.size(); ++t) {
     double out = 0;
     std::vector<double> din(4, 0.0);
     const double dout = 5;
-    cpu::maxpool2x2_sigmoid_forward(&out, windows[t].data(), 1, 1, 2, 2);
-    cpu::maxpool2x2_sigmoid_backward(din.data(), &dout, &out, windows[t].data(), 1, 1, 2, 2);
-    const double s = 1 / (1 + std::exp(-windows[t][first[t]]));
+    cpu::maxpool2x2_sigmoid_forward(&out, kTieWindows[t].data(), 1, 1, 2, 2);
+    cpu::maxpool2x2_sigmoid_backward(din.data(), &dout, &out, kTieWindows[t].data(), 1, 1, 2, 2);
+    const double s = 1 / (1 + std::exp(-kTieWindows[t][kFirstMax[t]]));
     std::vector<double> want(4, 0.0);
-    want[first[t]] = 5 * s * (1 - s);
+    want[kFirstMax[t]] = 5 * s * (1 - s);
     EXPECT_NEAR(out, s, 1e-15) << "window " << t;
     for (int i = 0; i < 4; ++i) EXPECT_NEAR(din[i], want[i], 1e-15) << "window " << t << " " << i;
   }

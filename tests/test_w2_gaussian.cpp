@@ -4,6 +4,8 @@
 // Gradient convention: dA and dB are gradients with respect to a symmetric matrix argument,
 // i.e. dW = ⟨dA, δA⟩ for every symmetric δA. So perturbing A_ij and A_ji together changes W by
 // (dA_ij + dA_ji)·h, and through A = X Xᵀ/c the gradient is dX = 2 dA X / c.
+#include <gtest/gtest.h>
+
 #include <algorithm>
 #include <cmath>
 #include <cstdint>
@@ -13,14 +15,7 @@
 #include <string>
 #include <vector>
 
-// GCC 12 flags `__m512 __Y = __Y;` inside its own AVX-512 intrinsics (a known false positive),
-// which Eigen reaches under -march=native; the warning is about the compiler's header.
-#pragma GCC diagnostic push
-#pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
-#include <Eigen/Dense>  // random orthogonal bases, products in the test's parameterisations
-#pragma GCC diagnostic pop
-#include <gtest/gtest.h>
-
+#include "eigen_dense.h"  // random orthogonal bases, products in the test's parameterisations
 #include "hetdro/ops.h"
 #include "testing.h"  // random_vector, rel_error, numeric_gradient
 
