@@ -8,6 +8,7 @@
 #include <vector>
 
 #include "hetdro/check.h"
+#include "host/ops/slot_members.h"
 #include "kernels/class_moments.h"  // moments::shifted_moments, chan_combine, cov_entry
 
 namespace hetdro {
@@ -32,11 +33,7 @@ Shard shard_rows(const std::vector<int>& global_rows, int rank, int ranks) {
 template <typename T>
 void pack_moments(T* packed, const T* z, const int32_t* slot, int n, int k, int slots) {
   const int64_t width = moments_width(k);
-  std::vector<std::vector<int32_t>> members(size_t(slots > 0 ? slots : 0));
-  for (int i = 0; i < n; ++i) {
-    HETDRO_ASSERT(slot[i] >= -1 && slot[i] < slots);
-    if (slot[i] >= 0) members[slot[i]].push_back(i);
-  }
+  const auto members = cpu::slot_members(slot, n, slots);
   for (int s = 0; s < slots; ++s) {
     T* p = packed + s * width;
     p[0] = T(members[s].size());

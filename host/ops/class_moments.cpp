@@ -8,24 +8,25 @@
 #include "eigen_maps.h"    // RowMat, and the GCC 12 AVX-512 warning switched off
 #include "hetdro/check.h"  // HETDRO_ASSERT
 #include "hetdro/ops.h"
+#include "slot_members.h"
 
 namespace hetdro::cpu {
-namespace {
 
-template <typename T>
-using Mat = Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic>;
-template <typename T>
-using RowVec = Eigen::Matrix<T, 1, Eigen::Dynamic>;
-
-// The samples of each slot, in input order; slot −1 leaves a sample out.
-std::vector<std::vector<int>> slot_members(const int32_t* slot, int n, int slots) {
-  std::vector<std::vector<int>> members(slots);
+std::vector<std::vector<int32_t>> slot_members(const int32_t* slot, int n, int slots) {
+  std::vector<std::vector<int32_t>> members(size_t(slots > 0 ? slots : 0));
   for (int i = 0; i < n; ++i) {
     HETDRO_ASSERT(slot[i] >= -1 && slot[i] < slots);
     if (slot[i] >= 0) members[slot[i]].push_back(i);
   }
   return members;
 }
+
+namespace {
+
+template <typename T>
+using Mat = Eigen::Matrix<T, Eigen::Dynamic, Eigen::Dynamic>;
+template <typename T>
+using RowVec = Eigen::Matrix<T, 1, Eigen::Dynamic>;
 
 // A thread team per call pays off only for big batches: n = 100, k = 64 is 0.4 Mflop, less than
 // waking a team costs. Either way each slot runs Eigen single-threaded: Eigen would split any
