@@ -83,6 +83,15 @@ void* Context::scratch(size_t bytes) {
   return scratch_;
 }
 
+size_t opt_in_shared_memory(const void* kernel, size_t bytes) {
+  int device = 0, optin = 0;
+  cudaCheck(cudaGetDevice(&device));
+  cudaCheck(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
+  const size_t set = bytes < size_t(optin) ? bytes : size_t(optin);
+  cudaCheck(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(set)));
+  return set;
+}
+
 Context& context() {
   thread_local Context c;
   return c;

@@ -47,6 +47,11 @@ class Context {
 
 Context& context();
 
+// Lets `kernel` take up to `bytes` of dynamic shared memory (the opt-in above 48 KiB), capped at
+// what the device allows; returns the limit set. An attribute of the function, not a stream
+// operation: callers set it once (the first, uncaptured step does).
+size_t opt_in_shared_memory(const void* kernel, size_t bytes);
+
 // Blocks of `threads` covering `count` items, capped so a grid-stride loop does the rest.
 inline unsigned blocks_for(int64_t count, int threads) {
   const int64_t b = (count + threads - 1) / threads;

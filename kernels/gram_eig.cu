@@ -215,14 +215,9 @@ size_t shared_limit() {
   static std::once_flag once;
   static size_t limit = 0;
   std::call_once(once, [] {
-    int device = 0, optin = 0;
-    cudaCheck(cudaGetDevice(&device));
-    cudaCheck(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
-    const size_t want = layout(gr::kMaxN, gr::kMaxK, threads_for(gr::kMaxN, gr::kMaxK)).bytes;
-    const size_t set = want < size_t(optin) ? want : size_t(optin);
-    cudaCheck(cudaFuncSetAttribute(gram_eig_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                   int(set)));
-    limit = set;
+    limit =
+        opt_in_shared_memory(reinterpret_cast<const void*>(gram_eig_kernel),
+                             layout(gr::kMaxN, gr::kMaxK, threads_for(gr::kMaxN, gr::kMaxK)).bytes);
   });
   return limit;
 }

@@ -10,6 +10,7 @@
 #include <stdexcept>
 #include <string>
 
+#include "context.h"  // opt_in_shared_memory
 #include "cuda_check.h"
 #include "eigh.cuh"
 #include "jacobi.h"
@@ -123,14 +124,8 @@ size_t shared_limit() {
   static std::once_flag once;
   static size_t limit = 0;
   std::call_once(once, [] {
-    int device = 0, optin = 0;
-    cudaCheck(cudaGetDevice(&device));
-    cudaCheck(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
-    const size_t want = layout(jac::kMaxK, threads_for(jac::kMaxK)).bytes;
-    const size_t set = want < size_t(optin) ? want : size_t(optin);
-    cudaCheck(cudaFuncSetAttribute(jacobi_eig_kernel, cudaFuncAttributeMaxDynamicSharedMemorySize,
-                                   int(set)));
-    limit = set;
+    limit = opt_in_shared_memory(reinterpret_cast<const void*>(jacobi_eig_kernel),
+                                 layout(jac::kMaxK, threads_for(jac::kMaxK)).bytes);
   });
   return limit;
 }
