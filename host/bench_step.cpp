@@ -38,6 +38,7 @@ void bench_step(const Config& config, const BenchStepOptions& o) {
   std::string why;
   auto backend = make_backend(config.train.device, config.path, &why);
   fmt::print("{}\n", why);
+  if (o.sync_check) backend->set_sync_check(true);
   const std::string backend_name = backend->name();
   Trainer trainer(config, load_groups(config), std::move(backend));
   trainer.use_graph(o.graph);

@@ -223,7 +223,7 @@ int cli(int argc, char** argv) {
 
   std::string config_path, run, checkpoint, group, input;
   std::vector<std::string> overrides;
-  bool overwrite = false, no_graph = false;
+  bool overwrite = false, no_graph = false, sync_check = false;
   int64_t max_steps = 0;
   std::string resume;
   auto* train = app.add_subcommand(
@@ -248,6 +248,11 @@ int cli(int argc, char** argv) {
       "On a GPU, issue every step's ops one by one instead of replaying the step recorded as "
       "one CUDA Graph (docs/DESIGN.md §3)";
   train->add_flag("--no-graph", no_graph, kNoGraph);
+  const char* kSyncCheck =
+      "Debugging a GPU fault: wait after every op, and name the op, the step and the op's sizes "
+      "when a CUDA error surfaces; steps are issued op by op (also HETDRO_SYNC_CHECK=1; "
+      "docs/DESIGN.md §3)";
+  train->add_flag("--sync-check", sync_check, kSyncCheck);
   train->footer(
       "Checkpoints after every epoch and every train.checkpoint_every steps. SIGINT or SIGTERM "
       "finishes the current step, writes a checkpoint and exits with 130 or 143; --resume "
@@ -262,6 +267,7 @@ int cli(int argc, char** argv) {
   bench_step_cmd->add_option("--set", overrides,
                              "Override a config key, e.g. --set train.batch_size=1000");
   bench_step_cmd->add_flag("--no-graph", no_graph, kNoGraph);
+  bench_step_cmd->add_flag("--sync-check", sync_check, kSyncCheck);
   bench_step_cmd->add_option("--steps", bench.steps, "Timed steps")->capture_default_str();
   bench_step_cmd->add_option("--warmup", bench.warmup, "Untimed steps before them")
       ->capture_default_str();
@@ -339,6 +345,7 @@ int cli(int argc, char** argv) {
       std::string why;
       auto backend = make_backend(config.train.device, config.path, &why);
       fmt::print("{}\n", why);
+      if (sync_check) backend->set_sync_check(true);  // HETDRO_SYNC_CHECK=1 may have set it
       auto collectives = make_collectives(*backend);
       if (collectives)
         fmt::print(
@@ -354,6 +361,7 @@ int cli(int argc, char** argv) {
       trainer.train(resume.empty() ? out : resume, options);
     } else if (bench_step_cmd->parsed()) {
       bench.graph = !no_graph;
+      bench.sync_check = sync_check;
       bench_step(load_config(config_path, overrides), bench);
     } else if (eval->parsed() || predict->parsed()) {
       if (use_best && run.empty()) input_error("eval --best needs --run DIR");

@@ -260,22 +260,33 @@ std::string Trainer::why_no_graph() const {
   if (!use_graph_) return "--no-graph";
   // The collectives run on the host between ops (MPI), outside anything a backend could record.
   if (comm_) return "data parallel: the collectives run between the ops";
+  if (backend_->sync_check()) return "sync-check: every op is waited for and checked";
   return record_failed_;
 }
 
 void Trainer::step() {
   HETDRO_ASSERT(step_in_epoch_ < sampler_.steps_per_epoch());
+  // In sync-check mode (docs/DESIGN.md §3) every step is issued op by op, and a failure names
+  // the step; the mode may have been turned on after a recording was made.
+  const bool sync_check = backend_->sync_check();
+  if (sync_check) {
+    graph_.reset();
+    backend_->set_where(fmt::format("step {} (batch {} of {} in its epoch)", step_ + 1,
+                                    step_in_epoch_ + 1, sampler_.steps_per_epoch()));
+  }
   if (graph_) {
     graph_->replay();
   } else {
     issue_step();
   }
+  if (sync_check) backend_->set_where(fmt::format("after step {}", step_ + 1));
   // Counted before any recording, so that a recording that fails leaves the host's count in
   // step with the device's clock and parameters.
   ++step_;
   ++window_steps_;
   ++step_in_epoch_;
-  if (graph_ || !use_graph_ || comm_ || !record_failed_.empty()) return;  // why_no_graph()'s cases
+  if (graph_ || !use_graph_ || comm_ || sync_check || !record_failed_.empty())
+    return;  // why_no_graph()'s cases
   // The first step, issued op by op, has sized every workspace and chosen every library
   // algorithm; now the step can be recorded without allocating inside the recording. Recording
   // runs nothing, and a recording that fails leaves the steps issued op by op, and says why once
@@ -498,7 +509,7 @@ bool Trainer::run_epoch(int epoch, int64_t budget, RunFolder* folder, EpochRecor
       graph_reported_ = true;
       if (graph_)
         fmt::print("step: recorded as one CUDA Graph after its first run, replayed from then on\n");
-      else if (!backend_->synchronous())
+      else if (!backend_->synchronous() || backend_->sync_check())
         fmt::print("step: issued op by op ({})\n", why_no_graph());
     }
     const bool stop = stop_requested();

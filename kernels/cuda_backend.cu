@@ -2,6 +2,7 @@
 // kernels of every op (hetdro::cuda, kernels/<op>.cu).
 #include <cuda_runtime.h>
 
+#include <cstdlib>  // getenv
 #include <functional>
 #include <memory>
 #include <string>
@@ -11,6 +12,7 @@
 #include "hetdro/backend.h"
 #include "hetdro/cuda_ops.h"
 #include "hetdro/cuda_timing.h"  // event_ms
+#include "hetdro/sync_check.h"   // --sync-check: the op's arguments and the failure's message
 
 namespace hetdro {
 namespace {
@@ -33,7 +35,10 @@ class CudaBackend final : public Backend<float> {
   using T = float;                          // the element type ops.def's parameters name
   CudaBackend() { (void)cuda::context(); }  // the stream and handles, before the first op
   std::string name() const override { return "cuda"; }
-  void release(void* p) override { cudaFree(p); }  // not checked: called from destructors
+  void release(void* p) override {  // not checked: called from destructors
+    allocations_.remove(p);
+    cudaFree(p);
+  }
   // Host memory is pageable, so the copies wait for the stream; the step itself never copies.
   void upload(void* dst, const void* src, size_t bytes) override {
     if (bytes == 0) return;  // an empty buffer's pointers may be null: no copy to make
@@ -47,7 +52,11 @@ class CudaBackend final : public Backend<float> {
   }
   void zero(void* dst, size_t bytes) override {
     if (bytes == 0) return;
-    cudaCheck(cudaMemsetAsync(dst, 0, bytes, stream()));
+    if (!sync_check()) return cudaCheck(cudaMemsetAsync(dst, 0, bytes, stream()));
+    sync_check::run_op<cuda::CudaError>(
+        "zero", where(), [&] { cudaCheck(cudaMemsetAsync(dst, 0, bytes, stream())); },
+        wait_for_stream,
+        [&] { return sync_check::Args("(dst, bytes)", allocations_)(dst, bytes); });
   }
   void synchronize() override { cudaCheck(cudaStreamSynchronize(stream())); }
   void set_deterministic(bool on) override { cuda::context().set_deterministic(on); }
@@ -59,6 +68,10 @@ class CudaBackend final : public Backend<float> {
   // recorded throws NotRecordable: the capture is ended and dropped, and nothing ran.
   std::unique_ptr<Recording> record(const std::function<void()>& issue,
                                     std::string* why_not) override {
+    if (sync_check()) {  // waiting after each op is not allowed inside a capture
+      if (why_not) *why_not = "sync-check: every op is waited for and checked";
+      return nullptr;
+    }
     const cudaStream_t s = stream();
     cudaCheck(cudaStreamBeginCapture(s, cudaStreamCaptureModeRelaxed));
     cudaGraph_t graph = nullptr;
@@ -89,8 +102,15 @@ class CudaBackend final : public Backend<float> {
     return free;
   }
 
-#define HETDRO_OP(name, params, args) \
-  void name params override { cuda::name<float> args; }
+  // Every op; in sync-check mode (docs/DESIGN.md §3) each is waited for, and a failure inside
+  // it or surfacing after it names the op, where() and its arguments' sizes.
+#define HETDRO_OP(name, params, args)                                     \
+  void name params override {                                             \
+    if (!sync_check()) return cuda::name<float> args;                     \
+    sync_check::run_op<cuda::CudaError>(                                  \
+        #name, where(), [&] { cuda::name<float> args; }, wait_for_stream, \
+        [&] { return sync_check::Args(#args, allocations_) args; });      \
+  }
 #include "hetdro/ops.def"
 #undef HETDRO_OP
 
@@ -99,11 +119,22 @@ class CudaBackend final : public Backend<float> {
     void* p = nullptr;
     if (bytes == 0) return p;  // an empty buffer (tests, empty groups): no cudaMalloc(0)
     cudaCheck(cudaMalloc(&p, bytes));
+    allocations_.add(p, bytes);
     return p;
   }
 
  private:
   static cudaStream_t stream() { return cuda::context().stream(); }
+  // Sync-check's wait: the stream's first error, or a launch error no launchCheck read; "" if
+  // none.
+  static std::string wait_for_stream() {
+    cudaError_t e = cudaStreamSynchronize(stream());
+    const cudaError_t last = cudaGetLastError();  // read, so that it is cleared
+    if (e == cudaSuccess) e = last;
+    if (e == cudaSuccess) return "";
+    return std::string(cudaGetErrorName(e)) + ": " + cudaGetErrorString(e);
+  }
+  sync_check::Allocations allocations_;  // for a failure's sizes
 };
 
 }  // namespace
@@ -118,7 +149,10 @@ std::unique_ptr<Backend<float>> make_cuda_backend(std::string* why_not) {
     cudaGetLastError();  // clear it, so later CUDA calls don't see it
     return nullptr;
   }
-  return std::make_unique<CudaBackend>();
+  auto backend = std::make_unique<CudaBackend>();
+  // The debug mode for every CUDA backend the process makes: `hetdro` and the GPU tests alike.
+  backend->set_sync_check(sync_check::requested(std::getenv("HETDRO_SYNC_CHECK")));
+  return backend;
 }
 
 }  // namespace hetdro

@@ -73,6 +73,18 @@ class Memory {
   // The CPU's ops are deterministic either way.
   virtual void set_deterministic(bool on) { (void)on; }
 
+  // The debug mode of `--sync-check` and HETDRO_SYNC_CHECK=1 (docs/DESIGN.md §3): a backend whose
+  // ops run asynchronously (CUDA) waits after every op and, when an error surfaces, throws naming
+  // the op, where() and the op's sizes (hetdro/sync_check.h); the CPU's ops already fail where
+  // they fail. Nothing is recorded in this mode: a recorded op runs only at the replay, so there
+  // is nothing to wait for after it (the trainer issues every step op by op).
+  void set_sync_check(bool on) { sync_check_ = on; }
+  bool sync_check() const { return sync_check_; }
+  // What the host is doing ("step 12 ..."), for a sync-check failure to name; the trainer keeps
+  // it in this mode only.
+  void set_where(std::string where) { where_ = std::move(where); }
+  const std::string& where() const { return where_; }
+
   // Records the ops that `issue` enqueues, without running them, for replay(). nullptr, with the
   // reason in `why_not`, when this backend runs its ops as they are called (the CPU) or one of
   // the ops cannot be recorded (a cuSOLVER eigensolver); nothing is left half-recorded then.
@@ -88,6 +100,8 @@ class Memory {
 
  private:
   int64_t allocations_ = 0;
+  bool sync_check_ = false;
+  std::string where_;
 };
 
 // One pure virtual method per op of ops.def, with the reference's name and parameters.

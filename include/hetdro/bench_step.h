@@ -10,10 +10,11 @@
 namespace hetdro {
 
 struct BenchStepOptions {
-  int warmup = 20;    // untimed steps first (the first one also records the graph)
-  int steps = 200;    // timed steps
-  bool graph = true;  // false: --no-graph
-  std::string json;   // where to write the record ("" for none)
+  int warmup = 20;          // untimed steps first (the first one also records the graph)
+  int steps = 200;          // timed steps
+  bool graph = true;        // false: --no-graph
+  bool sync_check = false;  // --sync-check: wait after every op (docs/DESIGN.md §3)
+  std::string json;         // where to write the record ("" for none)
 };
 
 // Times options.steps steps of `config`'s training on its data, each on the backend's own clock

@@ -73,7 +73,8 @@ class Trainer {
   // a non-finite loss or gradient makes Adam skip and shows at the next read_window(). Where the
   // backend can record ops (CUDA), the first step runs as issued and is then recorded as one
   // CUDA Graph, which every later step replays (docs/DESIGN.md §3); use_graph(false) keeps
-  // issuing the ops one by one.
+  // issuing the ops one by one, and so does a backend in sync-check mode (Memory::sync_check),
+  // which is told the step so that a failure names it.
   void step();
   void use_graph(bool on);
   // Why the steps are not replayed from a recording (empty while they are, or before the first).
