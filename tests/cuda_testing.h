@@ -1,11 +1,12 @@
 // Helpers for the GPU tests (tests/test_<op>_cuda.cpp, ctest label "gpu"): the CUDA backend or a
-// skip with its reason, device copies, NaN-filled outputs, and the error measure against the
-// CPU reference run in double (docs/DESIGN.md §3).
+// skip with its reason (a failure under HETDRO_REQUIRE_GPU=1), device copies, NaN-filled outputs,
+// and the error measure against the CPU reference run in double (docs/DESIGN.md §3).
 #pragma once
 
 #include <gtest/gtest.h>
 
 #include <cmath>
+#include <cstdlib>  // getenv
 #include <limits>
 #include <memory>
 #include <string>
@@ -25,11 +26,30 @@ inline Backend<float>* cuda_backend(std::string* why_not) {
   return backend.get();
 }
 
-// Binds `var` to the CUDA backend (a Backend<float>&), or skips the test saying why.
+// HETDRO_REQUIRE_GPU=1 (scripts/gpu_check.sh sets it): a GPU test without the CUDA backend
+// fails, so a driver older than the runtime cannot pass as a run with every test skipped.
+// Unset or 0: it skips. Any other value is a mistake, and fails saying so.
+inline std::string gpu_required_error() {
+  const char* v = std::getenv("HETDRO_REQUIRE_GPU");
+  const std::string value = v ? v : "";
+  if (value == "1") return "HETDRO_REQUIRE_GPU=1, but there is no GPU to test: ";
+  if (value.empty() || value == "0") return "";
+  return "HETDRO_REQUIRE_GPU must be 0 or 1, not '" + value + "'; and there is no GPU to test: ";
+}
+
+// Skips the test, saying why there is no CUDA backend; or fails it under HETDRO_REQUIRE_GPU=1.
+#define HETDRO_NO_GPU(why)                                                       \
+  do {                                                                           \
+    const std::string hetdro_required = ::hetdro::testing::gpu_required_error(); \
+    if (!hetdro_required.empty()) FAIL() << hetdro_required << (why);            \
+    GTEST_SKIP() << "no GPU: " << (why);                                         \
+  } while (0)
+
+// Binds `var` to the CUDA backend (a Backend<float>&), or skips (fails: HETDRO_NO_GPU) saying why.
 #define HETDRO_CUDA_OR_SKIP(var)                                                         \
   std::string var##_why_not;                                                             \
   ::hetdro::Backend<float>* var##_ptr = ::hetdro::testing::cuda_backend(&var##_why_not); \
-  if (var##_ptr == nullptr) GTEST_SKIP() << "no GPU: " << var##_why_not;                 \
+  if (var##_ptr == nullptr) HETDRO_NO_GPU(var##_why_not);                                \
   ::hetdro::Backend<float>& var = *var##_ptr
 
 // A device copy of `host`.

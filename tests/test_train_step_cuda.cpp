@@ -28,7 +28,7 @@ class StepOnCuda : public ::testing::TestWithParam<std::vector<std::string>> {};
 TEST_P(StepOnCuda, MatchesTheCpuBackend) {
   std::string why_not;
   auto gpu = make_cuda_backend(&why_not);
-  if (!gpu) GTEST_SKIP() << "no GPU: " << why_not;
+  if (!gpu) HETDRO_NO_GPU(why_not);
   const Config config = load_config(synthetic_config(), GetParam());
   Trainer cpu(config, load_groups(config));
   Trainer cuda(config, load_groups(config), std::move(gpu));
