@@ -12,7 +12,8 @@
 #   info       hetdro info
 #   ctest_gpu  ctest -L gpu (hetdro_gpu_tests: each kernel against the CPU reference), with
 #              HETDRO_REQUIRE_GPU=1: a test that cannot get the CUDA backend fails, saying why
-#   train      hetero-fashion prepared from --fashion, one epoch on train.device = "cuda"
+#   train      hetero-fashion prepared from --fashion, one epoch on train.device = "cuda"; when
+#              it fails, 20 steps again with --sync-check, whose message names the faulting op
 #   vs_torch   scripts/bench_vs_torch.sh on hetero-fashion, cut to fit (--budget 170 s): 30 steps per
 #              measurement, the reduced sweep, hetdro's 10-epoch run but not torch's (--torch-train
 #              adds it); its summary.md and JSON under vs_torch/
@@ -455,8 +456,15 @@ step_train() {
   [[ -n "$fashion" ]] || { echo "skipped: no Fashion-MNIST (--fashion DIR)"; exit 77; }
   rm -rf "$work"; mkdir -p "$work"
   "$build/hetdro" prepare hetero-fashion --source "$fashion" --out "$work/hf"
-  "$build/hetdro" train --config "$work/hf/config.toml" --out "$work/run" \
-    --set 'train.device="cuda"' --set train.epochs=1
+  local train=("$build/hetdro" train --config "$work/hf/config.toml" --set 'train.device="cuda"')
+  if ! "${train[@]}" --out "$work/run" --set train.epochs=1; then
+    # Name the op that faulted: the same training again, 20 steps, synchronising after every op
+    # (--sync-check, docs/DESIGN.md §3); its message names the op, the step and the buffers.
+    echo "!! train failed: again with --sync-check, to name the op that faulted"
+    "${train[@]}" --out "$work/run_sync_check" --set train.epochs=1 --sync-check --max-steps 20 ||
+      true
+    return 1
+  fi
   cp "$work/run/metrics.jsonl" "$work/run/report.json" "$res/" 2>/dev/null || true
 }
 
