@@ -23,6 +23,7 @@ namespace {
 
 World g_world;
 bool g_started = false;
+MPI_Comm g_node = MPI_COMM_NULL;  // the ranks that share this node's memory (and GPUs)
 
 void check_mpi(int rc, const char* what) {
   if (rc == MPI_SUCCESS) return;
@@ -136,10 +137,29 @@ World start_world(int* argc, char*** argv) {
   g_started = true;
   MPI_Comm_rank(MPI_COMM_WORLD, &g_world.rank);
   MPI_Comm_size(MPI_COMM_WORLD, &g_world.size);
+  // The node's ranks from MPI itself, under any launcher (not OMPI_COMM_WORLD_LOCAL_RANK, which
+  // only Open MPI's mpirun sets): local ranks in world-rank order.
+  check_mpi(MPI_Comm_split_type(MPI_COMM_WORLD, MPI_COMM_TYPE_SHARED, g_world.rank, MPI_INFO_NULL,
+                                &g_node),
+            "MPI_Comm_split_type");
+  MPI_Comm_rank(g_node, &g_world.local_rank);
+  MPI_Comm_size(g_node, &g_world.local_size);
   return g_world;
 }
 
 const World& world() { return g_world; }
+
+std::vector<std::string> node_all_gather(const std::string& mine) {
+  if (!g_started || g_node == MPI_COMM_NULL) return {mine};
+  constexpr int kWidth = 256;
+  std::vector<char> out(kWidth, '\0'), all(size_t(kWidth) * size_t(g_world.local_size));
+  mine.copy(out.data(), kWidth - 1);
+  check_mpi(MPI_Allgather(out.data(), kWidth, MPI_CHAR, all.data(), kWidth, MPI_CHAR, g_node),
+            "MPI_Allgather");
+  std::vector<std::string> texts;
+  for (int r = 0; r < g_world.local_size; ++r) texts.emplace_back(all.data() + size_t(r) * kWidth);
+  return texts;
+}
 
 std::string mpi_status() {
   char version[MPI_MAX_LIBRARY_VERSION_STRING];
@@ -151,6 +171,7 @@ std::string mpi_status() {
 }
 
 void finish_world() {
+  if (g_node != MPI_COMM_NULL) MPI_Comm_free(&g_node);
   if (g_started) MPI_Finalize();
   g_started = false;
 }

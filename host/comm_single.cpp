@@ -17,6 +17,7 @@ World start_world(int*, char***) {
   return g_world;
 }
 const World& world() { return g_world; }
+std::vector<std::string> node_all_gather(const std::string& mine) { return {mine}; }
 std::string mpi_status() { return "not built (no MPI found; one process only)"; }
 void finish_world() {}
 void abort_world(int, const std::string&) {}

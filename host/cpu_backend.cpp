@@ -9,7 +9,8 @@
 
 #include "hetdro/backend.h"
 #include "hetdro/check.h"   // input_error
-#include "hetdro/device.h"  // query_devices
+#include "hetdro/comm.h"    // world, node_all_gather
+#include "hetdro/device.h"  // query_devices, device_for_rank, use_gpu
 #include "hetdro/ops.h"
 
 namespace hetdro {
@@ -61,6 +62,17 @@ std::unique_ptr<Backend<T>> make_cpu_backend() {
 template std::unique_ptr<Backend<float>> make_cpu_backend<float>();
 template std::unique_ptr<Backend<double>> make_cpu_backend<double>();
 
+namespace {
+// Every rank of the node says which GPU it took ("" for none), so that two ranks on one GPU
+// stop with a message instead of a failing ncclCommInitRank (docs/DESIGN.md §7). A collective:
+// every rank of a multi-rank node reaches it, whichever backend it chose.
+void check_one_gpu_per_rank(const std::string& gpu_id, const std::string& config_path) {
+  if (world().local_size < 2) return;
+  const std::string error = shared_gpu_error(node_all_gather(gpu_id));
+  if (!error.empty()) input_error("{}: {}", config_path, error);
+}
+}  // namespace
+
 std::unique_ptr<Backend<float>> make_backend(const std::string& device,
                                              const std::string& config_path, std::string* why) {
   const DeviceReport r = query_devices();
@@ -71,15 +83,25 @@ std::unique_ptr<Backend<float>> make_backend(const std::string& device,
     if (r.gpus.empty())
       input_error("{}: train.device = \"cuda\", but {}. Use \"auto\" or \"cpu\".", config_path,
                   r.status);
+    // One GPU per rank (docs/DESIGN.md §7), made current before the CUDA context exists.
+    const World& w = world();
+    const DeviceChoice choice = device_for_rank(w.local_rank, w.local_size, int(r.gpus.size()));
+    if (!choice.error.empty())
+      input_error("{}: {}, but on rank {}: {}", config_path, asked, w.rank, choice.error);
+    const std::string gpu_id = use_gpu(choice.device);
+    check_one_gpu_per_rank(gpu_id, config_path);
     std::string why_not;
     auto backend = make_cuda_backend(&why_not);
     if (!backend)
       input_error("{}: {}, but {}. Use train.device = \"cpu\".", config_path, asked, why_not);
     if (why)
-      *why = fmt::format("device: cuda ({}), GPU {}{}", asked, r.gpus[0].name,
+      *why = fmt::format("device: cuda ({}), GPU {}{}: {}{}", asked, choice.device,
+                         w.size > 1 ? fmt::format(" (rank {})", w.rank) : "",
+                         r.gpus[size_t(choice.device)].name,
                          device == "auto" ? "; train.device = \"cpu\" keeps the CPU" : "");
     return backend;
   }
+  check_one_gpu_per_rank("", config_path);
   if (why) {
     if (device == "cpu")
       *why = fmt::format("device: cpu (train.device = \"cpu\"), {} thread(s)", threads);

@@ -43,10 +43,12 @@ void print_info() {
   if (r.cuda_built)
     fmt::print("libraries: CUDA runtime {}, cuDNN {}, cuBLAS {}, cuSOLVER {}\n", r.cuda_runtime,
                r.cudnn, r.cublas, r.cusolver);
+  if (r.cuda_built) fmt::print("eigensolvers: {}\n", r.eigensolvers);
   if (r.gpus.empty()) fmt::print("GPUs: none ({})\n", r.status);
   for (size_t i = 0; i < r.gpus.size(); ++i)
-    fmt::print("GPU {}: {}, {:.1f} GiB, compute capability {}.{}\n", i, r.gpus[i].name,
-               double(r.gpus[i].memory_bytes) / (1 << 30), r.gpus[i].major, r.gpus[i].minor);
+    fmt::print("GPU {}: {}, {:.1f} GiB, compute capability {}.{}, {} KiB shared memory per block\n",
+               i, r.gpus[i].name, double(r.gpus[i].memory_bytes) / (1 << 30), r.gpus[i].major,
+               r.gpus[i].minor, r.gpus[i].shared_optin / 1024);
   if (!r.cuda_built)
     fmt::print("training backends: cpu (this build has no CUDA)\n");
   else

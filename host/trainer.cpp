@@ -16,6 +16,7 @@
 #include "hetdro/io.h"   // write_npz
 #include "hetdro/ops.h"  // anchor_cov_forward, for the exported anchors
 #include "hetdro/run_folder.h"
+#include "hetdro/step_status.h"  // a solver's failure in the status
 
 namespace hetdro {
 namespace {
@@ -336,6 +337,10 @@ Window Trainer::read_window() {
     status_.upload(std::vector<int64_t>{-1, -1});
     set_clock();
     const int64_t where = status[1];
+    if (step_status::is_solver_failure(where))  // before any value went bad (DESIGN.md §3)
+      throw std::runtime_error(fmt::format(
+          "step {}: {}; Adam skipped the step, so the parameters are those after step {}.",
+          status[0], step_status::describe(where), step_));
     const std::string what =
         where < 0
             ? fmt::format("the loss term {}", StepStats::name(int(-1 - where), int(groups_.size())))

@@ -1,7 +1,10 @@
 // The per-thread CUDA context and the checked-call failure path.
 #include <fmt/format.h>
 
+#include <map>
+#include <mutex>
 #include <string>
+#include <utility>
 
 #include "context.h"
 #include "cuda_check.h"
@@ -12,36 +15,33 @@ void fail(const char* file, int line, const char* call, const std::string& why) 
   throw CudaError(fmt::format("{}:{}: {} failed: {}", file, line, call, why));
 }
 
+// cuSOLVER has no status-to-string function.
+const char* cusolver_status_name(cusolverStatus_t status) {
+  switch (status) {
+    case CUSOLVER_STATUS_SUCCESS:
+      return "CUSOLVER_STATUS_SUCCESS";
+    case CUSOLVER_STATUS_NOT_INITIALIZED:
+      return "CUSOLVER_STATUS_NOT_INITIALIZED";
+    case CUSOLVER_STATUS_ALLOC_FAILED:
+      return "CUSOLVER_STATUS_ALLOC_FAILED";
+    case CUSOLVER_STATUS_INVALID_VALUE:
+      return "CUSOLVER_STATUS_INVALID_VALUE";
+    case CUSOLVER_STATUS_ARCH_MISMATCH:
+      return "CUSOLVER_STATUS_ARCH_MISMATCH";
+    case CUSOLVER_STATUS_EXECUTION_FAILED:
+      return "CUSOLVER_STATUS_EXECUTION_FAILED";
+    case CUSOLVER_STATUS_INTERNAL_ERROR:
+      return "CUSOLVER_STATUS_INTERNAL_ERROR";
+    case CUSOLVER_STATUS_NOT_SUPPORTED:
+      return "CUSOLVER_STATUS_NOT_SUPPORTED";
+    default:
+      return "unknown cuSOLVER status";
+  }
+}
+
 void check(cusolverStatus_t status, const char* file, int line, const char* call) {
   if (status == CUSOLVER_STATUS_SUCCESS) return;
-  // cuSOLVER has no status-to-string function.
-  const char* why = "unknown cuSOLVER status";
-  switch (status) {
-    case CUSOLVER_STATUS_NOT_INITIALIZED:
-      why = "CUSOLVER_STATUS_NOT_INITIALIZED";
-      break;
-    case CUSOLVER_STATUS_ALLOC_FAILED:
-      why = "CUSOLVER_STATUS_ALLOC_FAILED";
-      break;
-    case CUSOLVER_STATUS_INVALID_VALUE:
-      why = "CUSOLVER_STATUS_INVALID_VALUE";
-      break;
-    case CUSOLVER_STATUS_ARCH_MISMATCH:
-      why = "CUSOLVER_STATUS_ARCH_MISMATCH";
-      break;
-    case CUSOLVER_STATUS_EXECUTION_FAILED:
-      why = "CUSOLVER_STATUS_EXECUTION_FAILED";
-      break;
-    case CUSOLVER_STATUS_INTERNAL_ERROR:
-      why = "CUSOLVER_STATUS_INTERNAL_ERROR";
-      break;
-    case CUSOLVER_STATUS_NOT_SUPPORTED:
-      why = "CUSOLVER_STATUS_NOT_SUPPORTED";
-      break;
-    default:
-      break;
-  }
-  fail(file, line, call, fmt::format("{} ({})", why, int(status)));
+  fail(file, line, call, fmt::format("{} ({})", cusolver_status_name(status), int(status)));
 }
 
 Context::Context() {
@@ -55,6 +55,8 @@ Context::Context() {
   cublasCheck(cublasSetWorkspace(cublas_, cublas_workspace_, kCublasWorkspace));
   cusolverCheck(cusolverDnCreate(&cusolver_));
   cusolverCheck(cusolverDnSetStream(cusolver_, stream_));
+  cudaCheck(cudaMalloc(&solver_status_, sizeof(int64_t)));
+  cudaCheck(cudaMemsetAsync(solver_status_, 0, sizeof(int64_t), stream_));
 }
 
 Context::~Context() {
@@ -63,6 +65,7 @@ Context::~Context() {
   if (cublas_) cublasDestroy(cublas_);
   if (cublas_workspace_) cudaFree(cublas_workspace_);
   if (scratch_) cudaFree(scratch_);
+  if (solver_status_) cudaFree(solver_status_);
   for (void* p : outgrown_) cudaFree(p);
   if (stream_) cudaStreamDestroy(stream_);
 }
@@ -83,13 +86,33 @@ void* Context::scratch(size_t bytes) {
   return scratch_;
 }
 
-size_t opt_in_shared_memory(const void* kernel, size_t bytes) {
-  int device = 0, optin = 0;
+namespace {
+std::mutex g_shared_mutex;  // guards the two maps below: contexts live on many threads
+}  // namespace
+
+size_t device_shared_optin() {
+  static std::map<int, size_t> by_device;
+  int device = 0;
   cudaCheck(cudaGetDevice(&device));
+  const std::lock_guard<std::mutex> lock(g_shared_mutex);
+  auto it = by_device.find(device);
+  if (it != by_device.end()) return it->second;
+  int optin = 0;
   cudaCheck(cudaDeviceGetAttribute(&optin, cudaDevAttrMaxSharedMemoryPerBlockOptin, device));
-  const size_t set = bytes < size_t(optin) ? bytes : size_t(optin);
+  return by_device[device] = size_t(optin);
+}
+
+size_t opt_in_shared_memory(const void* kernel, size_t bytes) {
+  const size_t optin = device_shared_optin();
+  static std::map<std::pair<int, const void*>, size_t> set_on;
+  int device = 0;
+  cudaCheck(cudaGetDevice(&device));
+  const std::lock_guard<std::mutex> lock(g_shared_mutex);
+  auto it = set_on.find({device, kernel});
+  if (it != set_on.end()) return it->second;
+  const size_t set = bytes < optin ? bytes : optin;
   cudaCheck(cudaFuncSetAttribute(kernel, cudaFuncAttributeMaxDynamicSharedMemorySize, int(set)));
-  return set;
+  return set_on[{device, kernel}] = set;
 }
 
 Context& context() {

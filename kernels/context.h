@@ -34,6 +34,11 @@ class Context {
   // ends: ops issued before, or recorded into a CUDA Graph, still use it.
   void* scratch(size_t bytes);
 
+  // The cuSOLVER eigensolvers' failure record, int64 [1] on the device: 0, or the first
+  // failure's code (hetdro/step_status.h), sticky until check_finite folds it into the step's
+  // status or take_solver_failure() reads it. Written on the stream, never waited for.
+  int64_t* solver_status() const { return solver_status_; }
+
  private:
   cudaStream_t stream_ = nullptr;
   cublasHandle_t cublas_ = nullptr;
@@ -43,14 +48,19 @@ class Context {
   size_t scratch_bytes_ = 0;
   std::vector<void*> outgrown_;
   void* cublas_workspace_ = nullptr;
+  int64_t* solver_status_ = nullptr;
 };
 
 Context& context();
 
 // Lets `kernel` take up to `bytes` of dynamic shared memory (the opt-in above 48 KiB), capped at
-// what the device allows; returns the limit set. An attribute of the function, not a stream
-// operation: callers set it once (the first, uncaptured step does).
+// what the current device allows; returns the limit set. An attribute of the function on one
+// device, not a stream operation: set once per (kernel, device), later calls return the limit
+// (the first, uncaptured step sets it; docs/DESIGN.md §3).
 size_t opt_in_shared_memory(const void* kernel, size_t bytes);
+// The current device's opt-in limit (cudaDevAttrMaxSharedMemoryPerBlockOptin), queried once per
+// device.
+size_t device_shared_optin();
 
 // Blocks of `threads` covering `count` items, capped so a grid-stride loop does the rest.
 inline unsigned blocks_for(int64_t count, int threads) {

@@ -32,6 +32,7 @@ inline void check(cublasStatus_t status, const char* file, int line, const char*
   if (status != CUBLAS_STATUS_SUCCESS) fail(file, line, call, cublasGetStatusString(status));
 }
 void check(cusolverStatus_t status, const char* file, int line, const char* call);
+const char* cusolver_status_name(cusolverStatus_t status);  // "CUSOLVER_STATUS_INVALID_VALUE"
 
 }  // namespace hetdro::cuda
 

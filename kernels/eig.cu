@@ -14,9 +14,11 @@
 
 #include "context.h"
 #include "cuda_check.h"
+#include "eig_choice.h"  // choose_eigensolver
 #include "eigh.cuh"
-#include "hetdro/backend.h"  // NotRecordable
-#include "jacobi.h"          // kMaxK
+#include "hetdro/backend.h"      // NotRecordable
+#include "hetdro/step_status.h"  // the solver's failure code
+#include "jacobi.h"              // kMaxK
 
 namespace hetdro::cuda {
 namespace {
@@ -39,10 +41,12 @@ struct SolverParams {
     if (!syevj) cusolverCheck(cusolverDnCreateSyevjInfo(&syevj));
     return syevj;
   }
+#if HETDRO_XSYEV_BATCHED
   cusolverDnParams_t xparams() {
     if (!x) cusolverCheck(cusolverDnCreateParams(&x));
     return x;
   }
+#endif
 };
 
 SolverParams& solver_params() {
@@ -51,6 +55,19 @@ SolverParams& solver_params() {
 }
 
 size_t align(size_t bytes) { return (bytes + 255) / 256 * 256; }
+
+const char* routine(Eigensolver solver) {
+  return solver == Eigensolver::syevj ? "cusolverDnSsyevjBatched" : "cusolverDnXsyevBatched";
+}
+
+// A failure status from a cuSOLVER eigensolver call: SolverRefused, naming it, k and the status.
+void solver_check(cusolverStatus_t status, Eigensolver solver, int k, int batch, const char* call) {
+  if (status == CUSOLVER_STATUS_SUCCESS) return;
+  throw SolverRefused(
+      solver, k, int(status),
+      fmt::format("eigensolver {} ({}): {} refused k = {}, batch = {}: {} ({})", name(solver),
+                  routine(solver), call, k, batch, cusolver_status_name(status), int(status)));
+}
 
 // cuSOLVER's batched solvers index their batch in 32 bits (XsyevBatched documents
 // n·lda·batchSize ≤ INT32_MAX; syevjBatched sizes its workspace in an int): a larger batch goes
@@ -77,17 +94,24 @@ CusolverLayout cusolver_layout(Eigensolver solver, int batch, int k) {
   // The size queries read only the shapes; the pointers may be null.
   if (solver == Eigensolver::syevj) {
     int lwork = 0;
-    cusolverCheck(cusolverDnSsyevjBatched_bufferSize(h, CUSOLVER_EIG_MODE_VECTOR,
-                                                     CUBLAS_FILL_MODE_LOWER, k, nullptr, k, nullptr,
-                                                     &lwork, solver_params().syevj_info(), batch));
+    solver_check(cusolverDnSsyevjBatched_bufferSize(h, CUSOLVER_EIG_MODE_VECTOR,
+                                                    CUBLAS_FILL_MODE_LOWER, k, nullptr, k, nullptr,
+                                                    &lwork, solver_params().syevj_info(), batch),
+                 solver, k, batch, "cusolverDnSsyevjBatched_bufferSize");
     l.work_bytes = sizeof(float) * size_t(lwork);
   } else {
+#if HETDRO_XSYEV_BATCHED
     size_t device = 0, host = 0;
-    cusolverCheck(cusolverDnXsyevBatched_bufferSize(
-        h, solver_params().xparams(), CUSOLVER_EIG_MODE_VECTOR, CUBLAS_FILL_MODE_LOWER, k,
-        CUDA_R_32F, nullptr, k, CUDA_R_32F, nullptr, CUDA_R_32F, &device, &host, batch));
+    solver_check(
+        cusolverDnXsyevBatched_bufferSize(h, solver_params().xparams(), CUSOLVER_EIG_MODE_VECTOR,
+                                          CUBLAS_FILL_MODE_LOWER, k, CUDA_R_32F, nullptr, k,
+                                          CUDA_R_32F, nullptr, CUDA_R_32F, &device, &host, batch),
+        solver, k, batch, "cusolverDnXsyevBatched_bufferSize");
     l.work_bytes = device;
     l.host_bytes = host;
+#else
+    throw std::logic_error("eigensolver syev reached without cusolverDnXsyevBatched");
+#endif
   }
   l.bytes = l.work + align(l.work_bytes);
   return l;
@@ -108,13 +132,33 @@ __global__ void scatter_eigh_kernel(float* __restrict__ w, int64_t w_stride, flo
   }
 }
 
+// The lowest-numbered matrix whose info is not 0, into *status as a step_status code unless a
+// failure is there already (sticky; check_finite or take_solver_failure clears it). One block:
+// read on the device, so the step never waits for the host (docs/DESIGN.md §3).
+__global__ void record_solver_info(int64_t* status, const int* __restrict__ info, int batch,
+                                   int64_t first, int solver) {
+  __shared__ int lowest;
+  if (threadIdx.x == 0) lowest = INT_MAX;
+  __syncthreads();
+  for (int b = threadIdx.x; b < batch; b += blockDim.x)
+    if (info[b] != 0) {
+      atomicMin(&lowest, b);
+      break;
+    }
+  __syncthreads();
+  if (threadIdx.x == 0 && lowest != INT_MAX && *status == 0)
+    *status = step_status::encode(step_status::Solver(solver), first + lowest, info[lowest]);
+}
+
+// `first`: the index of A's first matrix in the caller's batch (slices), for the failure record.
 void cusolver_eigh(float* w, int64_t w_stride, float* V, int64_t v_stride, const float* A,
-                   int batch, int k, Eigensolver solver, void* workspace) {
+                   int batch, int k, Eigensolver solver, void* workspace, int64_t first = 0) {
   const int slice = cusolver_slice(batch, k);
   if (slice < batch) {
     for (int b0 = 0; b0 < batch; b0 += slice)
       cusolver_eigh(w + b0 * w_stride, w_stride, V + b0 * v_stride, v_stride,
-                    A + int64_t(b0) * k * k, std::min(slice, batch - b0), k, solver, workspace);
+                    A + int64_t(b0) * k * k, std::min(slice, batch - b0), k, solver, workspace,
+                    first + b0);
     return;
   }
   cudaStream_t s = context().stream();
@@ -123,7 +167,7 @@ void cusolver_eigh(float* w, int64_t w_stride, float* V, int64_t v_stride, const
   if (capturing != cudaStreamCaptureStatusNone)
     throw NotRecordable(fmt::format(
         "k = {}: the eigendecompositions run in cuSOLVER ({}), which a CUDA Graph cannot "
-        "record; only the Jacobi kernel (k <= {}) can",
+        "record; only the Jacobi kernel (k <= {}, where it fits this GPU's shared memory) can",
         k, name(solver), jacobi::kMaxK));
   const CusolverLayout l = cusolver_layout(solver, batch, k);
   char* ws = static_cast<char*>(workspace);
@@ -136,20 +180,32 @@ void cusolver_eigh(float* w, int64_t w_stride, float* V, int64_t v_stride, const
   // solvers read the lower triangle of the column-major view (A's upper triangle, row-major).
   cudaCheck(cudaMemcpyAsync(copy, A, sizeof(float) * batch * kk, cudaMemcpyDeviceToDevice, s));
   if (solver == Eigensolver::syevj) {
-    cusolverCheck(cusolverDnSsyevjBatched(h, CUSOLVER_EIG_MODE_VECTOR, CUBLAS_FILL_MODE_LOWER, k,
-                                          copy, k, values, reinterpret_cast<float*>(ws + l.work),
-                                          int(l.work_bytes / sizeof(float)), info,
-                                          solver_params().syevj_info(), batch));
+    solver_check(cusolverDnSsyevjBatched(h, CUSOLVER_EIG_MODE_VECTOR, CUBLAS_FILL_MODE_LOWER, k,
+                                         copy, k, values, reinterpret_cast<float*>(ws + l.work),
+                                         int(l.work_bytes / sizeof(float)), info,
+                                         solver_params().syevj_info(), batch),
+                 solver, k, batch, "cusolverDnSsyevjBatched");
   } else {
+#if HETDRO_XSYEV_BATCHED
     auto& host = solver_params().host;
     if (host.size() < l.host_bytes) host.resize(l.host_bytes);
-    cusolverCheck(cusolverDnXsyevBatched(
-        h, solver_params().xparams(), CUSOLVER_EIG_MODE_VECTOR, CUBLAS_FILL_MODE_LOWER, k,
-        CUDA_R_32F, copy, k, CUDA_R_32F, values, CUDA_R_32F, ws + l.work, l.work_bytes,
-        l.host_bytes ? host.data() : nullptr, l.host_bytes, info, batch));
+    solver_check(cusolverDnXsyevBatched(
+                     h, solver_params().xparams(), CUSOLVER_EIG_MODE_VECTOR, CUBLAS_FILL_MODE_LOWER,
+                     k, CUDA_R_32F, copy, k, CUDA_R_32F, values, CUDA_R_32F, ws + l.work,
+                     l.work_bytes, l.host_bytes ? host.data() : nullptr, l.host_bytes, info, batch),
+                 solver, k, batch, "cusolverDnXsyevBatched");
+#else
+    throw std::logic_error("eigensolver syev reached without cusolverDnXsyevBatched");
+#endif
   }
-  // info is not read: reading it would need a host sync. A matrix that did not converge shows
-  // up as inaccurate or non-finite outputs, which the trainer's finiteness check catches.
+  // info, one per matrix, read on the device into the context's failure record, which the
+  // step's check_finite folds into its status: a solve that did not converge fails the step
+  // naming the solver (hetdro/step_status.h), without a host sync here.
+  record_solver_info<<<1, 256, 0, s>>>(context().solver_status(), info, batch, first,
+                                       solver == Eigensolver::syevj
+                                           ? int(step_status::Solver::syevj)
+                                           : int(step_status::Solver::syev));
+  launchCheck();
   const int threads = 256;
   scatter_eigh_kernel<<<blocks_for(int64_t(batch) * kk, threads), threads, 0, s>>>(
       w, w_stride, V, v_stride, copy, values, batch, k);
@@ -158,20 +214,24 @@ void cusolver_eigh(float* w, int64_t w_stride, float* V, int64_t v_stride, const
 
 }  // namespace
 
-// `automatic`: our Jacobi kernel up to k = 128, cuSOLVER's XsyevBatched above. A reasoned
-// default, not yet measured (docs/DESIGN.md §3): up to 128 the Jacobi kernel keeps a matrix in
-// one block's shared memory, is deterministic and can be captured into a CUDA Graph with the
-// rest of the step, which cuSOLVER is not known to allow; above 128 it does not fit, and a
-// Jacobi's k³·sweeps work loses to syev's tridiagonal reduction (syevjBatched, also Jacobi, is
-// documented to drop off past n = 32). bench/bench_w2_gaussian.cpp measures all three.
+std::string eigensolver_absent(Eigensolver solver) {
+#if HETDRO_XSYEV_BATCHED
+  (void)solver;
+  return "";
+#else
+  if (solver != Eigensolver::syev) return "";
+  const int v = CUSOLVER_VERSION;
+  return fmt::format(
+      "cusolverDnXsyevBatched needs cuSOLVER 11.7.1 (CUDA 12.6 update 2) or newer, and this "
+      "build's cuSOLVER headers are {}.{}.{}",
+      v / 1000, v % 1000 / 100, v % 100);
+#endif
+}
+
+// kernels/eig_choice.h's rule, on the current device's shared-memory limit.
 Eigensolver resolve_eigensolver(Eigensolver solver, int k) {
-  if (solver == Eigensolver::automatic)
-    return k <= jacobi::kMaxK ? Eigensolver::jacobi : Eigensolver::syev;
-  if (solver == Eigensolver::jacobi && k > jacobi::kMaxK)
-    throw std::invalid_argument("eigensolver jacobi takes k ≤ " + std::to_string(jacobi::kMaxK) +
-                                ", got k = " + std::to_string(k) +
-                                "; choose syevj, syev or automatic");
-  return solver;
+  return choose_eigensolver(solver, k, device_shared_optin(),
+                            eigensolver_absent(Eigensolver::syev));
 }
 
 size_t eigh_workspace_bytes(Eigensolver solver, int batch, int k) {
@@ -189,6 +249,20 @@ void eigh(float* w, int64_t w_stride, float* V, int64_t v_stride, const float* A
     jacobi_eigh(w, w_stride, V, v_stride, A, batch, k, context().stream());
   else
     cusolver_eigh(w, w_stride, V, v_stride, A, batch, k, solver, workspace);
+}
+
+int64_t take_solver_failure() {
+  int64_t code = 0;
+  const cudaStream_t s = context().stream();
+  cudaCheck(
+      cudaMemcpyAsync(&code, context().solver_status(), sizeof code, cudaMemcpyDeviceToHost, s));
+  cudaCheck(cudaMemsetAsync(context().solver_status(), 0, sizeof code, s));
+  cudaCheck(cudaStreamSynchronize(s));
+  return code;
+}
+
+void set_syevj_max_sweeps(int sweeps) {
+  cusolverCheck(cusolverDnXsyevjSetMaxSweeps(solver_params().syevj_info(), sweeps));
 }
 
 void eigh(float* w, float* V, const float* A, int batch, int k) {

@@ -4,16 +4,28 @@
 #pragma once
 
 #include <cuda_runtime.h>
+#include <cusolverDn.h>  // CUSOLVER_VERSION
 
 #include <cstddef>
 #include <cstdint>
 
 #include "hetdro/cuda_ops.h"  // Eigensolver
 
+// cusolverDnXsyevBatched (the syev back end) exists from cuSOLVER 11.7.1, CUDA 12.6 update 2: an
+// older toolkit builds without it, and asking for it then fails naming the version (issue 18).
+// Defining HETDRO_XSYEV_BATCHED=0 builds as such a toolkit would, to check that path compiles.
+#ifndef HETDRO_XSYEV_BATCHED
+#if defined(CUSOLVER_VERSION) && CUSOLVER_VERSION >= 11701
+#define HETDRO_XSYEV_BATCHED 1
+#else
+#define HETDRO_XSYEV_BATCHED 0
+#endif
+#endif
+
 namespace hetdro::cuda {
 
-// The back end that runs for k: `automatic` resolved (see kernels/eig.cu for the rule); throws
-// std::invalid_argument when jacobi is forced beyond its largest k.
+// The back end that runs for k on the current device: kernels/eig_choice.h's rule; throws
+// std::invalid_argument when the one asked for cannot run k here, naming why.
 Eigensolver resolve_eigensolver(Eigensolver solver, int k);
 
 // Device workspace one eigh call of this shape needs (resolved solver).

@@ -9,7 +9,6 @@
 
 #include <cmath>
 #include <cstdint>
-#include <mutex>
 #include <stdexcept>
 #include <string>
 
@@ -157,6 +156,10 @@ __global__ void gram_eig_kernel(float* __restrict__ w, float* __restrict__ U,
       float part = 0.0f;
       for (int d = j + lane; d < k; d += 32) part += x[d] * x[d];
       const float norm2 = warp_sum(part);
+      // The lanes read x[j..k) above and lane 0 overwrites x[j] below; shuffles do not order
+      // shared memory, so the warp meets first, and racecheck need not prove that lane 0 was
+      // x[j]'s only reader (issue 18).
+      __syncwarp();
       if (lane == 0) {
         const gr::Reflector<float> h = gr::reflector(x[j], norm2);
         x[j] = h.v0;
@@ -209,17 +212,13 @@ __global__ void gram_eig_kernel(float* __restrict__ w, float* __restrict__ U,
   for (int c = tid; c < k; c += nt) wb[gr::output_column(c, r, k)] = c < r ? desc[c] + eps : eps;
 }
 
-// The opt-in above 48 KiB of dynamic shared memory, set once for the largest shape (an attribute
-// of the function, not a stream operation).
+// The opt-in above 48 KiB of dynamic shared memory for the largest shape, capped at what the
+// current device allows; set once per device (an attribute of the function on that device, not
+// a stream operation), docs/DESIGN.md §3.
 size_t shared_limit() {
-  static std::once_flag once;
-  static size_t limit = 0;
-  std::call_once(once, [] {
-    limit =
-        opt_in_shared_memory(reinterpret_cast<const void*>(gram_eig_kernel),
-                             layout(gr::kMaxN, gr::kMaxK, threads_for(gr::kMaxN, gr::kMaxK)).bytes);
-  });
-  return limit;
+  return opt_in_shared_memory(
+      reinterpret_cast<const void*>(gram_eig_kernel),
+      layout(gr::kMaxN, gr::kMaxK, threads_for(gr::kMaxN, gr::kMaxK)).bytes);
 }
 
 }  // namespace
@@ -234,11 +233,12 @@ void gram_eigh(float* w, float* U, const float* z, const int32_t* slot_start,
   if (slots <= 0) return;
   const int threads = threads_for(max_n, k);
   const Layout L = layout(max_n, k, threads);
-  if (L.bytes > shared_limit())
+  const size_t limit = shared_limit();
+  if (L.bytes > limit)
     throw std::invalid_argument(
         "gram_eigh: k = " + std::to_string(k) + ", max_n = " + std::to_string(max_n) + " needs " +
         std::to_string(L.bytes) + " bytes of shared memory per block; this GPU allows " +
-        std::to_string(shared_limit()) + "; lower max_n or use eigh");
+        std::to_string(limit) + "; lower max_n or use eigh");
   gram_eig_kernel<<<unsigned(slots), threads, L.bytes, context().stream()>>>(
       w, U, z, slot_start, slot_count, k, eps, max_n, L);
   launchCheck();

@@ -13,6 +13,7 @@
 #pragma once
 
 #include <cmath>
+#include <cstddef>
 #include <limits>
 
 #include "hetdro/hd.h"
@@ -20,7 +21,8 @@
 namespace hetdro::jacobi {
 
 // The largest k the one-block-per-matrix kernel takes: the padded matrix and its eigenvectors,
-// (n+1)-strided, are 2·128·129·4 B = 129 KiB of shared memory, under sm_80's 163 KiB opt-in.
+// (n+1)-strided, are 2·128·129·4 B = 129 KiB of shared memory, under sm_80's 163 KiB opt-in but
+// over sm_86/sm_89's 99 KiB: a device may allow less (shared_bytes below, kernels/eig.cu).
 constexpr int kMaxK = 128;
 // Cyclic Jacobi converges quadratically; fp32 matrices up to 128 need about 6-10 sweeps. The
 // cap only bounds a matrix whose rounding noise keeps re-triggering the test (a NaN never does).
@@ -203,5 +205,50 @@ HETDRO_HD inline bool ranked_before(T dj, int j, T di, int i) {
   if (!nj && dj != di) return dj < di;
   return j < i;
 }
+
+// The kernel's shared memory for one matrix (kernels/jacobi_eig.cu), here so that the solver
+// choice and the CPU tests read the same count: A and V with row stride n + 1 (a column walk
+// does not hit one bank), the round's rotations and pivots, the reduction buffer, the
+// eigenvalue ranks and the block-pair table (P, Q packed in 16 bits; m ≤ 64).
+struct Layout {
+  int n, m, ld, pairs_upper;
+  size_t a, v, rot, piv_p, piv_q, red, rank, tri, bytes;
+};
+
+// Enough threads for the widest phase (n·m rows of V or m(m+1)/2 blocks), a multiple of 32,
+// at most 256: the rounds are barrier-bound, and more blocks per SM hide the barriers better.
+inline int threads_for(int k) {
+  const int n = padded(k);
+  const int work = n * (n / 2);
+  const int t = (work + 31) / 32 * 32;
+  return t < 32 ? 32 : (t > 256 ? 256 : t);
+}
+
+inline Layout layout(int k, int threads) {
+  Layout l{};
+  l.n = padded(k);
+  l.m = l.n / 2;
+  l.ld = l.n + 1;
+  l.pairs_upper = l.m * (l.m + 1) / 2;
+  size_t off = 0;
+  auto take = [&off](size_t bytes) {
+    const size_t at = off;
+    off += (bytes + 15) / 16 * 16;
+    return at;
+  };
+  l.a = take(sizeof(float) * l.n * l.ld);
+  l.v = take(sizeof(float) * l.n * l.ld);
+  l.rot = take(sizeof(Rotation<float>) * l.m);
+  l.piv_p = take(sizeof(int) * l.m);
+  l.piv_q = take(sizeof(int) * l.m);
+  l.red = take(sizeof(float) * threads);
+  l.rank = take(sizeof(int) * l.n);
+  l.tri = take(sizeof(unsigned short) * l.pairs_upper);
+  l.bytes = off;
+  return l;
+}
+
+// Dynamic shared memory one block of the kernel needs at k.
+inline size_t shared_bytes(int k) { return layout(k, threads_for(k)).bytes; }
 
 }  // namespace hetdro::jacobi

@@ -6,7 +6,6 @@
 #include <cuda_runtime.h>
 
 #include <cstdint>
-#include <mutex>
 #include <stdexcept>
 #include <string>
 
@@ -22,46 +21,7 @@ namespace {
 namespace jac = hetdro::jacobi;
 using Rot = jac::Rotation<float>;
 
-// Shared memory of one block, for padded size n: A and V with row stride n + 1 (so a column
-// walk does not hit one bank), the round's rotations and pivots, the reduction buffer, the
-// eigenvalue ranks and the block-pair table (P, Q packed in 16 bits; m ≤ 64).
-struct Layout {
-  int n, m, ld, pairs_upper;
-  size_t a, v, rot, piv_p, piv_q, red, rank, tri, bytes;
-};
-
-Layout layout(int k, int threads) {
-  Layout l{};
-  l.n = jac::padded(k);
-  l.m = l.n / 2;
-  l.ld = l.n + 1;
-  l.pairs_upper = l.m * (l.m + 1) / 2;
-  size_t off = 0;
-  auto take = [&off](size_t bytes) {
-    const size_t at = off;
-    off += (bytes + 15) / 16 * 16;
-    return at;
-  };
-  l.a = take(sizeof(float) * l.n * l.ld);
-  l.v = take(sizeof(float) * l.n * l.ld);
-  l.rot = take(sizeof(Rot) * l.m);
-  l.piv_p = take(sizeof(int) * l.m);
-  l.piv_q = take(sizeof(int) * l.m);
-  l.red = take(sizeof(float) * threads);
-  l.rank = take(sizeof(int) * l.n);
-  l.tri = take(sizeof(unsigned short) * l.pairs_upper);
-  l.bytes = off;
-  return l;
-}
-
-// Enough threads for the widest phase (n·m rows of V or m(m+1)/2 blocks), a multiple of 32,
-// at most 256: the rounds are barrier-bound, and more blocks per SM hide the barriers better.
-int threads_for(int k) {
-  const int n = jac::padded(k);
-  const int work = n * (n / 2);
-  const int t = (work + 31) / 32 * 32;
-  return t < 32 ? 32 : (t > 256 ? 256 : t);
-}
+using jac::Layout;
 
 __global__ void jacobi_eig_kernel(float* __restrict__ w, int64_t w_stride, float* __restrict__ V,
                                   int64_t v_stride, const float* __restrict__ A, int k, Layout L) {
@@ -118,16 +78,12 @@ __global__ void jacobi_eig_kernel(float* __restrict__ w, int64_t w_stride, float
   }
 }
 
-// The opt-in above 48 KiB of dynamic shared memory, set once for the largest k (an attribute of
-// the function, not a stream operation; the first, uncaptured step sets it).
+// The opt-in above 48 KiB of dynamic shared memory for the largest k, capped at what the current
+// device allows; set once per device (an attribute of the function on that device, not a stream
+// operation; the first, uncaptured step sets it), docs/DESIGN.md §3.
 size_t shared_limit() {
-  static std::once_flag once;
-  static size_t limit = 0;
-  std::call_once(once, [] {
-    limit = opt_in_shared_memory(reinterpret_cast<const void*>(jacobi_eig_kernel),
-                                 layout(jac::kMaxK, threads_for(jac::kMaxK)).bytes);
-  });
-  return limit;
+  return opt_in_shared_memory(reinterpret_cast<const void*>(jacobi_eig_kernel),
+                              jac::shared_bytes(jac::kMaxK));
 }
 
 }  // namespace
@@ -137,16 +93,17 @@ void jacobi_eigh(float* w, int64_t w_stride, float* V, int64_t v_stride, const f
   if (k > jac::kMaxK)
     throw std::invalid_argument("jacobi eigensolver: k = " + std::to_string(k) +
                                 " exceeds its largest size " + std::to_string(jac::kMaxK) +
-                                " (one matrix per block in shared memory); use the syevj or syev "
-                                "eigensolver, which `automatic` picks for this k");
+                                " (one matrix per block in shared memory); use syev (what "
+                                "`automatic` picks for this k) or syevj");
   if (batch <= 0 || k <= 0) return;
-  const int threads = threads_for(k);
-  const Layout L = layout(k, threads);
-  if (L.bytes > shared_limit())
-    throw std::invalid_argument("jacobi eigensolver: k = " + std::to_string(k) + " needs " +
-                                std::to_string(L.bytes) +
-                                " bytes of shared memory per block; this GPU allows " +
-                                std::to_string(shared_limit()) + "; use syevj or syev");
+  const int threads = jac::threads_for(k);
+  const Layout L = jac::layout(k, threads);
+  const size_t limit = shared_limit();
+  if (L.bytes > limit)
+    throw std::invalid_argument(
+        "jacobi eigensolver: k = " + std::to_string(k) + " needs " + std::to_string(L.bytes) +
+        " bytes of shared memory per block; this GPU allows " + std::to_string(limit) +
+        "; use syev (what `automatic` picks here) or syevj");
   jacobi_eig_kernel<<<unsigned(batch), threads, L.bytes, stream>>>(w, w_stride, V, v_stride, A, k,
                                                                    L);
   launchCheck();

@@ -103,12 +103,21 @@ __global__ void first_nonfinite(unsigned long long* first, const int64_t* status
     }
 }
 
-// The status from the stats (checked first, in order) and the grad scan: one thread.
+// The status from an eigensolver's failure (first: it is the cause of any non-finite value that
+// follows; hetdro/step_status.h), the stats (in order) and the grad scan: one thread. The
+// solver's record is taken (cleared) whether or not the status was already set.
 __global__ void check_finite_finish(int64_t* status, const double* __restrict__ stats,
                                     int stats_count, const unsigned long long* first,
-                                    const int64_t* step) {
+                                    const int64_t* step, int64_t* solver) {
+  const int64_t failed = *solver;
+  *solver = 0;
   if (status[0] >= 0) return;
   const int64_t number = step[0] + 1;  // steps count from 1 in the status
+  if (failed != 0) {
+    status[0] = number;
+    status[1] = failed;
+    return;
+  }
   for (int i = 0; i < stats_count; ++i)
     if (!isfinite(stats[i])) {
       status[0] = number;
@@ -168,7 +177,8 @@ void check_finite<float>(int64_t* status, const double* stats, int stats_count, 
     first_nonfinite<<<blocks_for(count, kThreads), kThreads, 0, s>>>(first, status, grad, count);
     launchCheck();
   }
-  check_finite_finish<<<1, 1, 0, s>>>(status, stats, stats_count, first, step);
+  check_finite_finish<<<1, 1, 0, s>>>(status, stats, stats_count, first, step,
+                                      context().solver_status());
   launchCheck();
 }
 

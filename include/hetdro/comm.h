@@ -17,6 +17,9 @@ namespace hetdro {
 // This process's place among the ranks of one training job.
 struct World {
   int rank = 0, size = 1;
+  // This rank's place among the ranks on its node (MPI_COMM_TYPE_SHARED): it picks the GPU
+  // (device_for_rank, hetdro/device.h; docs/DESIGN.md §7).
+  int local_rank = 0, local_size = 1;
   bool lead() const { return rank == 0; }  // writes the run folder and the console output
 };
 
@@ -30,6 +33,9 @@ void finish_world();
 // A failed rank takes the whole job down: prints "rank R of N failed: why" to stderr and calls
 // MPI_Abort, so no rank is left waiting in a collective. Without MPI: nothing (the caller exits).
 void abort_world(int exit_code, const std::string& why);
+// `mine` from every rank on this node, in local-rank order (a collective of the node's ranks;
+// {mine} in a world of one). Texts longer than 255 bytes are cut.
+std::vector<std::string> node_all_gather(const std::string& mine);
 // What `hetdro info` says about multi-process training: the MPI library built in, or that none is.
 std::string mpi_status();
 // The number of ranks a launcher's environment gives the job (Open MPI's OMPI_COMM_WORLD_SIZE,

@@ -6,6 +6,8 @@
 #pragma once
 
 #include <cstdint>
+#include <stdexcept>
+#include <string>
 
 #include "hetdro/ops.h"  // ClfRule, w2_gaussian_saved_size
 
@@ -23,6 +25,27 @@ enum class Eigensolver { automatic, jacobi, syevj, syev };
 void set_eigensolver(Eigensolver solver);  // this thread's CUDA context
 Eigensolver eigensolver();
 const char* name(Eigensolver solver);
+// "" when this build has `solver`; else why not (syev, cusolverDnXsyevBatched, needs cuSOLVER
+// 11.7.1 from CUDA 12.6 update 2; kernels/eigh.cuh).
+std::string eigensolver_absent(Eigensolver solver);
+
+// A cuSOLVER eigensolver returned a failure status for a call (a size it does not take, say:
+// syevjBatched above n = 32 is unproven, issue 18). The message names the solver, its routine,
+// k, the batch and the status; tests and benchmarks report it as a finding.
+struct SolverRefused : std::runtime_error {
+  SolverRefused(Eigensolver s, int k_, int status_, const std::string& what)
+      : std::runtime_error(what), solver(s), k(k_), status(status_) {}
+  Eigensolver solver;
+  int k, status;  // status: the cusolverStatus_t
+};
+
+// The failure a cuSOLVER eigensolver recorded on the device since the step's check_finite last
+// took it (a hetdro/step_status.h code; 0 for none): waits for the stream, then clears it. For
+// tests and benchmarks that call eigh outside a training step.
+int64_t take_solver_failure();
+// syevj's sweep cap (cuSOLVER's default 100), for the test that shows a solve that did not
+// converge reaching the step's status.
+void set_syevj_max_sweeps(int sweeps);
 
 // The eigensolver alone, for its tests and benchmarks (kernels/eig.cu): A [batch,k,k] symmetric
 // → eigenvalues ascending w [batch,k] and eigenvectors V [batch,k,k], row-major, eigenvector i
