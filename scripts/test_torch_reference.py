@@ -51,6 +51,8 @@ def _w2_from_samples(z, L, m2, mode):
 def test_safe_backward_gradcheck_full_rank():
     # A, B parametrised by free matrices (A = XXᵀ/… + εI) so that finite differences see
     # symmetric perturbations, like training does; n > k: full rank, distinct eigenvalues.
+    # gradcheck's central differences in float64 (eps = h = 1e-6): truncation h²·|f‴|/6 and rounding
+    # ~γ_N·Σ|terms|/h, about 1e-8 here (tests/testing.h, numeric_gradient), well inside atol/rtol.
     z, L, m2 = _gaussian_pair_inputs(k=5, n_samples=12, seed=1)
     z.requires_grad_(True)
     L.requires_grad_(True)
@@ -78,6 +80,8 @@ def test_safe_matches_naive_when_eigenvalues_distinct():
         v = _w2_from_samples(zz, LL, mm, mode)
         v.backward()
         grads[mode] = (v.detach(), zz.grad, LL.grad, mm.grad)
+    # Two backwards in float64: autograd through eigh divides by eigenvalue gaps, so they differ
+    # by about u·‖A‖/gap (u = 2^-53), ≲ 1e-12 for these distinct spectra; the bars leave room.
     for a, b in zip(grads["safe"], grads["naive"]):
         torch.testing.assert_close(a, b, rtol=1e-7, atol=1e-9)
 
@@ -262,6 +266,9 @@ def test_weight_decay_matches_hetdro_adamw():
         for g in grads:
             param.grad = torch.tensor(g)
             opt.step()
+        # float64 both: torch folds the same scalars but updates m with lerp_, so each step's
+        # update (|m̂|/√v̂ ≤ 2 in three steps: ≤ 2·lr) differs by ~12 roundings and p by 2: within
+        # γ_42·(|p| + 0.3) ≈ 5e-15·(|p| + 0.3), inside rtol and atol.
         np.testing.assert_allclose(param.detach().numpy(), _adamw_hetdro(p0, grads, 0.05, wd), rtol=1e-12, atol=1e-14)
     # And the one torch_reference.main makes: decoupled decay on every parameter.
     assert "torch.optim.AdamW(model.parameters()" in open(SCRIPT).read()
@@ -293,6 +300,7 @@ def test_init_anchor_scale_and_hetdro_counter_rng():
         # u = uniform01(splitmix64(seed ^ 0x1A1D), i); conv1 of "img" comes first (fan_in 1·3·3).
         stream = _splitmix64_int(7 ^ 0x1A1D)
         w = model.encoders["img"].conv1.weight.detach().reshape(-1)
+        # torch holds the parameter in float32: within u_32·1/3 = 2e-8 of the float64 formula.
         for i in (0, 5, 35):
             assert abs(float(w[i]) - (2 * _uniform01_int(stream, i) - 1) / 3.0) < 1e-7
         # The bias right after it uses the weight's fan_in, at the next offsets.

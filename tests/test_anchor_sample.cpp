@@ -29,25 +29,33 @@ TYPED_TEST(AnchorTyped, CovMatchesNaiveLoops) {
   const T eps = T(1e-3);
   const auto chol = random_vector<T>(size_t(classes) * k * k, 1);
   const auto dcov = random_vector<T>(chol.size(), 2);
-  std::vector<T> cov(chol.size()), dchol(chol.size(), T(0)), rc(chol.size()), rd(chol.size());
+  std::vector<T> cov(chol.size()), dchol(chol.size(), T(0));
   cpu::anchor_cov_forward(cov.data(), chol.data(), classes, k, eps);
   cpu::anchor_cov_backward(dchol.data(), dcov.data(), chol.data(), classes, k);
+  // The definition in double, with each entry's Σ|terms| (testing.h, sum_tolerance): k + 1 terms
+  // each, (G + Gᵀ) rounded once more before its product.
+  std::vector<double> rc(chol.size()), rd(chol.size()), ac(chol.size()), ad(chol.size());
   for (int c = 0; c < classes; ++c)
     for (int a = 0; a < k; ++a)
       for (int b = 0; b < k; ++b) {
         const auto at = [&](const std::vector<T>& m, int i, int j) {
           return double(m[(size_t(c) * k + i) * k + j]);
         };
-        double s = a == b ? double(eps) : 0.0, g = 0;
+        const size_t ab = (size_t(c) * k + a) * k + b;
+        rc[ab] = ac[ab] = a == b ? double(eps) : 0.0;
         for (int e = 0; e < k; ++e) {
-          s += at(chol, a, e) * at(chol, b, e);
-          g += (at(dcov, a, e) + at(dcov, e, a)) * at(chol, e, b);  // (G + Gᵀ) L
+          rc[ab] += at(chol, a, e) * at(chol, b, e);
+          ac[ab] += std::abs(at(chol, a, e) * at(chol, b, e));
+          rd[ab] += (at(dcov, a, e) + at(dcov, e, a)) * at(chol, e, b);  // (G + Gᵀ) L
+          ad[ab] +=
+              (std::abs(at(dcov, a, e)) + std::abs(at(dcov, e, a))) * std::abs(at(chol, e, b));
         }
-        rc[(size_t(c) * k + a) * k + b] = T(s);
-        rd[(size_t(c) * k + a) * k + b] = T(g);
       }
-  EXPECT_LT(rel_error(cov, rc), testing::reference_tolerance<T>());
-  EXPECT_LT(rel_error(dchol, rd), testing::reference_tolerance<T>());
+  using testing::conditioning;
+  using testing::sum_tolerance;
+  auto as_t = [](const std::vector<double>& v) { return std::vector<T>(v.begin(), v.end()); };
+  EXPECT_LT(rel_error(cov, as_t(rc)), sum_tolerance<T>(k + 1, conditioning(ac, rc)));
+  EXPECT_LT(rel_error(dchol, as_t(rd)), sum_tolerance<T>(k + 1, conditioning(ad, rd)));
 }
 
 TYPED_TEST(AnchorTyped, SampleMatchesNaiveLoopsAndTheCounterLayout) {
@@ -64,27 +72,34 @@ TYPED_TEST(AnchorTyped, SampleMatchesNaiveLoopsAndTheCounterLayout) {
                              &step);
   cpu::anchor_sample_backward(dmean.data(), dchol.data(), dz.data(), xi.data(), classes, J, k);
 
-  std::vector<T> rz(z.size()), rm(mean.size()), rl(chol.size());
-  std::vector<double> gm(mean.size()), gl(chol.size());
+  // The definition in double, with each entry's Σ|terms| (testing.h, sum_tolerance): z sums
+  // k + 1 terms, dmean and dchol J.
+  std::vector<double> rz(z.size()), az(z.size()), gm(mean.size()), am(mean.size()), gl(chol.size()),
+      al(chol.size());
   for (int c = 0; c < classes; ++c)
     for (int j = 0; j < J; ++j)
       for (int d = 0; d < k; ++d) {
         const size_t i = (size_t(c) * J + j) * k + d;
         // The documented layout: ξ for (c, j, d) is normal01(seed, step·C·J·k + (c·J + j)·k + d).
         ASSERT_EQ(xi[i], T(normal01(seed, counter + i))) << i;
-        double s = mean[size_t(c) * k + d];
-        for (int e = 0; e < k; ++e)
-          s += double(chol[(size_t(c) * k + d) * k + e]) * xi[(size_t(c) * J + j) * k + e];
-        rz[i] = T(s);
-        gm[size_t(c) * k + d] += dz[i];
-        for (int e = 0; e < k; ++e)
-          gl[(size_t(c) * k + d) * k + e] += double(dz[i]) * xi[(size_t(c) * J + j) * k + e];
+        rz[i] = mean[size_t(c) * k + d], az[i] = std::abs(rz[i]);
+        for (int e = 0; e < k; ++e) {
+          const double t =
+              double(chol[(size_t(c) * k + d) * k + e]) * xi[(size_t(c) * J + j) * k + e];
+          rz[i] += t, az[i] += std::abs(t);
+        }
+        gm[size_t(c) * k + d] += dz[i], am[size_t(c) * k + d] += std::abs(double(dz[i]));
+        for (int e = 0; e < k; ++e) {
+          const double t = double(dz[i]) * xi[(size_t(c) * J + j) * k + e];
+          gl[(size_t(c) * k + d) * k + e] += t, al[(size_t(c) * k + d) * k + e] += std::abs(t);
+        }
       }
-  EXPECT_LT(rel_error(z, rz), testing::reference_tolerance<T>());
-  EXPECT_LT(rel_error(dmean, std::vector<T>(gm.begin(), gm.end())),
-            testing::reference_tolerance<T>());
-  EXPECT_LT(rel_error(dchol, std::vector<T>(gl.begin(), gl.end())),
-            testing::reference_tolerance<T>());
+  using testing::conditioning;
+  using testing::sum_tolerance;
+  auto as_t = [](const std::vector<double>& v) { return std::vector<T>(v.begin(), v.end()); };
+  EXPECT_LT(rel_error(z, as_t(rz)), sum_tolerance<T>(k + 1, conditioning(az, rz)));
+  EXPECT_LT(rel_error(dmean, as_t(gm)), sum_tolerance<T>(J, conditioning(am, gm)));
+  EXPECT_LT(rel_error(dchol, as_t(gl)), sum_tolerance<T>(J, conditioning(al, gl)));
 }
 
 std::vector<double> draw_xi(int classes, int J, int k, uint64_t seed, int64_t step) {

@@ -8,6 +8,7 @@
 #include "hetdro/data.h"
 #include "hetdro/io.h"
 #include "hetdro/prepare.h"
+#include "testing.h"  // gamma, unit_roundoff
 
 namespace hetdro {
 namespace {
@@ -17,7 +18,10 @@ namespace fs = std::filesystem;
 TEST(Prepare, BilinearResizeKeepsAConstantImageConstant) {
   std::vector<float> in(28 * 28, 0.37f), out(16 * 16, 0.0f);
   resize_bilinear(in.data(), 28, 28, out.data(), 16, 16);
-  for (float v : out) EXPECT_NEAR(v, 0.37f, 1e-6f);
+  // The interpolation runs in double (its weights sum to 1 within a few u_64), then rounds to
+  // float once: within γ_2(u_32)·0.37.
+  const double bar = testing::gamma(2, testing::unit_roundoff<float>()) * 0.37f;
+  for (float v : out) EXPECT_NEAR(v, 0.37f, bar);
 }
 
 TEST(Prepare, BilinearResizeMatchesHandWorkedValues) {
@@ -98,12 +102,23 @@ TEST_F(HeteroFashion, SplitIs70_25_5AndEveryTestImageIsInEveryGroup) {
   const float* image = groups[0].test.x.data.data() + 123 * 784;
   std::vector<float> low(256);
   resize_bilinear(image, 28, 28, low.data(), 16, 16);
-  for (int i = 0; i < 256; ++i) EXPECT_NEAR(groups[1].test.x.data[123 * 256 + i], low[i], 1e-6f);
+  // prepare scaled the pixels by x·(1/255) (2 roundings), the loader reads full28 as x/255 (1):
+  // each pixel p ≤ 1 differs by γ_3·p. The resize is a convex combination of 4 of them in double,
+  // rounded to float on each side (u|low| twice): within γ_5.
+  const double u = testing::unit_roundoff<float>(), ud = testing::unit_roundoff<double>();
+  for (int i = 0; i < 256; ++i)
+    EXPECT_NEAR(groups[1].test.x.data[123 * 256 + i], low[i], testing::gamma(5, u));
+  // The projection sums 784 products in double (γ_784 each way, whatever the contraction), of
+  // pixels that differ by γ_3·p, and prepare stores it rounded to float (u).
   auto p = projection_matrix(784, 64, 784064);
   for (int j = 0; j < 64; ++j) {
-    double s = 0;
-    for (int i = 0; i < 784; ++i) s += double(image[i]) * p[i * 64 + j];
-    EXPECT_NEAR(groups[2].test.x.data[123 * 64 + j], s, 1e-4);
+    double s = 0, magnitude = 0;
+    for (int i = 0; i < 784; ++i)
+      s += double(image[i]) * p[i * 64 + j],
+          magnitude += std::abs(double(image[i]) * p[i * 64 + j]);
+    EXPECT_NEAR(groups[2].test.x.data[123 * 64 + j], s,
+                testing::gamma(1, u) * std::abs(s) +
+                    (testing::gamma(3, u) + 2 * testing::gamma(784, ud)) * magnitude);
   }
 }
 

@@ -3,12 +3,12 @@
 #include <gtest/gtest.h>
 
 #include <cmath>
-#include <type_traits>
 #include <vector>
 
 #include "hetdro/check.h"  // InputError
 #include "hetdro/ops.h"
-#include "testing.h"  // random_vector, rel_error, numeric_gradient
+#include "softmax_xent_model.h"  // softmax_xent_model
+#include "testing.h"             // random_vector, rel_error, numeric_gradient
 
 namespace hetdro {
 namespace {
@@ -96,11 +96,22 @@ TYPED_TEST(SoftmaxXentTyped, MatchesNaiveReference) {
     rl[i] = T(std::log(z) - logits[i * classes + labels[i]]);
     rg[group[i]] += rl[i];
   }
-  const double tol = std::is_same_v<T, float> ? 1e-5 : 1e-12;
-  EXPECT_LT(rel_error(probs, rp), tol);
-  EXPECT_LT(rel_error(loss, rl), tol);
-  EXPECT_LT(rel_error(gsum, rg), tol);
-  EXPECT_LT(rel_error(dlogits, rd), tol);
+  // softmax_xent_model for each element; the group sums add their losses' errors and γ_{n_g} on
+  // each side (both sum in T, in the same order).
+  const auto model = testing::softmax_xent_model<T>(logits, labels, weight, {}, classes);
+  std::vector<double> wide_g(groups, 0.0), bound_g(groups, 0.0), group_abs(groups, 0.0);
+  std::vector<int> group_size(groups, 0);
+  for (int i = 0; i < n; ++i) {
+    wide_g[group[i]] += model.loss[i], bound_g[group[i]] += model.loss_err[i];
+    group_abs[group[i]] += std::abs(model.loss[i]), ++group_size[group[i]];
+  }
+  for (int g = 0; g < groups; ++g)
+    bound_g[g] += 2 * testing::gamma(group_size[g], testing::unit_roundoff<T>()) * group_abs[g];
+  using testing::conditioning;
+  EXPECT_LT(rel_error(probs, rp), conditioning(model.probs_err, model.probs));
+  EXPECT_LT(rel_error(loss, rl), conditioning(model.loss_err, model.loss));
+  EXPECT_LT(rel_error(gsum, rg), conditioning(bound_g, wide_g));
+  EXPECT_LT(rel_error(dlogits, rd), conditioning(model.dlogits_err, model.dlogits));
 }
 
 // L = Σ_i w_i loss_i: the backward with weights w is its exact gradient.

@@ -4,10 +4,10 @@
 // per-group loss sums (which the backward relies on).
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <cstdint>
 #include <limits>
-#include <type_traits>
 #include <vector>
 
 #include "hetdro/ops.h"
@@ -130,13 +130,21 @@ TEST(StepOps, RepeatBackwardIsAdjointOfForward) {
   std::vector<double> rx(size * times), ry(size, 0.0);
   cpu::repeat_forward(rx.data(), x.data(), size, times);
   cpu::repeat_backward(ry.data(), y.data(), size, times);
-  double lhs = 0, rhs = 0;
-  for (int64_t i = 0; i < size * times; ++i) lhs += rx[i] * y[i];
+  // The same 28 products x_i·y_j summed two ways: lhs in one run of 28, rhs as 7 products of
+  // 4-term sums, within γ_28 and γ_{4+7} of the exact sum.
+  double lhs = 0, rhs = 0, magnitude = 0;
+  for (int64_t i = 0; i < size * times; ++i)
+    lhs += rx[i] * y[i], magnitude += std::abs(rx[i] * y[i]);
   for (int64_t i = 0; i < size; ++i) rhs += x[i] * ry[i];
-  EXPECT_NEAR(lhs, rhs, 1e-12 * std::max(1.0, std::abs(lhs)));
+  const double u = testing::unit_roundoff<double>();
+  EXPECT_NEAR(lhs, rhs, (testing::gamma(28, u) + testing::gamma(11, u)) * magnitude);
 }
 
 // --- clf_objective -----------------------------------------------------------------------------
+
+// Hand-worked clf_objective values in double: each a chain of at most 20 roundings (the two-step
+// case carries step 1's q into step 2), testing.h's chain_tolerance.
+double hand_bar(double want) { return testing::chain_tolerance(20, want); }
 
 TEST(StepOps, ClfObjectiveErm) {
   // n = 4, groups {0, 0, 1, 0}: counts {3, 1}, sums {3, 1.2}.
@@ -147,10 +155,10 @@ TEST(StepOps, ClfObjectiveErm) {
   std::vector<double> gl(2, -7), q = {0.3, 0.7}, weight(4, -7);
   cpu::clf_objective(&clf, gl.data(), q.data(), weight.data(), q.data(), sums.data(), count.data(),
                      group.data(), nullptr, 4, 2, rule(/*groupdro=*/0, /*eta=*/0.5));
-  EXPECT_NEAR(clf, 1.05, 1e-15);
+  EXPECT_NEAR(clf, 1.05, hand_bar(1.05));
   EXPECT_EQ(weight, (std::vector<double>{0.25, 0.25, 0.25, 0.25}));
-  EXPECT_NEAR(gl[0], 1.0, 1e-15);
-  EXPECT_NEAR(gl[1], 1.2, 1e-15);
+  EXPECT_NEAR(gl[0], 1.0, hand_bar(1.0));
+  EXPECT_NEAR(gl[1], 1.2, hand_bar(1.2));
   // ERM leaves GroupDRO's weights alone.
   EXPECT_EQ(q, (std::vector<double>{0.3, 0.7}));
 }
@@ -165,9 +173,9 @@ TEST(StepOps, ClfObjectiveGroupDroEtaZeroKeepsQ) {
   cpu::clf_objective(&clf, gl.data(), q.data(), weight.data(), q.data(), sums.data(), count.data(),
                      group.data(), nullptr, 4, 2, rule(/*groupdro=*/1, /*eta=*/0.0));
   EXPECT_EQ(q, (std::vector<double>{0.2, 0.8}));
-  EXPECT_NEAR(clf, 1.3, 1e-15);
-  EXPECT_NEAR(gl[0], 0.5, 1e-15);
-  EXPECT_NEAR(gl[1], 1.5, 1e-15);
+  EXPECT_NEAR(clf, 1.3, hand_bar(1.3));
+  EXPECT_NEAR(gl[0], 0.5, hand_bar(0.5));
+  EXPECT_NEAR(gl[1], 1.5, hand_bar(1.5));
   const std::vector<double> want = {0.1, 0.4, 0.4, 0.1};
   for (int i = 0; i < 4; ++i) EXPECT_NEAR(weight[i], want[i], 1e-16) << i;
 }
@@ -186,16 +194,16 @@ TEST(StepOps, ClfObjectiveGroupDroMatchesHandWorkedUpdate) {
   std::vector<double> gl(3, -7), q = {0.5, 0.25, 0.25}, weight(3, -7);
   cpu::clf_objective(&clf, gl.data(), q.data(), weight.data(), q.data(), sums.data(), count.data(),
                      group.data(), nullptr, 3, 3, rule(/*groupdro=*/1, /*eta=*/1.0));
-  EXPECT_NEAR(q[0], 4.0 / 9, 1e-15);
-  EXPECT_NEAR(q[1], 4.0 / 9, 1e-15);
-  EXPECT_NEAR(q[2], 1.0 / 9, 1e-15);
-  EXPECT_NEAR(gl[0], ln2, 1e-15);
-  EXPECT_NEAR(gl[1], 2 * ln2, 1e-15);
+  EXPECT_NEAR(q[0], 4.0 / 9, hand_bar(4.0 / 9));
+  EXPECT_NEAR(q[1], 4.0 / 9, hand_bar(4.0 / 9));
+  EXPECT_NEAR(q[2], 1.0 / 9, hand_bar(1.0 / 9));
+  EXPECT_NEAR(gl[0], ln2, hand_bar(ln2));
+  EXPECT_NEAR(gl[1], 2 * ln2, hand_bar(2 * ln2));
   EXPECT_EQ(gl[2], 0.0);
-  EXPECT_NEAR(clf, 4.0 / 3 * ln2, 1e-15);
-  EXPECT_NEAR(weight[0], 2.0 / 9, 1e-15);
-  EXPECT_NEAR(weight[1], 4.0 / 9, 1e-15);
-  EXPECT_NEAR(weight[2], 2.0 / 9, 1e-15);
+  EXPECT_NEAR(clf, 4.0 / 3 * ln2, hand_bar(4.0 / 3 * ln2));
+  EXPECT_NEAR(weight[0], 2.0 / 9, hand_bar(2.0 / 9));
+  EXPECT_NEAR(weight[1], 4.0 / 9, hand_bar(4.0 / 9));
+  EXPECT_NEAR(weight[2], 2.0 / 9, hand_bar(2.0 / 9));
 }
 
 TEST(StepOps, ClfObjectiveGroupDroTwoGroupsTwoSteps) {
@@ -211,21 +219,21 @@ TEST(StepOps, ClfObjectiveGroupDroTwoGroupsTwoSteps) {
   std::vector<double> sums = {0, ln3};
   cpu::clf_objective(&clf, gl.data(), q.data(), weight.data(), q.data(), sums.data(), count.data(),
                      group.data(), nullptr, 3, 2, rule(1, 2.0));
-  EXPECT_NEAR(q[0], 0.25, 1e-15);
-  EXPECT_NEAR(q[1], 0.75, 1e-15);
-  EXPECT_NEAR(clf, 3.0 / 8 * ln3, 1e-15);
-  EXPECT_NEAR(weight[0], 3.0 / 8, 1e-15);
-  EXPECT_NEAR(weight[1], 0.25, 1e-15);
-  EXPECT_NEAR(weight[2], 3.0 / 8, 1e-15);
+  EXPECT_NEAR(q[0], 0.25, hand_bar(0.25));
+  EXPECT_NEAR(q[1], 0.75, hand_bar(0.75));
+  EXPECT_NEAR(clf, 3.0 / 8 * ln3, hand_bar(3.0 / 8 * ln3));
+  EXPECT_NEAR(weight[0], 3.0 / 8, hand_bar(3.0 / 8));
+  EXPECT_NEAR(weight[1], 0.25, hand_bar(0.25));
+  EXPECT_NEAR(weight[2], 3.0 / 8, hand_bar(3.0 / 8));
   sums = {ln3, 0};
   cpu::clf_objective(&clf, gl.data(), q.data(), weight.data(), q.data(), sums.data(), count.data(),
                      group.data(), nullptr, 3, 2, rule(1, 2.0));
-  EXPECT_NEAR(q[0], 0.75, 1e-15);
-  EXPECT_NEAR(q[1], 0.25, 1e-15);
-  EXPECT_NEAR(clf, 0.75 * ln3, 1e-15);
-  EXPECT_NEAR(weight[0], 0.125, 1e-15);
-  EXPECT_NEAR(weight[1], 0.75, 1e-15);
-  EXPECT_NEAR(weight[2], 0.125, 1e-15);
+  EXPECT_NEAR(q[0], 0.75, hand_bar(0.75));
+  EXPECT_NEAR(q[1], 0.25, hand_bar(0.25));
+  EXPECT_NEAR(clf, 0.75 * ln3, hand_bar(0.75 * ln3));
+  EXPECT_NEAR(weight[0], 0.125, hand_bar(0.125));
+  EXPECT_NEAR(weight[1], 0.75, hand_bar(0.75));
+  EXPECT_NEAR(weight[2], 0.125, hand_bar(0.125));
 }
 
 TEST(StepOps, ClfObjectiveGradientWrtGroupSumsIsTheSampleWeight) {
@@ -244,6 +252,8 @@ TEST(StepOps, ClfObjectiveGradientWrtGroupSumsIsTheSampleWeight) {
                          group.data(), nullptr, n, groups, rule(groupdro, 0.0));
       return clf;
     };
+    // With η = 0, clf is linear in the sums: central differences have no truncation error, only
+    // rounding, ≈ γ_6·|clf|/h = 1e-10 (testing.h, numeric_gradient).
     const auto grad = numeric_gradient(clf_of, sums);
     double clf;
     std::vector<double> gl(groups), q = q0, weight(n);
@@ -267,8 +277,18 @@ TYPED_TEST(StepOpsTyped, ClfObjectiveGroupDroHandWorked) {
   // The three-group case of ClfObjectiveGroupDroMatchesHandWorkedUpdate, with T sums and
   // weights: q = {4/9, 4/9, 1/9}, clf = 4/3 ln 2, weight = {2/9, 4/9, 2/9}.
   using T = TypeParam;
-  const double tol = std::is_same_v<T, float> ? 1e-6 : 1e-15;
   const double ln2 = std::log(2.0);
+  // Error model: the sums round to T, so ℓ = sum/count errs by dl = (u_T + u_64)·2 ln 2; q ∝
+  // q·exp(η ℓ − top) takes that through exp in its factor and through the normalising sum
+  // (2η·dl relative) and, in double, each factor's product, shift (both on arguments ≤ 1.4),
+  // exp (1 ulp) and scaling, twice through the sum, its 2 adds and the divide: 15u; clf = Σ q ℓ (Σ
+  // q = 1) adds q's and ℓ's errors and 4 roundings; a weight q/count rounds to T once more. The
+  // hand values round 3 times.
+  const double u = testing::unit_roundoff<T>(), ud = testing::unit_roundoff<double>();
+  const double dl = (u + ud) * 2 * ln2, q_rel = 2 * dl + testing::gamma(15, ud);
+  auto expect_near = [&](double got, double want, double err) {
+    EXPECT_NEAR(got, want, err + testing::gamma(3, ud) * std::abs(want));
+  };
   const std::vector<T> sums = {T(2 * ln2), T(2 * ln2), T(0)};
   const std::vector<int32_t> count = {2, 1, 0}, group = {0, 1, 0};
   double clf = -1;
@@ -276,22 +296,24 @@ TYPED_TEST(StepOpsTyped, ClfObjectiveGroupDroHandWorked) {
   std::vector<T> weight(3, T(-7));
   cpu::clf_objective(&clf, gl.data(), q.data(), weight.data(), q.data(), sums.data(), count.data(),
                      group.data(), nullptr, 3, 3, rule(1, 1.0));
-  EXPECT_NEAR(q[0], 4.0 / 9, tol);
-  EXPECT_NEAR(q[1], 4.0 / 9, tol);
-  EXPECT_NEAR(q[2], 1.0 / 9, tol);
-  EXPECT_NEAR(gl[0], ln2, tol);
-  EXPECT_NEAR(gl[1], 2 * ln2, tol);
+  expect_near(q[0], 4.0 / 9, q_rel * 4.0 / 9);
+  expect_near(q[1], 4.0 / 9, q_rel * 4.0 / 9);
+  expect_near(q[2], 1.0 / 9, q_rel * 1.0 / 9);
+  expect_near(gl[0], ln2, dl);
+  expect_near(gl[1], 2 * ln2, dl);
   EXPECT_EQ(gl[2], 0.0);
-  EXPECT_NEAR(clf, 4.0 / 3 * ln2, tol);
-  EXPECT_NEAR(weight[0], 2.0 / 9, tol);
-  EXPECT_NEAR(weight[1], 4.0 / 9, tol);
-  EXPECT_NEAR(weight[2], 2.0 / 9, tol);
+  const double clf_want = 4.0 / 3 * ln2;
+  expect_near(clf, clf_want, (q_rel + testing::gamma(4, ud)) * clf_want + dl);
+  expect_near(weight[0], 2.0 / 9, (q_rel + u + ud) * 2.0 / 9);
+  expect_near(weight[1], 4.0 / 9, (q_rel + u + ud) * 4.0 / 9);
+  expect_near(weight[2], 2.0 / 9, (q_rel + u + ud) * 2.0 / 9);
 
-  // And ERM on the same batch: clf = (2 ln 2 + 2 ln 2 + 0)/3; weight 1/3 each.
+  // And ERM on the same batch: clf = (2 ln 2 + 2 ln 2 + 0)/3, the sums' rounding and 3 more;
+  // weight 1/3 each, rounded to T.
   cpu::clf_objective(&clf, gl.data(), q.data(), weight.data(), q.data(), sums.data(), count.data(),
                      group.data(), nullptr, 3, 3, rule(0, 1.0));
-  EXPECT_NEAR(clf, 4 * ln2 / 3, tol);
-  for (int i = 0; i < 3; ++i) EXPECT_NEAR(weight[i], 1.0 / 3, tol) << i;
+  expect_near(clf, 4 * ln2 / 3, 2 * dl / 3 + testing::gamma(3, ud) * 4 * ln2 / 3);
+  for (int i = 0; i < 3; ++i) expect_near(weight[i], 1.0 / 3, (u + ud) / 3);
 }
 
 TYPED_TEST(StepOpsTyped, FitReduceMasksNonFinite) {
@@ -482,11 +504,11 @@ TEST(StepOps, ClfObjectiveSoftmaxUpdateIsAFreshSoftmaxOfTheLosses) {
   std::vector<double> q = {0.9, 0.1};
   b.run(q, family(GroupDroUpdate::softmax, GroupDroObjective::weighted, true));
   const double e2 = std::exp(2.0);
-  EXPECT_NEAR(q[0], 1 / (1 + e2), 1e-15);
-  EXPECT_NEAR(q[1], e2 / (1 + e2), 1e-15);
-  EXPECT_NEAR(b.clf, q[0] * 1 + q[1] * 2, 1e-15);
-  EXPECT_NEAR(b.weight[0], q[0] / 2, 1e-15);
-  EXPECT_NEAR(b.weight[4], q[1] / 3, 1e-15);
+  EXPECT_NEAR(q[0], 1 / (1 + e2), hand_bar(1 / (1 + e2)));
+  EXPECT_NEAR(q[1], e2 / (1 + e2), hand_bar(e2 / (1 + e2)));
+  EXPECT_NEAR(b.clf, q[0] * 1 + q[1] * 2, hand_bar(q[0] * 1 + q[1] * 2));
+  EXPECT_NEAR(b.weight[0], q[0] / 2, hand_bar(q[0] / 2));
+  EXPECT_NEAR(b.weight[4], q[1] / 3, hand_bar(q[1] / 3));
 }
 
 TEST(StepOps, ClfObjectiveSmoothUpdateMovesQAStepTowardTheSoftmax) {
@@ -495,8 +517,8 @@ TEST(StepOps, ClfObjectiveSmoothUpdateMovesQAStepTowardTheSoftmax) {
   std::vector<double> q = {0.5, 0.5};
   b.run(q, family(GroupDroUpdate::smooth, GroupDroObjective::weighted, true));
   const double e = std::exp(1.0);
-  EXPECT_NEAR(q[0], 0.45 + 0.1 / (1 + e), 1e-15);
-  EXPECT_NEAR(q[1], 0.45 + 0.1 * e / (1 + e), 1e-15);
+  EXPECT_NEAR(q[0], 0.45 + 0.1 / (1 + e), hand_bar(0.45 + 0.1 / (1 + e)));
+  EXPECT_NEAR(q[1], 0.45 + 0.1 * e / (1 + e), hand_bar(0.45 + 0.1 * e / (1 + e)));
 }
 
 TEST(StepOps, ClfObjectiveAdjustmentEntersOnlyTheUpdateOfQ) {
@@ -506,8 +528,8 @@ TEST(StepOps, ClfObjectiveAdjustmentEntersOnlyTheUpdateOfQ) {
   const double adjustment[2] = {0.0, 0.5};
   b.run(q, family(GroupDroUpdate::exp, GroupDroObjective::weighted, true), adjustment);
   const double a = std::exp(1.0), c = std::exp(2.5);
-  EXPECT_NEAR(q[0], a / (a + c), 1e-15);
-  EXPECT_NEAR(b.clf, q[0] * 1 + q[1] * 2, 1e-15);
+  EXPECT_NEAR(q[0], a / (a + c), hand_bar(a / (a + c)));
+  EXPECT_NEAR(b.clf, q[0] * 1 + q[1] * 2, hand_bar(q[0] * 1 + q[1] * 2));
   EXPECT_EQ(b.gl, (std::vector<double>{1, 2}));
 }
 
@@ -526,9 +548,9 @@ TEST(StepOps, ClfObjectiveLogSumExpIsASmoothMax) {
   std::vector<double> q = {0.5, 0.5};
   b.run(q, family(GroupDroUpdate::exp, GroupDroObjective::logsumexp, false));
   const double e2 = std::exp(2.0), e4 = std::exp(4.0);
-  EXPECT_NEAR(b.clf, 0.5 * std::log(e2 + e4), 1e-14);
-  EXPECT_NEAR(b.weight[0], e2 / (e2 + e4) / 2, 1e-15);
-  EXPECT_NEAR(b.weight[2], e4 / (e2 + e4) / 3, 1e-15);
+  EXPECT_NEAR(b.clf, 0.5 * std::log(e2 + e4), hand_bar(0.5 * std::log(e2 + e4)));
+  EXPECT_NEAR(b.weight[0], e2 / (e2 + e4) / 2, hand_bar(e2 / (e2 + e4) / 2));
+  EXPECT_NEAR(b.weight[2], e4 / (e2 + e4) / 3, hand_bar(e4 / (e2 + e4) / 3));
   // Its gradient with respect to the group sums is those weights (finite differences).
   auto clf_of = [&](const std::vector<double>& sums) {
     TwoGroups c;
