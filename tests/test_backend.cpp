@@ -16,9 +16,7 @@
 #include "guarded_backend.h"
 #include "hetdro/backend.h"
 #include "hetdro/checkpoint.h"
-#include "hetdro/data.h"
 #include "hetdro/io.h"
-#include "hetdro/loss.h"
 #include "hetdro/trainer.h"
 #include "synthetic.h"  // synthetic_config
 #include "testing.h"    // relative, rel_error
@@ -99,16 +97,23 @@ TEST(Seam, NoAllocationInsideAStep) {
 // --- the step recorded once and replayed (docs/DESIGN.md §3) ------------------------------------
 
 // Steps a run through `steps` steps from epoch 0 on, reading the window every `read_every` steps,
-// and returns the windows' loss totals.
-std::vector<double> run_steps(Trainer& t, int steps, int read_every) {
-  std::vector<double> totals;
+// and returns the windows' loss terms.
+std::vector<LossTerms> run_windows(Trainer& t, int steps, int read_every) {
+  std::vector<LossTerms> windows;
   for (int epoch = 0, done = 0; done < steps; ++epoch) {
     t.start_epoch(epoch);
     for (int64_t s = 0; s < t.sampler().steps_per_epoch() && done < steps; ++s) {
       t.step();
-      if (++done % read_every == 0) totals.push_back(t.read_window().sums.total);
+      if (++done % read_every == 0) windows.push_back(t.read_window().sums);
     }
   }
+  return windows;
+}
+
+// The same, the windows' loss totals.
+std::vector<double> run_steps(Trainer& t, int steps, int read_every) {
+  std::vector<double> totals;
+  for (const LossTerms& w : run_windows(t, steps, read_every)) totals.push_back(w.total);
   return totals;
 }
 
@@ -333,20 +338,12 @@ struct FloatRun {
 FloatRun float_run(const std::vector<std::string>& overrides, bool step100) {
   FloatRun r;
   SyntheticRun first(overrides);
-  first.trainer->start_epoch(0);
-  first.trainer->step();
-  r.step1 = first.trainer->read_window().sums;
+  r.step1 = run_windows(*first.trainer, 1, 1).back();
   r.grad = first.trainer->gradient();
   if (!step100) return r;
   SyntheticRun hundred(overrides);
   Trainer& t = *hundred.trainer;
-  for (int epoch = 0, done = 0; done < 100; ++epoch) {
-    t.start_epoch(epoch);
-    for (int64_t s = 0; s < t.sampler().steps_per_epoch() && done < 100; ++s, ++done) {
-      t.step();
-      r.step100 = t.read_window().sums;
-    }
-  }
+  r.step100 = run_windows(t, 100, 1).back();
   r.params = t.state().params;
   r.q = t.state().q;
   return r;
