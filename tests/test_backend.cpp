@@ -274,9 +274,9 @@ TEST(Seam, ANonFiniteLossStopsTheRunAtTheNextReadAndAdamSkipsEveryStepFromIt) {
 //   most γ_n·Σ|terms|, and, taking the rounding errors as independent with mean zero, with
 //   probability ≥ 1 − 2n·exp(−λ²/2) at most γ̃_n·Σ|terms|, γ̃_n ≈ λ√n·u (Higham & Mary, "A new
 //   approach to probabilistic rounding error analysis", SIAM J. Sci. Comput. 41(5), 2019;
-//   λ = 10 leaves a chance below 1e-18). The longest sum here, N, is conv1's weight gradient over img8's 33
-//   rows of the batch × 36 output pixels = 1188 terms; the class moments sum ≤ 60 rows and
-//   the eigensolvers work on k = 32.
+//   λ = 10 leaves a chance below 1e-18). The longest sum here, N, is conv1's weight gradient over
+//   img8's 33 rows of the batch × 36 output pixels = 1188 terms; the class moments sum ≤ 60 rows
+//   and the eigensolvers work on k = 32.
 // - The step's relative error is then at most κ·γ̃_N, κ its condition number:
 //   - the loss terms are sums of positive terms (cross-entropies, W2² per pair), except that
 //     W2² = ‖m1 − m2‖² + tr A + tr B − 2T cancels: (‖m1 − m2‖² + tr A + tr B + 2T)/W2² is a few
@@ -308,7 +308,7 @@ constexpr int kTerms = 1188;  // N, the longest sum in a synthetic step (above)
 constexpr double kLambda = 10, kRows = 60, kTermsKappa = 4;
 // γ̃_N(u) = λ√N·u for a unit roundoff u.
 double gamma_tilde(double u) { return kLambda * std::sqrt(double(kTerms)) * u; }
-const double kTermsTolerance = kTermsKappa * gamma_tilde(0x1p-24);                   // 8.2e-5
+const double kTermsTolerance = kTermsKappa * gamma_tilde(0x1p-24);                    // 8.2e-5
 const double kGradTolerance = std::sqrt(kRows) * kTermsKappa * gamma_tilde(0x1p-24);  // 6.3e-4
 const double kDoubleTolerance = 2 * std::sqrt(kRows) * kTermsKappa * gamma_tilde(0x1p-53);
 constexpr double kStep100Tolerance = 5e-3;  // a measured spread (above), not a model
