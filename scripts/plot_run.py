@@ -24,8 +24,16 @@ Writes to --out (default RUN_DIR/plots) and prints each path:
                      class, marker = group; anchor means as large black-edged markers, each with
                      its 2-sigma ellipse (semi-axes 2*sqrt(eigenvalues of P S_c P^T))
 
+Every PNG is written through one rule (scripts/outputs.py, the same as hetdro's): to
+NAME.tmp-PID beside it, synced, then renamed over NAME. NAME may be replaced only when it is
+absent, empty, or a PNG (by its 8-byte signature); a link is followed and the file it names
+replaced. A folder, FIFO, device, socket, a file of the run this reads (metrics.jsonl, ...) or a
+file with other content is refused before anything is written. Standard output is checked: what
+is printed and lost (a full disk, a closed pipe) makes the exit code 1.
+
 Errors in the inputs (missing or malformed metrics.jsonl, malformed report.json or latents.npz)
-exit with code 2 and a message naming the file; nothing is written then.
+or an output path the rule refuses exit with code 2 and a message naming the file; nothing is
+written then. A failed write (a full disk) exits with code 1 and leaves the old file whole.
 
 Example:
   python3 scripts/plot_run.py runs/hetero-fashion            # -> runs/hetero-fashion/plots/*.png
@@ -33,6 +41,7 @@ Example:
 """
 
 import argparse
+import io
 import json
 import math
 import os
@@ -47,12 +56,14 @@ import matplotlib.pyplot as plt  # noqa: E402
 from matplotlib.lines import Line2D  # noqa: E402
 from matplotlib.patches import Ellipse  # noqa: E402
 
+import outputs  # noqa: E402  (scripts/outputs.py: the rule for every file written)
+
 DPI = 120
 GROUP_MARKERS = ("o", "s", "^", "D", "v", "P", "X", "<", ">", "h", "p", "*")
 LOSS_KEYS = ("loss_clf", "loss_fit", "loss_sep")
 
 
-class UserError(Exception):
+class UserError(outputs.BadInput):
     """A problem with the user's input (run folder, files, options): exit code 2."""
 
 
@@ -454,14 +465,19 @@ def latents_figure(lat, run_name, nsigma=2.0):
     return fig, info
 
 
-def _save(fig, path):
+def png_output(path, reads):
+    return outputs.Output(path, "a PNG plot_run.py writes (or nothing there)",
+                          outputs.starts_with(outputs.PNG_SIGNATURE), reads)
+
+
+def _save(fig, out):
+    buf = io.BytesIO()
     try:
-        fig.savefig(path, dpi=DPI)
-    except OSError as e:
-        raise UserError("cannot write %s: %s" % (path, e))
+        fig.savefig(buf, format="png", dpi=DPI)
     finally:
         plt.close(fig)
-    print(path)
+    out.write(buf.getvalue())
+    print(out.path)
 
 
 # ----------------------------------------------------------------------------- main
@@ -489,6 +505,15 @@ def main(argv=None):
     objective = read_objective(os.path.join(run_dir, "config.toml"))
     lat_path = os.path.join(run_dir, "latents.npz")
     lat = None if args.no_latents else load_latents(lat_path)
+
+    # Every output checked before any is drawn, so a refusal leaves nothing half-done.
+    reads = [(os.path.join(run_dir, name), "the run's " + name)
+             for name in ("metrics.jsonl", "report.json", "config.toml", "latents.npz")]
+    pngs = {name: png_output(os.path.join(out_dir, name), reads)
+            for name in ("curves.png", "group_weights.png", "latents.png")}
+    draw_latents = lat is not None and lat["k"] >= 2
+    outputs.check_folder(out_dir, "--out")
+    outputs.check_all([out for name, out in pngs.items() if name != "latents.png" or draw_latents])
     if metrics["nulls"]:
         shown = ", ".join("line %d %s" % x for x in metrics["nulls"][:5])
         more = " and %d more" % (len(metrics["nulls"]) - 5) if len(metrics["nulls"]) > 5 else ""
@@ -500,8 +525,8 @@ def main(argv=None):
     except OSError as e:
         raise UserError("cannot create output folder %s: %s" % (out_dir, e))
 
-    _save(curves_figure(metrics, run_name, report), os.path.join(out_dir, "curves.png"))
-    _save(weights_figure(metrics, run_name, objective), os.path.join(out_dir, "group_weights.png"))
+    _save(curves_figure(metrics, run_name, report), pngs["curves.png"])
+    _save(weights_figure(metrics, run_name, objective), pngs["group_weights.png"])
     if args.no_latents:
         print("note: --no-latents given, latents.png not made")
     elif lat is None:
@@ -517,13 +542,9 @@ def main(argv=None):
             fig, _ = latents_figure(lat, run_name)
         except ValueError as e:
             raise UserError("%s: %s" % (lat_path, e))
-        _save(fig, os.path.join(out_dir, "latents.png"))
+        _save(fig, pngs["latents.png"])
     return 0
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except UserError as e:
-        print("error: %s" % e, file=sys.stderr)
-        sys.exit(2)
+    sys.exit(outputs.run(main))

@@ -23,7 +23,8 @@ output, recorded as failed, and the sweep goes on; the sweep exits 1 at the end 
 (SIGINT) or SIGTERM stops the sweep: each running hetdro gets one SIGINT (SIGTERM), finishes
 its step and checkpoints itself; a second Ctrl-C kills them (they continue from their last
 checkpoint). Run the same command again to continue the sweep. Each hetdro's output goes to
-DIR/logs/<variant>/seed<s>.log; with --jobs 1 it is also echoed, indented (not with --quiet).
+DIR/logs/<variant>/seed<s>.log (appended to what an earlier attempt logged; while the run goes
+on it is in seed<s>.log.tmp-PID); with --jobs 1 it is also echoed, indented (not with --quiet).
 
 Writes to DIR (table.md, table.csv, runs.csv again after every run; the picture at the end):
   table.md         header (config, grid, seeds, --set, --use, the command that reproduces it),
@@ -39,15 +40,26 @@ Writes to DIR (table.md, table.csv, runs.csv again after every run; the picture 
                    (with --use selected: selected_epoch, selected_rule), seconds (hetdro's wall
                    time in this sweep; empty when reused), train_seconds (report.json), run_dir
 
+Every file the sweep writes itself (the four above and the logs; the run folders are hetdro's)
+follows one rule (scripts/outputs.py, the same as hetdro's): it is written to NAME.tmp-PID
+beside it, synced, then renamed over NAME. NAME may be replaced only when it is absent, empty, or
+what the sweep writes there, known by its start (table.md: "# hetdro seed sweep"; table.csv and
+runs.csv: their header line; worst_group.png: the PNG signature; a log: "=== "). A link is
+followed and the file it names replaced. A folder, FIFO, device, socket, the --config or a file
+with other content is refused (exit 2) before any run starts. Standard output is checked too:
+what is printed and lost (a full disk, a closed pipe) makes the exit code 1 (or keeps a non-zero
+one), with a message on stderr.
+
 --use last (default) takes test_acc, worst_group_acc and mean_group_acc from report.json;
 --use selected from report.json's "selected" object (written when the run used a
 model-selection rule; a report without it is an error naming the run, exit 2).
 With --jobs N > 1 each hetdro gets OMP_NUM_THREADS = max(1, cores // N) unless it is set.
 
 Exit codes: 0 all runs complete; 1 some run failed or was interrupted (the others completed;
-the tables hold them); 2 bad input (an option, the config, a run folder made with other
-settings, a malformed report.json): the message names the file or option and what was expected,
-and no run is started; 130/143 the sweep was stopped by SIGINT/SIGTERM.
+the tables hold them), or a write failed (a full disk), or standard output lost what was printed;
+2 bad input (an option, the config, a run folder made with other settings, a malformed
+report.json, an output path the rule refuses): the message names the file or option and what
+was expected, and no run is started; 130/143 the sweep was stopped by SIGINT/SIGTERM.
 
 Example:
   /usr/bin/python3 scripts/sweep.py --config data/hf/config.toml --seeds 0-4 \\
@@ -82,6 +94,8 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
+import outputs  # noqa: E402  (scripts/outputs.py: the rule for every file written)
+
 DPI = 120
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 DEFAULT_HETDRO = os.path.join(REPO, "build", "hetdro")
@@ -91,7 +105,7 @@ TAIL_LINES = 12
 MISSING = object()
 
 
-class UserError(Exception):
+class UserError(outputs.BadInput):
     """A problem with the user's input (options, config, run folders): exit code 2."""
 
 
@@ -511,15 +525,19 @@ def hetdro_command(hetdro, config_path, sets, run):
 
 
 class Job:
-    def __init__(self, run, cmd, env, stream, print_lock):
+    def __init__(self, run, cmd, env, stream, print_lock, log):
         self.run, self.cmd = run, cmd
         self.tail = collections.deque(maxlen=TAIL_LINES)
         self.signalled = False
-        os.makedirs(os.path.dirname(run.log), exist_ok=True)
-        self.log = open(run.log, "ab")
+        folder = os.path.dirname(run.log)
+        try:
+            os.makedirs(folder, exist_ok=True)
+        except OSError as e:
+            raise UserError("%s: cannot create the folder: %s" % (folder, e.strerror))
+        # The earlier attempts' log, then this one's; renamed over the log when hetdro ends.
+        self.log = log.open(keep=True)
         self.log.write(("=== %s  %s\n" % (datetime.datetime.now().isoformat(timespec="seconds"),
                                            shlex.join(cmd))).encode())
-        self.log.flush()
         self.t0 = time.monotonic()
         try:
             # Its own session: a Ctrl-C at the terminal reaches only the sweep, which passes
@@ -527,7 +545,7 @@ class Job:
             self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                          stderr=subprocess.STDOUT, env=env, start_new_session=True)
         except OSError as e:
-            self.log.close()
+            self.log.abort()
             raise UserError("cannot run %s: %s" % (cmd[0], e))
         self.thread = threading.Thread(target=self._read, args=(stream, print_lock), daemon=True)
         self.thread.start()
@@ -541,12 +559,12 @@ class Job:
                 if stream:
                     with print_lock:
                         print("    | " + line, flush=True)
-        self.log.flush()
 
     def finish(self):
+        """(exit code, seconds); WriteFailed when the log could not be written."""
         self.thread.join()
         self.proc.stdout.close()
-        self.log.close()
+        self.log.commit()
         return self.proc.returncode, time.monotonic() - self.t0
 
 
@@ -576,10 +594,11 @@ def child_env(jobs):
 
 
 class Sweep:
-    def __init__(self, args, runs, sets, config_path, hetdro, write_outputs):
+    def __init__(self, args, runs, sets, config_path, hetdro, write_outputs, logs):
         self.args, self.runs, self.sets = args, runs, sets
         self.config_path, self.hetdro = config_path, hetdro
         self.write_outputs = write_outputs
+        self.logs = logs   # {run index: outputs.Output}
         self.signals = []
         self.print_lock = threading.Lock()
         self.fatal = None
@@ -696,7 +715,7 @@ class Sweep:
                     what = {"start": "started", "restart": "restarted (--overwrite: %s)" % run.note,
                             "resume": "resumed (--resume: %s)" % run.note}[run.action]
                     self.say("[%d/%d] %s: %s" % (run.index, len(self.runs), run.label, what))
-                    active.append(Job(run, cmd, env, stream, self.print_lock))
+                    active.append(Job(run, cmd, env, stream, self.print_lock, self.logs[run.index]))
                 time.sleep(0.05)
                 for job in [j for j in active if j.proc.poll() is not None]:
                     active.remove(job)
@@ -710,7 +729,10 @@ class Sweep:
                     job.proc.send_signal(signal.SIGINT)
             for job in active:
                 job.proc.wait()
-                job.finish()
+                try:
+                    job.finish()
+                except outputs.WriteFailed as e:   # the error that brought us here goes on
+                    print("error: %s" % e, file=sys.stderr)
             for s, h in old.items():
                 signal.signal(s, h)
         return self.signals[0] if self.signals else None
@@ -776,14 +798,27 @@ def _num(x):
     return "" if x is None else "%.10g" % x
 
 
-def _atomic_write(path, text):
-    tmp = path + ".tmp"
-    try:
-        with open(tmp, "w", encoding="utf-8", newline="") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except OSError as e:
-        raise UserError("cannot write %s: %s" % (path, e))
+def sweep_outputs(out_dir, runs, reads):
+    """The files the sweep writes itself (the run folders are hetdro's), each with how the rule
+    knows it for the sweep's own: ({table name: Output}, {run index: log Output})."""
+    def out(path, expected, ours):
+        return outputs.Output(path, expected, ours, reads)
+    tables = {
+        "table.md": out(os.path.join(out_dir, "table.md"),
+                        'a table.md this sweep wrote (first line "# hetdro seed sweep")',
+                        outputs.first_line(b"# hetdro seed sweep")),
+        "table.csv": out(os.path.join(out_dir, "table.csv"),
+                         'a table.csv this sweep wrote (header "variant,...,n_complete,n_seeds,n_failed")',
+                         outputs.first_line(b"variant,", b",n_complete,n_seeds,n_failed")),
+        "runs.csv": out(os.path.join(out_dir, "runs.csv"),
+                        'a runs.csv this sweep wrote (header "variant,...,note,run_dir")',
+                        outputs.first_line(b"variant,", b",note,run_dir")),
+        "worst_group.png": out(os.path.join(out_dir, "worst_group.png"), "a PNG this sweep wrote",
+                               outputs.starts_with(outputs.PNG_SIGNATURE)),
+    }
+    logs = {r.index: out(r.log, 'a log this sweep wrote (first line "=== TIME COMMAND")',
+                         outputs.starts_with(b"=== ")) for r in runs}
+    return tables, logs
 
 
 def table_md(groups, rows, info):
@@ -960,9 +995,10 @@ def main(argv=None):
             hint = " (a CPU build is at %s: pass --hetdro %s)" % (os.path.relpath(alt), os.path.relpath(alt))
         raise UserError("--hetdro %s: not an executable file; build it (cmake --preset default && "
                         "cmake --build build) or pass --hetdro PATH%s" % (args.hetdro, hint))
+    if not args.out:
+        raise UserError("--out is empty, expected the sweep's folder")
     out_dir = os.path.abspath(args.out)
-    if os.path.exists(out_dir) and not os.path.isdir(out_dir):
-        raise UserError("--out %s: exists and is not a folder" % args.out)
+    outputs.check_folder(out_dir, "--out")
 
     variants = make_variants(grid)
     runs = []
@@ -970,6 +1006,13 @@ def main(argv=None):
         for v in variants:
             runs.append(Run(len(runs) + 1, v, seed, out_dir))
     plan(runs, config_path, sets, args.use)
+    # Every file the sweep will write, checked before any run starts.
+    tables, logs = sweep_outputs(out_dir, runs, [(config_path, "the sweep's --config"),
+                                                 (hetdro, "the --hetdro executable")])
+    outputs.check_folder(os.path.join(out_dir, "logs"), "the logs' folder")
+    for v in variants:
+        outputs.check_folder(os.path.join(out_dir, "logs", v.name), "a log folder")
+    outputs.check_all(list(tables.values()) + list(logs.values()))
     counts = collections.Counter(r.action for r in runs)
     summary = "%d complete (reused), %d to resume, %d to restart (--overwrite), %d to start" % (
         counts["skip"], counts["resume"], counts["restart"], counts["start"])
@@ -1010,23 +1053,21 @@ def main(argv=None):
                 "n_failed": sum(r.status in ("failed", "interrupted") for r in runs),
                 "n_not_run": sum(r.status == "not run" for r in runs),
                 "when": datetime.datetime.now().isoformat(timespec="seconds")}
-        _atomic_write(os.path.join(out_dir, "table.md"), table_md(groups, rows, info))
-        _atomic_write(os.path.join(out_dir, "table.csv"), table_csv(groups, rows, grid))
-        _atomic_write(os.path.join(out_dir, "runs.csv"), runs_csv(runs, groups, grid, args.use))
+        tables["table.md"].write(table_md(groups, rows, info).encode("utf-8"))
+        tables["table.csv"].write(table_csv(groups, rows, grid).encode("utf-8"))
+        tables["runs.csv"].write(runs_csv(runs, groups, grid, args.use).encode("utf-8"))
         if final:
             title = "worst-group accuracy over seeds %s (--use %s)\n%s" % (
                 args.seeds, args.use, config_path)
             fig = worst_group_figure(rows, title)
-            path = os.path.join(out_dir, "worst_group.png")
+            png = io.BytesIO()
             try:
-                fig.savefig(path + ".tmp.png", dpi=DPI)
-                os.replace(path + ".tmp.png", path)
-            except OSError as e:
-                raise UserError("cannot write %s: %s" % (path, e))
+                fig.savefig(png, format="png", dpi=DPI)
             finally:
                 plt.close(fig)
+            tables["worst_group.png"].write(png.getvalue())
 
-    sweep = Sweep(args, runs, sets, config_path, hetdro, write_outputs)
+    sweep = Sweep(args, runs, sets, config_path, hetdro, write_outputs, logs)
     stopped_by = sweep.run_all()
     if sweep.fatal is not None:
         raise sweep.fatal
@@ -1053,11 +1094,4 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except UserError as e:
-        print("error: %s" % e, file=sys.stderr)
-        sys.exit(2)
-    except KeyboardInterrupt:
-        print("\ninterrupted; run the same command again to continue", file=sys.stderr)
-        sys.exit(130)
+    sys.exit(outputs.run(main, interrupted="interrupted; run the same command again to continue"))

@@ -1,7 +1,10 @@
 #!/usr/bin/env python3
 """Checks of scripts/plot_run.py: the PCA and anchor-ellipse math on hand-made cases, the three
 PNGs from a fake run folder (3 groups, 4 classes, k = 5, 3 epochs), and the input errors
-(exit code 2 naming the file) and the printed note when latents.npz is absent.
+(exit code 2 naming the file) and the printed note when latents.npz is absent; the output rule
+(scripts/outputs.py): a FIFO, a foreign file or a file of the run at an output path refused
+before anything is written, a link followed and its target replaced by a rename, and output
+lost on standard output (/dev/full) turned into exit code 1.
 
 Run: python3 -m pytest scripts/test_plot_run.py   or   python3 scripts/test_plot_run.py
 """
@@ -9,6 +12,7 @@ Run: python3 -m pytest scripts/test_plot_run.py   or   python3 scripts/test_plot
 import json
 import math
 import os
+import stat
 import struct
 import subprocess
 import sys
@@ -80,8 +84,8 @@ def _make_run(folder, latents=True, erm=False, partial_last=False, report=True, 
     return folder
 
 
-def _run(args):
-    return subprocess.run([sys.executable, SCRIPT] + args, capture_output=True, text=True, timeout=120)
+def _run(args, timeout=120):
+    return subprocess.run([sys.executable, SCRIPT] + args, capture_output=True, text=True, timeout=timeout)
 
 
 def _png_size(path):
@@ -334,6 +338,105 @@ def test_malformed_latents_exit_2():
         assert r.returncode == 2 and os.path.join(run, "latents.npz") in r.stderr, r.stderr
         r = _run([run, "--no-latents"])
         assert r.returncode == 0 and "--no-latents" in r.stdout, (r.stdout, r.stderr)
+
+
+# ----------------------------------------------------------------------------- the output rule
+
+def test_fifo_foreign_file_and_run_file_at_an_output_refused():
+    with tempfile.TemporaryDirectory() as d:
+        run = _make_run(os.path.join(d, "run"), latents=False)
+        out = os.path.join(run, "plots")
+        os.makedirs(out)
+        # A FIFO: refused without opening it (opening it to write would wait for a reader).
+        fifo = os.path.join(out, "group_weights.png")
+        os.mkfifo(fifo)
+        r = _run([run], timeout=30)
+        assert r.returncode == 2 and fifo in r.stderr and "FIFO" in r.stderr, r.stderr
+        assert "expected a PNG" in r.stderr and "Traceback" not in r.stderr, r.stderr
+        assert os.listdir(out) == ["group_weights.png"], "checked before anything is written"
+        assert stat.S_ISFIFO(os.lstat(fifo).st_mode)
+        os.remove(fifo)
+        # A file this command did not write: kept, its start shown escaped.
+        notes = os.path.join(out, "curves.png")
+        with open(notes, "wb") as f:
+            f.write(b"my notes\n")
+        r = _run([run])
+        assert r.returncode == 2 and notes in r.stderr, r.stderr
+        assert '"my notes\\x0a"' in r.stderr and "expected a PNG" in r.stderr, r.stderr
+        assert open(notes, "rb").read() == b"my notes\n" and os.listdir(out) == ["curves.png"]
+        # A link to a file of the run: this command reads it, so it is never replaced.
+        os.remove(notes)
+        run2 = _make_run(os.path.join(d, "run2"))
+        out2 = os.path.join(d, "out2")
+        os.makedirs(out2)
+        os.symlink(os.path.join(run2, "latents.npz"), os.path.join(out2, "latents.png"))
+        before = open(os.path.join(run2, "latents.npz"), "rb").read()
+        r = _run([run2, "--out", out2])
+        assert r.returncode == 2 and "latents.npz" in r.stderr and "reads" in r.stderr, r.stderr
+        assert open(os.path.join(run2, "latents.npz"), "rb").read() == before
+        assert os.listdir(out2) == ["latents.png"], os.listdir(out2)
+
+
+def test_link_to_an_earlier_png_is_followed_and_replaced():
+    with tempfile.TemporaryDirectory() as d:
+        run = _make_run(os.path.join(d, "run"), latents=False)
+        first, second = os.path.join(d, "first"), os.path.join(d, "second")
+        assert _run([run, "--out", first]).returncode == 0
+        target = os.path.join(first, "curves.png")
+        with open(target, "wb") as f:
+            f.write(PNG_MAGIC + b"an earlier, shorter plot")
+        old_inode = os.stat(target).st_ino
+        os.makedirs(second)
+        link = os.path.join(second, "curves.png")
+        os.symlink("../first/curves.png", link)
+        r = _run([run, "--out", second])
+        assert r.returncode == 0, r.stderr
+        assert os.path.islink(link) and os.readlink(link) == "../first/curves.png", "the link is kept"
+        w, _ = _png_size(target)
+        assert w >= 1000 and os.path.getsize(target) > 20000, "the file it names is replaced"
+        assert os.stat(target).st_ino != old_inode, "by a rename, not a write in place"
+        assert sorted(os.listdir(second)) == ["curves.png", "group_weights.png"], os.listdir(second)
+        assert sorted(os.listdir(first)) == ["curves.png", "group_weights.png"], "no temporary file left"
+
+
+def test_failed_write_keeps_the_old_file():
+    # A sync that fails (as on a full disk): WriteFailed naming the path, the temporary file
+    # removed, the old file whole.
+    import errno
+    import outputs
+    with tempfile.TemporaryDirectory() as d:
+        path = os.path.join(d, "curves.png")
+        with open(path, "wb") as f:
+            f.write(PNG_MAGIC + b"old")
+        out = pr.png_output(path, [])
+        real_fsync = outputs.os.fsync
+
+        def full(fd):
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        outputs.os.fsync = full
+        try:
+            out.write(PNG_MAGIC + b"new")
+            raise AssertionError("the failed sync must raise")
+        except outputs.WriteFailed as e:
+            assert path in str(e) and "syncing" in str(e) and "No space left" in str(e), str(e)
+        finally:
+            outputs.os.fsync = real_fsync
+        assert os.listdir(d) == ["curves.png"] and open(path, "rb").read() == PNG_MAGIC + b"old"
+        out.write(PNG_MAGIC + b"new")
+        assert open(path, "rb").read() == PNG_MAGIC + b"new"
+
+
+def test_lost_standard_output_exits_1():
+    if not os.path.exists("/dev/full"):
+        return
+    with tempfile.TemporaryDirectory() as d:
+        run = _make_run(os.path.join(d, "run"), latents=False)
+        with open("/dev/full", "w") as full:
+            r = subprocess.run([sys.executable, SCRIPT, run], stdout=full, stderr=subprocess.PIPE,
+                               text=True, timeout=120)
+        assert r.returncode == 1 and "standard output" in r.stderr, (r.returncode, r.stderr)
+        assert "Traceback" not in r.stderr and "Exception ignored" not in r.stderr, r.stderr
+        _png_size(os.path.join(run, "plots", "curves.png"))   # the work was done all the same
 
 
 def test_help_has_example():

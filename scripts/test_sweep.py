@@ -5,7 +5,10 @@ the tables' mean ± sd (worked by hand), skipping complete runs on a re-run (the
 call), --resume of an interrupted run, --overwrite of a run folder without a checkpoint, a failing
 run (exit 1, the others complete), --use selected, Ctrl-C (one SIGINT to the running trainer,
 exit 130, then resumed), --jobs and OMP_NUM_THREADS, a run folder made with other settings,
-seed parsing and the option errors (exit 2), and worst_group.png.
+seed parsing and the option errors (exit 2), and worst_group.png; the output rule
+(scripts/outputs.py): a FIFO, a foreign file or the --config at an output path refused before any
+run, a link followed and its target replaced, and output lost on standard output (/dev/full)
+turned into exit code 1.
 
 The fake's accuracies, for group i (alpha: 0, beta: 1) of a run with train.fit F,
 train.objective O and train.seed S:
@@ -20,6 +23,7 @@ import csv
 import json
 import os
 import signal
+import stat
 import struct
 import subprocess
 import sys
@@ -255,9 +259,9 @@ class Env:
         env.update({k: str(v) for k, v in kw.items()})
         return env
 
-    def run(self, args, **kw):
+    def run(self, args, timeout=120, **kw):
         return subprocess.run([sys.executable, SCRIPT] + args, capture_output=True, text=True,
-                              timeout=120, env=self.env(**kw))
+                              timeout=timeout, env=self.env(**kw))
 
     def calls(self):
         if not os.path.exists(self.log):
@@ -371,6 +375,20 @@ def test_option_errors_exit_2():
         for args, word in cases:
             r = env.run(args)
             assert r.returncode == 2 and word in r.stderr, (args, r.returncode, r.stderr)
+            assert "Traceback" not in r.stderr, r.stderr
+        assert env.calls() == [] and not os.path.exists(env.out)
+
+
+def test_invalid_grid_exit_2():
+    with tempfile.TemporaryDirectory() as d:
+        env = Env(d)
+        for grid, word in ((["--grid", "train.fit"], "expected KEY=VALUE"),
+                           (["--grid", "train.fit="], "empty value"),
+                           (["--grid", "train.fit=,"], "empty value"),
+                           (["--grid", "=none,pooled"], "expected KEY=VALUE"),
+                           (["--grid", "train.fit=[none"], "unclosed bracket")):
+            r = env.run(env.args(grid=grid))
+            assert r.returncode == 2 and word in r.stderr and grid[1] in r.stderr, (grid, r.stderr)
             assert "Traceback" not in r.stderr, r.stderr
         assert env.calls() == [] and not os.path.exists(env.out)
 
@@ -615,6 +633,87 @@ def test_ctrl_c_interrupts_once_and_resumes():
         assert r.returncode == 0, (r.stdout, r.stderr)
         new = [c for c in env.calls()[len(calls):]]
         assert len(new) == 12 and new[0]["mode"] == "resume" and new[0]["dir"] == env.run_dir("none", "erm", 0), new
+
+
+# ----------------------------------------------------------------------------- the output rule
+
+def test_fifo_foreign_file_and_config_at_an_output_refused():
+    with tempfile.TemporaryDirectory() as d:
+        env = Env(d)
+        os.makedirs(env.out)
+        fifo = os.path.join(env.out, "table.md")
+        os.mkfifo(fifo)
+        r = env.run(env.args(seeds="0"))
+        assert r.returncode == 2 and fifo in r.stderr and "FIFO" in r.stderr, r.stderr
+        assert "# hetdro seed sweep" in r.stderr, "the message says what was expected"
+        assert stat.S_ISFIFO(os.lstat(fifo).st_mode) and os.listdir(env.out) == ["table.md"]
+        os.remove(fifo)
+        # A log that is a FIFO: refused without opening it (opening it waits for a reader).
+        log = os.path.join(env.out, "logs", "fit=none,objective=erm", "seed0.log")
+        os.makedirs(os.path.dirname(log))
+        os.mkfifo(log)
+        r = env.run(env.args(seeds="0"), timeout=30)
+        assert r.returncode == 2 and log in r.stderr and "FIFO" in r.stderr, r.stderr
+        os.remove(log)
+        # Someone's own table.csv: kept, its start shown escaped.
+        mine = os.path.join(env.out, "table.csv")
+        with open(mine, "w") as f:
+            f.write("name,score\nbob,3\n")
+        r = env.run(env.args(seeds="0"))
+        assert r.returncode == 2 and mine in r.stderr, r.stderr
+        assert '"name,score\\x0abob,3\\x0a"' in r.stderr, r.stderr
+        assert "n_complete,n_seeds,n_failed" in r.stderr, "the message says what was expected"
+        assert open(mine).read() == "name,score\nbob,3\n"
+        os.remove(mine)
+        # The --config linked in as runs.csv: a file the sweep reads.
+        config = open(env.config).read()
+        os.symlink(env.config, os.path.join(env.out, "runs.csv"))
+        r = env.run(env.args(seeds="0"))
+        assert r.returncode == 2 and "--config" in r.stderr and "reads" in r.stderr, r.stderr
+        assert open(env.config).read() == config
+        assert env.calls() == [], "no run starts"
+        assert sorted(os.listdir(env.out)) == ["logs", "runs.csv"], os.listdir(env.out)
+
+
+def test_link_to_an_earlier_output_is_followed_and_replaced():
+    with tempfile.TemporaryDirectory() as d:
+        env = Env(d)
+        first = env.out
+        assert env.run(env.args(seeds="0", grid=[])).returncode == 0
+        first_csv = open(os.path.join(first, "table.csv")).read()
+        old_png = open(os.path.join(first, "worst_group.png"), "rb").read()
+        env.out = os.path.join(d, "second")
+        os.makedirs(env.out)
+        os.symlink(os.path.join(first, "table.md"), os.path.join(env.out, "table.md"))
+        os.symlink("../sweep/worst_group.png", os.path.join(env.out, "worst_group.png"))
+        r = env.run(env.args(seeds="1", grid=[]))
+        assert r.returncode == 0, (r.stdout, r.stderr)
+        assert os.readlink(os.path.join(env.out, "table.md")) == os.path.join(first, "table.md")
+        assert os.readlink(os.path.join(env.out, "worst_group.png")) == "../sweep/worst_group.png"
+        md = open(os.path.join(first, "table.md"), encoding="utf-8").read()
+        assert "seeds: 1 (1; 1)" in md and "--out %s" % env.out in md, "the second sweep's table.md"
+        new_png = open(os.path.join(first, "worst_group.png"), "rb").read()
+        assert new_png != old_png and new_png.startswith(PNG_MAGIC)
+        assert open(os.path.join(first, "table.csv")).read() == first_csv, "what is not linked stays"
+        csv_path = os.path.join(env.out, "table.csv")
+        assert os.path.isfile(csv_path) and not os.path.islink(csv_path)
+        for folder in (first, env.out):
+            assert not [n for n in os.listdir(folder) if ".tmp" in n], os.listdir(folder)
+
+
+def test_lost_standard_output_exits_1():
+    if not os.path.exists("/dev/full"):
+        return
+    with tempfile.TemporaryDirectory() as d:
+        env = Env(d)
+        with open("/dev/full", "w") as full:
+            r = subprocess.run([sys.executable, SCRIPT] + env.args(seeds="0", grid=[]), stdout=full,
+                               stderr=subprocess.PIPE, text=True, timeout=120, env=env.env())
+        assert r.returncode == 1 and "standard output" in r.stderr, (r.returncode, r.stderr)
+        assert "Traceback" not in r.stderr and "Exception ignored" not in r.stderr, r.stderr
+        assert len(env.calls()) == 1 and "(no grid)" in env.md(), "the sweep's work is done all the same"
+        with open(os.path.join(env.out, "logs", "base", "seed0.log")) as f:
+            assert f.readline().startswith("=== ") and "fake hetdro: training" in f.read()
 
 
 if __name__ == "__main__":
