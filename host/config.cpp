@@ -15,6 +15,7 @@
 #include <sstream>
 
 #include "hetdro/check.h"
+#include "io/file.h"  // InputFile
 
 namespace hetdro {
 namespace {
@@ -272,17 +273,10 @@ constexpr size_t kMaxConfigBytes = size_t(16) << 20;
 // quoted keys, spaces and dots) has more than kMaxKeyParts parts; strings and comments are
 // skipped, since dots there separate nothing.
 std::string read_config_text(const std::string& path) {
-  std::ifstream in(path, std::ios::binary);
-  if (!in)
-    input_error("{}: cannot open: {}: expected a config TOML file", path, std::strerror(errno));
-  std::string text;
-  char buffer[1 << 16];
-  while (in.read(buffer, sizeof buffer) || in.gcount() > 0) {
-    text.append(buffer, size_t(in.gcount()));
-    if (text.size() > kMaxConfigBytes)
-      input_error("{}: larger than {} MiB: expected a config TOML file", path,
-                  kMaxConfigBytes >> 20);
-  }
+  io::InputFile in(path, "a config TOML file");
+  if (in.size() > kMaxConfigBytes)
+    input_error("{}: larger than {} MiB: expected a config TOML file", path, kMaxConfigBytes >> 20);
+  const std::string text = in.read_rest();
   size_t dots = 0, line = 1;
   for (size_t i = 0; i < text.size(); ++i) {
     const char c = text[i];
@@ -350,26 +344,63 @@ void apply_override(toml::table& root, const std::string& text, Sources& sources
       }
       node = table->get(parts[i]);
     } else if (auto* array = node->as_array()) {
-      size_t index = 0;
-      try {
-        index = std::stoul(parts[i]);
-      } catch (...) {
-        input_error("--set '{}': '{}' should be an index into the array", text, parts[i]);
-      }
+      const std::string& part = parts[i];
+      if (part.empty() || part.size() > 9 ||
+          part.find_first_not_of("0123456789") != std::string::npos)
+        input_error(
+            "--set '{}': '{}' should be an index into {}, which has {} entries: a number from 0",
+            text, part, key, array->size());
+      const size_t index = std::stoul(part);
       if (index >= array->size())
-        input_error("--set '{}': index {} is past the end (there are {})", text, index,
-                    array->size());
+        input_error("--set '{}': index {} is past the end of {}, which has {} entries", text, index,
+                    key, array->size());
       node = array->get(index);
       key += fmt::format("[{}]", index);
     } else {
-      input_error("--set '{}': '{}' is not a table", text, parts[i]);
+      input_error("--set '{}': {} is a value, not a table: it has no key '{}'", text, key,
+                  parts[i]);
     }
   }
   auto* table = node->as_table();
-  if (!table) input_error("--set '{}': the parent of '{}' is not a table", text, parts.back());
+  if (!table) {
+    if (node->is_array()) {
+      const std::string& last = parts.back();
+      const bool index = !last.empty() && last.find_first_not_of("0123456789") == std::string::npos;
+      input_error(
+          "--set '{}': {} is a list of tables ([[{}]]); an entry cannot be replaced by a value. "
+          "Set one of its keys, e.g. --set {}.{}.name=NAME",
+          text, key, key, key, index ? last : "0");
+    }
+    input_error("--set '{}': {} is a value, not a table: it has no key '{}'", text, key,
+                parts.back());
+  }
   table->insert_or_assign(parts.back(), std::move(*parsed.get("v")));
   sources.add(created.empty() ? key + (key.empty() ? "" : ".") + parts.back() : created, text,
               not_toml);
+}
+
+// Letters of any script (UTF-8 sequences, checked for validity), ASCII letters and digits, '_'
+// and '-': a name safe as a tensor-name part, a zip entry and a file name.
+bool safe_group_name(const std::string& name) {
+  if (name.size() > 64) return false;
+  for (size_t i = 0; i < name.size();) {
+    const auto c = static_cast<unsigned char>(name[i]);
+    if (c < 0x80) {
+      if (!std::isalnum(c) && c != '_' && c != '-') return false;
+      ++i;
+      continue;
+    }
+    // A multi-byte sequence: a lead byte C2..F4, then its continuation bytes 80..BF.
+    const size_t n = c >= 0xC2 && c <= 0xDF   ? 2
+                     : c >= 0xE0 && c <= 0xEF ? 3
+                     : c >= 0xF0 && c <= 0xF4 ? 4
+                                              : 0;
+    if (n == 0 || i + n > name.size()) return false;
+    for (size_t k = 1; k < n; ++k)
+      if ((static_cast<unsigned char>(name[i + k]) & 0xC0) != 0x80) return false;
+    i += n;
+  }
+  return true;
 }
 
 std::string resolve(const fs::path& base, const std::string& p) {
@@ -422,8 +453,9 @@ const char* name(GroupDroUpdate u) { return choice_name(u); }
 const char* name(GroupDroObjective o) { return choice_name(o); }
 
 Config load_config(const std::string& path, const std::vector<std::string>& overrides) {
-  if (!fs::exists(path)) input_error("{}: config file not found", path);
-  if (fs::is_directory(path))
+  const fs::file_status status = io::lookup(path);
+  if (!fs::exists(status)) input_error("{}: config file not found", path);
+  if (fs::is_directory(status))
     input_error("{}: is a folder: expected a config TOML file{}", path,
                 fs::exists(fs::path(path) / "config.toml")
                     ? fmt::format(" such as {}", (fs::path(path) / "config.toml").string())
@@ -485,6 +517,13 @@ Config load_config(const std::string& path, const std::vector<std::string>& over
     r.get("val_y", g.val_y);
     r.finish();
     if (g.name.empty()) input_error("{}: key '{}name' is empty", r.from("name"), prefix);
+    if (!safe_group_name(g.name))
+      input_error(
+          "{}: key '{}name' is {}: expected at most 64 bytes of letters (any script, UTF-8), "
+          "digits, '_' and '-'. The name goes into tensor names (encoders.<name>.fc.weight), the "
+          "entries of latents.npz and the JSON outputs, where '.', '/', spaces and control "
+          "characters would break them",
+          r.from("name"), prefix, excerpt(g.name, 80, '\''));
     if (!names.insert(g.name).second)
       input_error("{}: duplicate group name {} ({}name): every group needs its own name",
                   r.from("name"), excerpt(g.name, 80, '\''), prefix);

@@ -9,6 +9,7 @@
 
 #include "hetdro/check.h"
 #include "hetdro/rng.h"
+#include "io/file.h"  // to_float32, kFloat32Range
 
 namespace hetdro {
 namespace {
@@ -94,8 +95,8 @@ Array<float> load_features(const std::string& path, const GroupConfig& group) {
   for (size_t i = 0; i < x.data.size(); ++i)
     if (!std::isfinite(x.data[i])) {
       int64_t row_size = x.rows() ? int64_t(x.data.size()) / x.rows() : 1;
-      input_error("{}: feature {} of sample {} is {}: features must be finite", path,
-                  int64_t(i) % row_size, int64_t(i) / row_size, x.data[i]);
+      input_error("{}: feature {} of sample {} is {} in float32: expected {}", path,
+                  int64_t(i) % row_size, int64_t(i) / row_size, x.data[i], io::kFloat32Range);
     }
   return x;
 }

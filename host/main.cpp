@@ -4,13 +4,15 @@
 #include <unistd.h>  // getpid
 
 #include <CLI/CLI.hpp>
+#include <cerrno>
 #include <cstdio>
-#include <cstring>  // memcmp
+#include <cstring>  // strerror
 #include <filesystem>
 #include <fstream>
 #include <iostream>  // std::cin, for --input -
 #include <iterator>
 #include <memory>
+#include <nlohmann/json.hpp>
 
 #include "hetdro/backend.h"
 #include "hetdro/bench_step.h"
@@ -80,74 +82,66 @@ Loaded load_run(const std::string& run, const std::string& config_path,
   return l;
 }
 
-// `predict --out`: a file in an existing folder, and never one that this run reads or a file
-// other than earlier predictions, since the predictions replace whatever is there.
-// Is `path` predictions that `hetdro predict` wrote (NPY, or CSV starting "index,class,")?
-bool holds_predictions(const std::string& path, std::string* start) {
-  char head[13] = {};
-  std::FILE* f = std::fopen(path.c_str(), "rb");
-  const size_t got = f ? std::fread(head, 1, sizeof head, f) : 0;
-  if (f) std::fclose(f);
-  *start = excerpt({head, got});
-  return got == 0 || (got >= 6 && std::memcmp(head, "\x93NUMPY", 6) == 0) ||
-         (got >= 12 && std::memcmp(head, "index,class,", 12) == 0);
+// Predictions that `hetdro predict` wrote (NPY, or CSV starting "index,class,")?
+bool holds_predictions(const std::string& head) {
+  return head.compare(0, 6, "\x93NUMPY") == 0 || head.compare(0, 12, "index,class,") == 0;
 }
 
-void check_output_path(const std::string& out, const Loaded& l, const std::string& input) {
-  constexpr const char* kExpected = "expected the name of an .npy or .csv file for the predictions";
-  if (out.empty()) input_error("--out is empty: {}", kExpected);
-  std::error_code ec;
-  const fs::file_status status = fs::status(out, ec);
-  if (fs::is_directory(status)) input_error("{}: --out names a folder: {}", out, kExpected);
-  const fs::path parent = fs::path(out).parent_path();
-  if (!parent.empty() && !fs::is_directory(parent))
-    input_error("{}: --out is in folder {}, which does not exist: {}", out, parent.string(),
-                kExpected);
-  const bool known_format = ends_with(out, ".npy") || ends_with(out, ".csv");
-  if (!fs::exists(status) && !known_format)
-    input_error("{}: --out must end in .npy or .csv (the format follows the name): {}", out,
-                kExpected);
-  if (!fs::exists(status)) return;
-  std::vector<std::pair<std::string, std::string>> reads = {
-      {l.config.path, "the config"}, {l.checkpoint, "the checkpoint"}, {input, "the --input"}};
-  for (const GroupConfig& g : l.config.groups)
-    for (const std::string* p : {&g.train_x, &g.train_y, &g.test_x, &g.test_y})
+// bench-step's JSON (an object with "impl": "hetdro" and its median)?
+bool holds_bench_json(const std::string& head) {
+  const auto j = nlohmann::json::parse(head, nullptr, false);
+  return j.is_object() && j.value("impl", "") == "hetdro" && j.contains("median_ms");
+}
+
+// The files a command reads from its config: never an output.
+std::vector<std::pair<std::string, std::string>> files_read(const Config& config) {
+  std::vector<std::pair<std::string, std::string>> reads = {{config.path, "the config"}};
+  for (const GroupConfig& g : config.groups)
+    for (const std::string* p : {&g.train_x, &g.train_y, &g.test_x, &g.test_y, &g.val_x, &g.val_y})
       reads.push_back({*p, fmt::format("a data file of group '{}'", g.name)});
-  for (const auto& [path, what] : reads)
-    if (fs::equivalent(out, path, ec))
-      input_error(
-          "{}: --out is {} this command reads ({}); the predictions would replace it. Choose "
-          "another --out",
-          out, what, path);
-  if (!fs::is_regular_file(status))
-    input_error("{}: --out exists and is not a regular file: {}", out, kExpected);
-  if (!known_format)
-    input_error("{}: --out must end in .npy or .csv (the format follows the name): {}", out,
-                kExpected);
-  // Earlier predictions or an empty file may be replaced; anything else is kept.
-  std::string start;
-  if (!holds_predictions(out, &start))
-    input_error(
-        "{}: --out exists and holds no predictions (it starts with {}); the predictions would "
-        "replace it. Remove it first or choose another --out",
-        out, start);
+  return reads;
+}
+
+// `predict --out`: the format follows the name, and the file follows the output rule.
+void check_predictions_path(const std::string& out, const Loaded& l, const std::string& input) {
+  OutputCheck check{"--out",
+                    "the name of an .npy or .csv file for the predictions",
+                    holds_predictions,
+                    {{l.checkpoint, "the checkpoint"}, {input, "the --input"}}};
+  for (auto& read : files_read(l.config)) check.reads.push_back(read);
+  check_output(out, check);
+  if (!ends_with(out, ".npy") && !ends_with(out, ".csv"))
+    input_error("{}: --out must end in .npy or .csv (the format follows the name): expected {}",
+                out, check.expected);
 }
 
 // `--input -`: standard input, kept in a temporary file (named .npy or .csv by its first bytes)
-// that the readers can open; removed when this goes out of scope.
+// that the readers can open; removed when this goes out of scope. Messages about it say
+// "standard input" (as_stdin), not the temporary file's name.
 class StdinFile {
  public:
   StdinFile() {
     std::string data((std::istreambuf_iterator<char>(std::cin)), {});
+    if (std::cin.bad()) input_error("--input -: cannot read standard input");
     if (data.empty()) input_error("--input -: standard input is empty: expected NPY or CSV data");
     const bool npy = data.size() >= 6 && data.compare(0, 6, "\x93NUMPY") == 0;
     path_ = (fs::temp_directory_path() /
              fmt::format("hetdro_stdin_{}.{}", ::getpid(), npy ? "npy" : "csv"))
                 .string();
-    std::ofstream(path_, std::ios::binary) << data;
+    write_text_file(path_, data);
   }
-  ~StdinFile() { fs::remove(path_); }
+  ~StdinFile() {
+    std::error_code ec;
+    fs::remove(path_, ec);
+  }
   const std::string& path() const { return path_; }
+  // `e`'s message with the temporary file's name replaced by "standard input".
+  InputError as_stdin(const InputError& e) const {
+    std::string what = e.what();
+    for (size_t at; (at = what.find(path_)) != std::string::npos;)
+      what.replace(at, path_.size(), "standard input (--input -)");
+    return InputError(what);
+  }
 
  private:
   std::string path_;
@@ -364,7 +358,11 @@ int cli(int argc, char** argv) {
     } else if (bench_step_cmd->parsed()) {
       bench.graph = !no_graph;
       bench.sync_check = sync_check;
-      bench_step(load_config(config_path, overrides), bench);
+      const Config config = load_config(config_path, overrides);
+      if (!bench.json.empty())
+        check_output(bench.json, {"--json", "a JSON file for bench-step's times", holds_bench_json,
+                                  files_read(config)});
+      bench_step(config, bench);
     } else if (eval->parsed() || predict->parsed()) {
       if (use_best && run.empty()) input_error("eval --best needs --run DIR");
       if (use_best && !fs::exists(run + "/best.safetensors"))
@@ -375,7 +373,7 @@ int cli(int argc, char** argv) {
       Loaded l = load_run(run, config_path,
                           use_best && checkpoint.empty() ? run + "/best.safetensors" : checkpoint,
                           overrides);
-      if (predict->parsed()) check_output_path(out, l, input);
+      if (predict->parsed()) check_predictions_path(out, l, input);
       std::vector<GroupData> groups = load_groups(l.config);
       // The backend train.device picks, as for training; said first, except before --json.
       std::string why;
@@ -397,7 +395,13 @@ int cli(int argc, char** argv) {
         std::unique_ptr<StdinFile> stdin_file;
         if (input == "-") stdin_file = std::make_unique<StdinFile>();
         const std::string input_path = stdin_file ? stdin_file->path() : input;
-        Array<float> x = load_features(input_path, l.config.groups[g]);
+        Array<float> x;
+        try {
+          x = load_features(input_path, l.config.groups[g]);
+        } catch (const InputError& e) {
+          if (!stdin_file) throw;
+          throw stdin_file->as_stdin(e);
+        }
         const auto shape = encoder_input_shape(l.config.groups[g], x, input);
         const auto expected = trainer.model().encoder(g).sample_shape();
         if (shape != expected)
@@ -413,6 +417,15 @@ int cli(int argc, char** argv) {
   } catch (const InputError& e) {
     fmt::print(stderr, "error: {}{}\n", which_rank(), e.what());
     return 2;
+  } catch (const fs::filesystem_error& e) {
+    // A path given that cannot be used as a path (a loop of links, a name too long, a file
+    // where a folder should be) is bad input; any other failure of the file system is not.
+    const std::error_code c = e.code();
+    const bool bad_path = c == std::errc::too_many_symbolic_link_levels ||
+                          c == std::errc::filename_too_long || c == std::errc::not_a_directory;
+    fmt::print(stderr, "{}{}{}: {}\n", bad_path ? "error: " : "hetdro failed: ", which_rank(),
+               e.path1().string(), c.message());
+    return bad_path ? 2 : 1;
   } catch (const Interrupted& e) {
     if (world().lead()) fmt::print(stderr, "interrupted: {}\n", e.what());
     return 128 + e.signal;
@@ -434,7 +447,17 @@ int main(int argc, char** argv) {
   }
   // The lead rank alone writes the console output (docs/DESIGN.md §7); errors still show.
   if (!world().lead() && !std::freopen("/dev/null", "w", stdout)) return 1;
-  const int code = cli(argc, argv);
+  int code = cli(argc, argv);
+  // Output that never arrived is a failure (a full disk under `eval --json > f`): every write
+  // to standard output is checked here, where its buffer is flushed and closed.
+  std::cout.flush();
+  const bool lost =
+      !std::cout || std::fflush(stdout) != 0 || std::ferror(stdout) || std::fclose(stdout) != 0;
+  if (lost && code == 0) {
+    fmt::print(stderr, "hetdro failed: writing standard output: {}\n",
+               std::strerror(errno != 0 ? errno : EIO));
+    code = 1;
+  }
   // A failed rank stops the job rather than leave the others waiting in a collective; ranks
   // that were interrupted stopped together, at the same step.
   if (code != 0 && code < 128) abort_world(code, "see its error above");

@@ -1,6 +1,8 @@
 // The built-in datasets: hetero-fashion (docs/DESIGN.md §5) and a small synthetic one for tests.
 #include "hetdro/prepare.h"
 
+#include <fmt/ranges.h>  // join
+
 #include <algorithm>
 #include <cmath>
 #include <filesystem>
@@ -10,16 +12,33 @@
 #include "hetdro/data.h"  // seeded_permutation
 #include "hetdro/io.h"
 #include "hetdro/rng.h"
+#include "hetdro/run_folder.h"  // inspect_folder
 
 namespace hetdro {
 namespace {
 
 namespace fs = std::filesystem;
 
+// The --out folder, checked before anything is read or written: prepare replaces the files of
+// earlier prepared data, never a run's folder or a config.toml of something else
+// (docs/DESIGN.md §4, Run folder).
 void make_dir(const std::string& dir) {
+  const FolderContents in = inspect_folder(dir, "--out");
+  if (!in.run_files.empty())
+    input_error(
+        "{}: this folder holds a hetdro run ({}); prepare would replace its config.toml. Choose "
+        "another --out",
+        dir, fmt::join(in.run_files, ", "));
+  if (in.config && in.data_file.empty())
+    input_error(
+        "{}: this folder holds a config.toml but no prepared data (no <group>_<split>_x.npy "
+        "files); prepare would replace it. Choose another --out",
+        dir);
   std::error_code ec;
   fs::create_directories(dir, ec);
   if (ec) input_error("{}: cannot create the output folder: {}", dir, ec.message());
+  if (const int n = remove_stale_temporaries(dir))
+    fmt::print("{}: removed {} temporary file(s) left by processes that are gone\n", dir, n);
 }
 
 std::vector<int32_t> labels_of(const Array<uint8_t>& y, const std::vector<int64_t>& rows) {

@@ -3,9 +3,10 @@
 
 #include <fcntl.h>  // open
 #include <fmt/format.h>
-#include <omp.h>       // omp_get_max_threads
-#include <sys/file.h>  // flock
-#include <unistd.h>    // close
+#include <fmt/ranges.h>  // join
+#include <omp.h>         // omp_get_max_threads
+#include <sys/file.h>    // flock
+#include <unistd.h>      // close
 
 #include <cerrno>
 #include <chrono>
@@ -14,10 +15,12 @@
 #include <cstring>  // strerror
 #include <filesystem>
 #include <nlohmann/json.hpp>
+#include <regex>
 
 #include "hetdro/check.h"
 #include "hetdro/io.h"       // write_text_file
 #include "hetdro/trainer.h"  // Evaluation
+#include "io/file.h"         // lookup, kind_of
 
 namespace hetdro {
 
@@ -26,11 +29,41 @@ namespace fs = std::filesystem;
 namespace {
 
 // The files a run writes; --overwrite removes them first, so nothing of the old run survives
-// next to the new one.
+// next to the new one. A folder holding any of them is a run folder.
 constexpr const char* kRunFiles[] = {"metrics.jsonl", "checkpoint.safetensors", "report.json",
                                      "latents.npz", "best.safetensors"};
 
+// prepare's NPY files: <group>_<split>_<x|y>.npy (host/prepare.cpp).
+bool is_data_file(const std::string& name) {
+  static const std::regex pattern(".+_(train|test|val)_[xy]\\.npy");
+  return std::regex_match(name, pattern);
+}
+
+bool exists(const std::string& path) { return fs::exists(io::lookup(path)); }
+
 }  // namespace
+
+FolderContents inspect_folder(const std::string& dir, const std::string& option) {
+  FolderContents in;
+  const fs::file_status status = io::lookup(dir);
+  if (!fs::exists(status)) return in;
+  if (!fs::is_directory(status))
+    input_error("{}: {} names {}: expected a folder", dir, option, io::kind_of(status.type()));
+  in.exists = true;
+  for (const char* f : kRunFiles)
+    if (exists(dir + "/" + f)) in.run_files.push_back(f);
+  in.config = exists(dir + "/config.toml");
+  std::error_code ec;
+  for (const auto& entry : fs::directory_iterator(dir, ec)) {
+    const std::string name = entry.path().filename().string();
+    if (is_data_file(name)) {
+      in.data_file = name;
+      break;
+    }
+  }
+  if (ec) input_error("{}: cannot list the folder: {}", dir, ec.message());
+  return in;
+}
 
 RunFolder::RunFolder(const std::string& dir, bool overwrite, bool resume, const Config& config)
     : dir_(dir) {
@@ -38,28 +71,38 @@ RunFolder::RunFolder(const std::string& dir, bool overwrite, bool resume, const 
     input_error(
         "--out is empty: expected the name of a folder for the run (config.toml, "
         "metrics.jsonl, checkpoint.safetensors, report.json)");
-  const std::string metrics_path = dir_ + "/metrics.jsonl";
+  const FolderContents in = inspect_folder(dir_, resume ? "--resume" : "--out");
   if (resume) {
     for (const char* f : {"config.toml", "checkpoint.safetensors"})
-      if (!fs::exists(dir_ + "/" + f))
+      if (!exists(dir_ + "/" + f))
         input_error("{}: cannot resume: the folder holds no {} (is it a hetdro run folder?)", dir_,
                     f);
   } else {
-    if (fs::exists(metrics_path) && !overwrite)
+    if (!in.data_file.empty())
       input_error(
-          "{}: this folder already holds a run (metrics.jsonl); choose another --out, pass "
-          "--overwrite, or continue it with --resume",
-          dir_);
+          "{}: this folder holds prepared data ({} beside {}); a run would replace its "
+          "config.toml. Choose another --out, such as {}/run",
+          dir_, in.data_file, in.config ? "config.toml" : "other data", dir_);
+    if (!in.run_files.empty() && !overwrite)
+      input_error(
+          "{}: this folder already holds a run ({}); choose another --out, pass --overwrite, or "
+          "continue it with --resume",
+          dir_, fmt::join(in.run_files, ", "));
     std::error_code ec;
     if (!config.path.empty() && fs::equivalent(dir_ + "/config.toml", config.path, ec))
       input_error(
           "{}: --out holds the input config {}; writing the run there would replace it. "
           "Choose another --out",
           dir_, config.path);
+    if (in.config && in.run_files.empty())
+      input_error(
+          "{}: this folder holds a config.toml that no run wrote (no metrics.jsonl, no "
+          "checkpoint); a run would replace it. Choose another --out",
+          dir_);
     fs::create_directories(dir_, ec);
     if (ec) input_error("{}: cannot create the run folder: {}", dir_, ec.message());
   }
-  lock_fd_ = ::open((dir_ + "/.lock").c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
+  lock_fd_ = ::open((dir_ + "/.lock").c_str(), O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0644);
   if (lock_fd_ < 0) input_error("{}: cannot create .lock: {}", dir_, std::strerror(errno));
   if (::flock(lock_fd_, LOCK_EX | LOCK_NB) != 0) {
     ::close(lock_fd_);
@@ -69,41 +112,57 @@ RunFolder::RunFolder(const std::string& dir, bool overwrite, bool resume, const 
         "choose another --out",
         dir_);
   }
-  if (!resume && overwrite)
+  // Under the lock no hetdro writes here but this one: a temporary file of a process that is
+  // gone (killed while writing a checkpoint) is garbage.
+  if (const int n = remove_stale_temporaries(dir_))
+    fmt::print("{}: removed {} temporary file(s) left by processes that are gone\n", dir_, n);
+  if (resume) return;
+  if (overwrite)
     for (const char* f : kRunFiles) fs::remove(dir_ + "/" + f);
-  // A resumed run takes the config given now (its --set may extend train.epochs, say), and its
-  // config.toml says so, for the next resume and for eval.
+  // metrics.jsonl first: a config.toml never stands in a run folder without it.
+  write_text_file(dir_ + "/metrics.jsonl", "");
   write_text_file(dir_ + "/config.toml", to_toml(config));
-  metrics_.open(metrics_path, resume ? std::ios::app : std::ios::trunc);
-  if (!metrics_) input_error("{}: cannot write", metrics_path);
 }
 
 RunFolder::~RunFolder() {
   if (lock_fd_ >= 0) ::close(lock_fd_);  // releases the flock
 }
 
-void RunFolder::append_metrics(const std::string& json_line) {
-  metrics_ << json_line << "\n" << std::flush;
-  if (!metrics_) throw std::runtime_error(fmt::format("{}/metrics.jsonl: write failed", dir_));
-}
-
-void RunFolder::keep_metrics_through(int epoch) {
+void RunFolder::resume_at(int epoch, const Config& config) {
   const std::string path = dir_ + "/metrics.jsonl";
-  std::ifstream in(path);
+  const std::string text = exists(path) ? read_text_file(path, "a metrics.jsonl file") : "";
   std::string kept;
-  for (std::string line; std::getline(in, line);) {
+  for (size_t at = 0; at < text.size();) {
+    const size_t end = std::min(text.find('\n', at), text.size());
+    const std::string line = text.substr(at, end - at);
+    const bool last = end + 1 >= text.size();
+    at = end + 1;
     if (line.empty()) continue;
     const auto m = nlohmann::json::parse(line, nullptr, false);
-    if (m.is_discarded() || !m.contains("epoch") || !m["epoch"].is_number_integer())
-      input_error("{}: a line is not a metrics record: \"{}\"", path, line.substr(0, 60));
+    if (m.is_discarded() || !m.is_object() || !m.contains("epoch") ||
+        !m["epoch"].is_number_integer()) {
+      // A full disk during an append (by a version that appended) leaves half a line, the last
+      // one; the checkpoint is the truth, so the line goes. Any other bad line is not ours.
+      if (last) {
+        fmt::print(stderr,
+                   "warning: {}: the last line is torn ({}); dropped, since the checkpoint "
+                   "holds the run\n",
+                   path, excerpt(line, 60));
+        continue;
+      }
+      input_error("{}: a line is not a metrics record: {}", path, excerpt(line, 60));
+    }
     if (m["epoch"].get<int64_t>() <= epoch && !m.contains("partial_epoch_steps"))
       kept += line + "\n";
   }
-  in.close();
-  metrics_.close();
-  write_text_file(path, kept);
-  metrics_.open(path, std::ios::app);
-  if (!metrics_) input_error("{}: cannot write", path);
+  metrics_ = kept;
+  write_text_file(path, metrics_);
+  write_text_file(dir_ + "/config.toml", to_toml(config));
+}
+
+void RunFolder::append_metrics(const std::string& json_line) {
+  metrics_ += json_line + "\n";
+  write_text_file(dir_ + "/metrics.jsonl", metrics_);
 }
 
 void RunFolder::write_report(const std::string& json) {

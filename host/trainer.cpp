@@ -3,6 +3,7 @@
 // reads the step statistics at its logging points and evaluates once per epoch.
 #include "hetdro/trainer.h"
 
+#include <fmt/ranges.h>  // join
 #include <omp.h>
 
 #include <algorithm>
@@ -170,12 +171,37 @@ TrainState Trainer::state() const {
   if (step_in_epoch_ > 0) s.epoch_sums = epoch_sums_;
   s.best_score = best_score_;
   s.best_epoch = best_epoch_;
+  for (const GroupData& g : groups_) s.groups.push_back(g.name);
+  s.batch_size = config_.train.batch_size;
+  s.seed = config_.train.seed;
+  s.has_seed = true;
   return s;
 }
 
 void Trainer::load(const std::string& checkpoint_path) {
-  TrainState loaded = load_checkpoint(checkpoint_path, model_, int(groups_.size()));
+  std::vector<std::string> names;
+  for (const GroupData& g : groups_) names.push_back(g.name);
+  TrainState loaded = load_checkpoint(checkpoint_path, model_, names);
   if (loaded.q.empty()) loaded.q = q_.download();  // a model exported without its GroupDRO state
+  // Inside an epoch, the sampler's order of that epoch must be the one the checkpoint's steps
+  // took: another batch size, seed or group order would skip some samples and repeat others.
+  if (loaded.step_in_epoch > 0) {
+    auto refuse = [&](const char* key, const std::string& then, const std::string& now) {
+      input_error(
+          "{}: the checkpoint stands inside epoch {} (step {} of it), taken with {} = {}, but the "
+          "config now has {}: the rest of the epoch would skip some samples and repeat others. "
+          "Resume with {} = {} (it may change once the epoch is complete), or start a new run",
+          checkpoint_path, loaded.epoch + 1, loaded.step_in_epoch, key, then, now, key, then);
+    };
+    const TrainConfig& t = config_.train;
+    if (loaded.batch_size > 0 && loaded.batch_size != t.batch_size)
+      refuse("train.batch_size", std::to_string(loaded.batch_size), std::to_string(t.batch_size));
+    if (loaded.has_seed && loaded.seed != t.seed)
+      refuse("train.seed", std::to_string(loaded.seed), std::to_string(t.seed));
+    if (!loaded.groups.empty() && loaded.groups != names)
+      refuse("the group order", fmt::format("{}", fmt::join(loaded.groups, ", ")),
+             fmt::format("{}", fmt::join(names, ", ")));
+  }
   if (loaded.step_in_epoch >= sampler_.steps_per_epoch() ||
       (loaded.step_in_epoch > 0 && loaded.epoch_sums.size() != size_t(loss_.stats_size())))
     input_error(
@@ -580,7 +606,7 @@ void Trainer::train(const std::string& out_dir, const TrainOptions& options) {
   RunFolder* folder = lead_folder.get();
   if (options.resume) {
     load(RunFolder::checkpoint_in(out_dir));
-    if (folder) folder->keep_metrics_through(epoch_);
+    if (folder) folder->resume_at(epoch_, config_);  // only now that the checkpoint passed
     fmt::print("resuming {} at epoch {} step {} of {} (step {} overall)\n", out_dir, epoch_ + 1,
                step_in_epoch_, sampler_.steps_per_epoch(), step_);
   }
@@ -639,18 +665,35 @@ void Trainer::train(const std::string& out_dir, const TrainOptions& options) {
     throw;
   } catch (const InputError&) {
     throw;
+  } catch (const WriteError& e) {
+    // The run folder cannot be written: nothing in the numbers to blame, and no use writing
+    // there again. The last checkpoint that was written is whole (written atomically).
+    throw WriteError(fmt::format(
+        "{}. The run stopped at epoch {} step {} (step {} overall); its folder keeps the last "
+        "checkpoint written. Once the folder can be written, continue with: hetdro train "
+        "--resume {}",
+        e.what(), epoch_ + 1, step_in_epoch_, step_, out_dir));
   } catch (const std::exception& e) {
     // The parameters are those of the last good step (Adam skips a non-finite one, and an op
     // that throws stops the step before Adam): keep them, and say in report.json why the run
     // stopped and what likely caused it.
     const std::string why = fmt::format("{} {}", e.what(), failure_hints());
-    checkpoint(folder);
-    if (folder) folder->write_report(failure_json(why, step_, epoch_));
+    std::string kept = "The run folder keeps the last good checkpoint";
+    try {
+      checkpoint(folder);
+    } catch (const std::exception& not_written) {
+      // save_checkpoint refuses non-finite parameters: the file on disk stays the one before.
+      kept =
+          fmt::format("{}. The run folder keeps the checkpoint written before", not_written.what());
+    }
+    try {
+      if (folder) folder->write_report(failure_json(why, step_, epoch_));
+    } catch (const WriteError& not_written) {
+      kept += fmt::format(" (report.json not written: {})", not_written.what());
+    }
     throw std::runtime_error(
-        fmt::format("{} The run folder keeps the last good checkpoint; "
-                    "after a fix, continue with: hetdro train --resume {} "
-                    "--set KEY=VALUE",
-                    why, out_dir));
+        fmt::format("{} {}; after a fix, continue with: hetdro train --resume {} --set KEY=VALUE",
+                    why, kept, out_dir));
   }
 
   RunSummary summary;

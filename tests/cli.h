@@ -16,8 +16,9 @@ struct CliResult {
   std::string output;  // stdout and stderr together
 };
 
-inline CliResult run_cli(const std::string& args) {
-  const std::string command = std::string(HETDRO_BIN) + " " + args + " 2>&1";
+// A shell command line, with its standard error joined to what is returned.
+inline CliResult run_shell(const std::string& command_line) {
+  const std::string command = command_line + " 2>&1";
   FILE* pipe = popen(command.c_str(), "r");
   std::string out;
   std::array<char, 4096> buf;
@@ -27,6 +28,11 @@ inline CliResult run_cli(const std::string& args) {
                    : WIFSIGNALED(status) ? 128 + WTERMSIG(status)
                                          : -1;
   return {code, out};
+}
+
+// `hetdro args`: its exit code and everything it printed.
+inline CliResult run_cli(const std::string& args) {
+  return run_shell(std::string(HETDRO_BIN) + " " + args);
 }
 
 inline std::string read_text(const std::string& path) {

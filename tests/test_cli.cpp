@@ -383,7 +383,7 @@ TEST_F(Cli, LongValuesFromFilesAreQuotedShort) {
   EXPECT_NE(r.output.find("checkpoint.safetensors: __metadata__ 'step' is \"777"),
             std::string::npos)
       << r.output.substr(0, 2000);
-  EXPECT_NE(r.output.find("(100001 bytes): expected a non-negative integer"), std::string::npos)
+  EXPECT_NE(r.output.find("(100001 bytes): expected an integer from 0 to"), std::string::npos)
       << r.output.substr(0, 2000);
   EXPECT_LT(r.output.size(), 600u);
 }
@@ -416,7 +416,7 @@ TEST_F(Cli, PredictOutNeverDestroysData) {
       {input, {"vec16_test_x.npy: --out is the --input"}},
       {out_ + "/config.toml", {"config.toml: --out is the config"}},
       {data("vec40_train_y.npy"), {"vec40_train_y.npy: --out is a data file of group 'vec40'"}},
-      {report, {"report.json: --out must end in .npy or .csv"}},
+      {report, {"report.json: --out exists and holds something else", ".npy or .csv file"}},
       {out_, {"--out names a folder", ".npy or .csv file"}},
       {"''", {"--out is empty", ".npy or .csv file"}},
       {(dir_ / "nowhere" / "p.npy").string(), {"which does not exist"}},

@@ -170,7 +170,13 @@ TEST(Config, FoldersAndEndlessFilesAreNotConfigs) {
   const std::string dir = fs::path(write_config("min.toml", kMinimal)).parent_path().string();
   EXPECT_EQ(error_of(dir).rfind(dir + ": is a folder: expected a config TOML file", 0), 0u)
       << error_of(dir);
-  EXPECT_NE(error_of("/dev/zero").find("/dev/zero: larger than 16 MiB"), std::string::npos);
+  // An endless device is not a regular file; a regular file past the cap is refused by size.
+  EXPECT_NE(error_of("/dev/zero").find("/dev/zero: is a character device, not a regular file"),
+            std::string::npos)
+      << error_of("/dev/zero");
+  const std::string big = write_config("big.toml", kMinimal);
+  fs::resize_file(big, 17u << 20);
+  EXPECT_NE(error_of(big).find(big + ": larger than 16 MiB"), std::string::npos) << error_of(big);
 }
 
 TEST(Config, ResolvedTomlLoadsBackToTheSameConfig) {

@@ -372,15 +372,47 @@ TEST_F(Io, WritersReplaceFilesAndLeaveNoTemporaries) {
   }
   EXPECT_EQ(files, 2u);
 
-  // A folder that does not exist: an error naming the path, and nothing created.
+  // A folder that does not exist: check_output, which every command runs on its outputs before
+  // the work, calls it bad input; a writer that still meets it (the folder went away during the
+  // work) reports an environment failure (exit 1). Either names the path; nothing is created.
   const std::string nowhere = path("missing/x.npy");
-  expect_input_error([&] { write_npy(nowhere, a.data(), {2}); }, nowhere, {"cannot create"});
   expect_input_error(
       [&] {
-        write_safetensors(nowhere, {{"w", {2}, a}}, {});
+        check_output(nowhere, {"--out", "an NPY file", nullptr, {}});
       },
-      nowhere, {"cannot create"});
+      nowhere, {"missing", "does not exist"});
+  for (const std::function<void()>& write :
+       std::vector<std::function<void()>>{[&] { write_npy(nowhere, a.data(), {2}); },
+                                          [&] {
+                                            write_safetensors(nowhere, {{"w", {2}, a}}, {});
+                                          }}) {
+    try {
+      write();
+      ADD_FAILURE() << "wrote into a folder that does not exist";
+    } catch (const InputError& e) {
+      ADD_FAILURE() << "an environment failure reported as bad input: " << e.what();
+    } catch (const WriteError& e) {
+      EXPECT_NE(std::string(e.what()).find(nowhere), std::string::npos) << e.what();
+      EXPECT_NE(std::string(e.what()).find("cannot create"), std::string::npos) << e.what();
+    }
+  }
   EXPECT_FALSE(fs::exists(path("missing")));
+}
+
+TEST_F(Io, EveryReaderTakesUnderflowAsZeroAndRefusesOverflowByOneRule) {
+  // 1e-50 and 1e-400 underflow float32 (and 1e-400 double too): they round to 0, as a float64
+  // NPY's 1e-50 does. 1e39 is past float32's largest value: refused, by the same words.
+  const std::string csv = path("tiny.csv");
+  write_bytes(csv, "x,y,label\n1e-50,1e-400,0\n1e-40,-1e-50,1\n");
+  const CsvTable t = read_csv(csv, "label");
+  EXPECT_EQ(t.x.data, (std::vector<float>{0.0f, 0.0f, float(1e-40), -0.0f}));
+  const std::vector<double> tiny = {1e-50, 1e-40};
+  write_bytes(path("tiny.npy"),
+              npy_header("<f8", {2}) + std::string(reinterpret_cast<const char*>(tiny.data()), 16));
+  EXPECT_EQ(read_npy_features(path("tiny.npy")).data, (std::vector<float>{0.0f, float(1e-40)}));
+  write_bytes(csv, "x,y,label\n1e39,1,0\n");
+  expect_input_error([&] { read_csv(csv, "label"); }, csv,
+                     {"row 1", "\"x\"", "float32's range", "underflow round to 0"});
 }
 
 // --- bad input: one test per kind, each reader ----------------------------------------------

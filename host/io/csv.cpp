@@ -3,6 +3,7 @@
 #include <algorithm>  // min
 #include <charconv>   // from_chars
 #include <cmath>      // isfinite
+#include <cstdlib>    // strtod
 #include <limits>
 #include <string>
 #include <string_view>
@@ -167,12 +168,15 @@ CsvTable read_csv(const std::string& path, const std::string& label_column, bool
           bad("an integer class label that fits in int32");
         table.y.push_back(int32_t(v));
       } else {
-        float v = 0;
+        double v = 0;
         Parsed parsed = parse_number(cell, v);
         if (parsed == Parsed::kNotANumber) bad("a decimal number");
-        if (parsed == Parsed::kOutOfRange || !std::isfinite(v))
-          bad("a finite number within float32's range");
-        table.x.data.push_back(v);
+        // Out of double's range: an underflow (1e-400) rounds to 0 like any tiny value; an
+        // overflow is refused below.
+        if (parsed == Parsed::kOutOfRange) v = std::strtod(std::string(cell).c_str(), nullptr);
+        const float f = io::to_float32(v);
+        if (!std::isfinite(f)) bad(io::kFloat32Range);
+        table.x.data.push_back(f);
       }
     }
   }

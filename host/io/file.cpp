@@ -15,13 +15,58 @@ namespace hetdro::io {
 
 namespace fs = std::filesystem;
 
-InputFile::InputFile(const std::string& path, const std::string& expected) : path_(path) {
+fs::file_status lookup(const std::string& path) {
   std::error_code ec;
-  auto status = fs::status(path, ec);
+  fs::file_status status = fs::status(path, ec);
+  if (ec && status.type() != fs::file_type::not_found)
+    input_error("{}: cannot look it up: {}", path, ec.message());
+  return status;
+}
+
+const char* kind_of(fs::file_type type) {
+  switch (type) {
+    case fs::file_type::regular:
+      return "a regular file";
+    case fs::file_type::directory:
+      return "a folder";
+    case fs::file_type::fifo:
+      return "a FIFO";
+    case fs::file_type::socket:
+      return "a socket";
+    case fs::file_type::block:
+      return "a block device";
+    case fs::file_type::character:
+      return "a character device";
+    case fs::file_type::not_found:
+      return "nothing";
+    default:
+      return "a special file";
+  }
+}
+
+std::string output_target(const std::string& path) {
+  std::error_code ec;
+  if (!fs::is_symlink(fs::symlink_status(path, ec))) {
+    if (ec && ec != std::errc::no_such_file_or_directory)
+      input_error("{}: cannot look it up: {}", path, ec.message());
+    return path;
+  }
+  const fs::path target = fs::canonical(path, ec);
+  if (ec)
+    input_error("{}: a symbolic link that leads nowhere: {} (writing through it would be a guess)",
+                path, ec.message());
+  return target.string();
+}
+
+InputFile::InputFile(const std::string& path, const std::string& expected) : path_(path) {
+  const fs::file_status status = lookup(path);
   if (status.type() == fs::file_type::not_found)
     input_error("{}: file not found: expected {}", path, expected);
   if (status.type() == fs::file_type::directory)
     input_error("{}: is a folder: expected {}", path, expected);
+  if (status.type() != fs::file_type::regular)
+    input_error("{}: is {}, not a regular file: expected {}", path, kind_of(status.type()),
+                expected);
   file_ = std::fopen(path.c_str(), "rb");
   if (!file_) input_error("{}: cannot open: {}: expected {}", path, std::strerror(errno), expected);
   if (std::fseek(file_, 0, SEEK_END) != 0 || std::ftell(file_) < 0) {
@@ -58,17 +103,22 @@ std::string InputFile::read_rest() {
   return text;
 }
 
-void write_atomically(const std::string& path, const std::vector<Bytes>& pieces) {
+void write_atomically(const std::string& named, const std::vector<Bytes>& pieces) {
+  const std::string path = output_target(named);
+  const fs::file_status status = lookup(path);
+  if (fs::exists(status) && !fs::is_regular_file(status))
+    input_error("{}: is {}, which hetdro never replaces: expected a regular file or no file", named,
+                kind_of(status.type()));
   // The pid keeps two processes writing the same run folder from sharing a temporary file.
   const std::string tmp = path + ".tmp-" + std::to_string(::getpid());
   std::FILE* out = std::fopen(tmp.c_str(), "wb");
-  if (!out) input_error("{}: cannot create {}: {}", path, tmp, std::strerror(errno));
+  if (!out)
+    throw WriteError(fmt::format("{}: cannot create {}: {}", path, tmp, std::strerror(errno)));
   auto fail = [&](const char* step) {
     int err = errno;
     if (out) std::fclose(out);
     std::remove(tmp.c_str());
-    throw std::runtime_error(
-        fmt::format("{}: {} {} failed: {}", path, step, tmp, std::strerror(err)));
+    throw WriteError(fmt::format("{}: {} {} failed: {}", path, step, tmp, std::strerror(err)));
   };
   for (const Bytes& piece : pieces)
     if (piece.size > 0 && std::fwrite(piece.data, 1, piece.size, out) != piece.size)
@@ -116,6 +166,10 @@ std::string shape_string(const std::vector<int64_t>& shape) {
   std::string s;
   for (size_t i = 0; i < shape.size(); ++i) s += (i ? "x" : "") + std::to_string(shape[i]);
   return s;
+}
+
+std::string read_text_file(const std::string& path, const std::string& expected) {
+  return io::InputFile(path, expected).read_rest();
 }
 
 void write_text_file(const std::string& path, const std::string& text) {

@@ -319,7 +319,7 @@ Array<float> read_npy_features(const std::string& path) {
   if (d == "<f4") {
     read_payload<float>(file, header, x.data, Identity{});
   } else if (d == "<f8") {
-    read_payload<double>(file, header, x.data, [](double v, int64_t) { return float(v); });
+    read_payload<double>(file, header, x.data, [](double v, int64_t) { return io::to_float32(v); });
   } else if (d == "|u1" || d == "<u1") {
     // Division, not multiplication by 1/255, so that 255 maps to exactly 1.
     float scale[256];

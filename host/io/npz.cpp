@@ -24,11 +24,11 @@ void put32(std::string& s, uint32_t v) {
 // The fields a local header and a central-directory entry share, from "version needed" on.
 std::string common_fields(uint32_t crc, uint32_t size, const std::string& name) {
   std::string s;
-  put16(s, 20);    // version needed to extract: 2.0
-  put16(s, 0);     // flags
-  put16(s, 0);     // compression: stored
-  put16(s, 0);     // modification time
-  put16(s, 0x21);  // modification date: 1980-01-01
+  put16(s, 20);      // version needed to extract: 2.0
+  put16(s, 0x0800);  // flags: bit 11, the names are UTF-8 (group names may hold any letters)
+  put16(s, 0);       // compression: stored
+  put16(s, 0);       // modification time
+  put16(s, 0x21);    // modification date: 1980-01-01
   put32(s, crc);
   put32(s, size);  // compressed size
   put32(s, size);  // uncompressed size

@@ -16,6 +16,12 @@ struct InputError : std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
+// An output that could not be written after it was checked (a full disk, a folder removed
+// during the run): an environment failure, exit code 1, with no cause in the user's numbers.
+struct WriteError : std::runtime_error {
+  using std::runtime_error::runtime_error;
+};
+
 template <typename... Args>
 [[noreturn]] void input_error(fmt::format_string<Args...> format, Args&&... args) {
   throw InputError(fmt::format(format, std::forward<Args>(args)...));

@@ -53,7 +53,32 @@ struct CsvTable {
 CsvTable read_csv(const std::string& path, const std::string& label_column,
                   bool require_label = true);
 
-// --- text files, written through a temporary file and a rename ---------------------------
+// --- outputs: one rule for every file a command writes (docs/DESIGN.md §4, Outputs) -----
+// Every file is written to NAME.tmp-<pid> beside it, synced, and renamed over NAME, with every
+// write and the close checked. A file is replaced only when it is absent, empty, or holds what
+// the command writes there; never a folder, device, FIFO, socket, a file the command reads, or
+// any other file. A final symbolic link is followed: the file it names is checked and replaced.
+struct OutputCheck {
+  std::string option;    // the option that named the path ("--json"), or the command's file
+  std::string expected;  // completes "expected ...": "a JSON file for bench-step's times"
+  // Does a file starting with these bytes (at most 64) hold what this command writes there?
+  bool (*ours)(const std::string& head) = nullptr;
+  // Files the command reads, and what each is ("the config"): never replaced.
+  std::vector<std::pair<std::string, std::string>> reads;
+};
+// Checks `path` against the rule before any work is done; InputError naming the path, what it
+// holds and what was expected when it may not be written.
+void check_output(const std::string& path, const OutputCheck& check);
+// Removes the temporary files (NAME.tmp-<pid>) that processes no longer running left in `dir`,
+// and returns how many.
+int remove_stale_temporaries(const std::string& dir);
+
+// The whole of a text file a command reads; InputError when it is missing, not a regular file
+// (a FIFO would block) or unreadable. `expected` completes "expected ...".
+std::string read_text_file(const std::string& path, const std::string& expected);
+
+// Writes through a temporary file and a rename. Refuses (InputError) a target that exists and is
+// not a regular file; the target's other checks are the caller's (check_output, a run folder).
 void write_text_file(const std::string& path, const std::string& text);
 
 // "60000x28x28": how every message shows a shape.

@@ -3,7 +3,6 @@
 #pragma once
 
 #include <cstdint>
-#include <fstream>
 #include <string>
 #include <vector>
 
@@ -15,20 +14,38 @@
 
 namespace hetdro {
 
+// What a folder holds, as train and prepare recognise it (docs/DESIGN.md §4, Run folder): any
+// file of a run makes it a run folder; NPY files named <group>_<split>_<x|y>.npy make it
+// prepared data. Neither command replaces the other's folder.
+struct FolderContents {
+  bool exists = false;
+  std::vector<std::string> run_files;  // the run's files found (metrics.jsonl, ...)
+  std::string data_file;               // one NPY file of prepared data, or empty
+  bool config = false;                 // config.toml
+};
+// InputError when `dir` cannot be looked up or is not a folder.
+FolderContents inspect_folder(const std::string& dir, const std::string& option);
+
 // The folder `--out`: config.toml (resolved), metrics.jsonl, checkpoint.safetensors,
 // report.json. Held under an exclusive lock (`.lock`, flock) while the run lasts, so two runs
 // cannot write one folder.
 class RunFolder {
  public:
-  // A new run: creates `dir` and writes its config.toml. Refuses (InputError) a folder that
-  // holds a run unless `overwrite`, which first removes that run's files; and a folder whose
-  // config.toml is the input config itself.
-  // resume: the folder must hold a run (config.toml and checkpoint.safetensors); metrics.jsonl
-  // is kept and appended to, and config.toml rewritten with the config given.
+  // A new run: refuses (InputError) a folder of prepared data, a folder that holds a run unless
+  // `overwrite` (which then removes that run's files), a config.toml no run wrote and the input
+  // config itself; then creates `dir` and writes an empty metrics.jsonl and config.toml.
+  // resume: the folder must hold a run (config.toml and checkpoint.safetensors); nothing is
+  // written until resume_at, after the checkpoint passed its checks.
+  // Either way, temporary files left by processes that are gone are removed.
   RunFolder(const std::string& dir, bool overwrite, bool resume, const Config& config);
   ~RunFolder();
   RunFolder(const RunFolder&) = delete;
   RunFolder& operator=(const RunFolder&) = delete;
+
+  // A resumed run, once its checkpoint loaded: keeps the metrics lines of epochs up to
+  // `epoch` (a torn last line, from a full disk, is dropped with a warning) and writes the
+  // config it runs with, for the next resume and for eval.
+  void resume_at(int epoch, const Config& config);
 
   const std::string& dir() const { return dir_; }
   std::string checkpoint_path() const { return checkpoint_in(dir_); }
@@ -38,14 +55,13 @@ class RunFolder {
     return dir + "/checkpoint.safetensors";
   }
   static std::string best_in(const std::string& dir) { return dir + "/best.safetensors"; }
+  // Adds one line; the file is rewritten whole through a temporary file, so it cannot tear.
   void append_metrics(const std::string& json_line);
-  // Drops the metrics lines of epochs after `epoch` (what a resumed run will write again).
-  void keep_metrics_through(int epoch);
   void write_report(const std::string& json);
 
  private:
   std::string dir_;
-  std::ofstream metrics_;
+  std::string metrics_;  // metrics.jsonl's text
   int lock_fd_ = -1;
 };
 
