@@ -123,20 +123,15 @@ class Output:
         f.write(data)
         f.commit()
 
-    def open(self, keep=False):
-        """An AtomicFile for writing in pieces; with keep, it starts with the file's content
-        (for a log the command appends to)."""
-        real = self.check()
-        f = AtomicFile(real)
-        if keep and os.path.exists(real):
-            try:
-                with open(real, "rb") as old:
-                    data = old.read()
-            except OSError as e:
-                f.abort()
-                raise WriteFailed("%s: reading it to append to it failed: %s" % (self.path, e.strerror))
-            f.write(data)
-        return f
+    def open(self):
+        """An AtomicFile for writing in pieces."""
+        return AtomicFile(self.check())
+
+    def open_log(self):
+        """A log, the one kind of output that grows while the command runs: checked by the rule,
+        then appended to in place, so that `tail -f` follows it; a failed write surfaces at
+        commit()."""
+        return AppendFile(self.check())
 
 
 def check_folder(path, what):
@@ -160,6 +155,46 @@ def check_all(outputs):
             raise BadInput("%s and %s are the same file (%s): this command writes both"
                            % (seen[real].path, out.path, real))
         seen[real] = out
+
+
+class AppendFile:
+    """NAME opened for appending (a log); the same write/commit/abort as AtomicFile, where
+    commit() flushes, syncs and closes, and abort() only closes (what was logged stays)."""
+
+    def __init__(self, path):
+        self.path = path
+        try:
+            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_NONBLOCK, 0o666)
+            os.set_blocking(fd, True)
+        except OSError as e:
+            raise BadInput("%s: cannot open it to append to it: %s" % (path, e.strerror))
+        self.file = os.fdopen(fd, "ab")
+        self.error = None
+
+    def write(self, data):
+        if self.error is None:
+            try:
+                self.file.write(data)
+                self.file.flush()
+            except OSError as e:
+                self.error = ("writing", e)
+
+    def commit(self):
+        try:
+            if self.error is not None:
+                raise self.error[1]
+            self.file.flush()
+            os.fsync(self.file.fileno())
+            self.file.close()
+        except OSError as e:
+            self.abort()
+            raise WriteFailed("%s: appending to it failed: %s" % (self.path, e.strerror))
+
+    def abort(self):
+        try:
+            self.file.close()
+        except OSError:
+            pass
 
 
 class AtomicFile:

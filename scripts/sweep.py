@@ -23,8 +23,9 @@ output, recorded as failed, and the sweep goes on; the sweep exits 1 at the end 
 (SIGINT) or SIGTERM stops the sweep: each running hetdro gets one SIGINT (SIGTERM), finishes
 its step and checkpoints itself; a second Ctrl-C kills them (they continue from their last
 checkpoint). Run the same command again to continue the sweep. Each hetdro's output goes to
-DIR/logs/<variant>/seed<s>.log (appended to what an earlier attempt logged; while the run goes
-on it is in seed<s>.log.tmp-PID); with --jobs 1 it is also echoed, indented (not with --quiet).
+DIR/logs/<variant>/seed<s>.log, appended to as hetdro prints (after what an earlier attempt
+logged; the logs are the one output written in place, so `tail -f` follows them); with
+--jobs 1 it is also echoed, indented (not with --quiet).
 
 Writes to DIR (table.md, table.csv, runs.csv again after every run; the picture at the end):
   table.md         header (config, grid, seeds, --set, --use, the command that reproduces it),
@@ -534,8 +535,8 @@ class Job:
             os.makedirs(folder, exist_ok=True)
         except OSError as e:
             raise UserError("%s: cannot create the folder: %s" % (folder, e.strerror))
-        # The earlier attempts' log, then this one's; renamed over the log when hetdro ends.
-        self.log = log.open(keep=True)
+        # Appended to as hetdro prints (tail -f follows it), after the earlier attempts' lines.
+        self.log = log.open_log()
         self.log.write(("=== %s  %s\n" % (datetime.datetime.now().isoformat(timespec="seconds"),
                                            shlex.join(cmd))).encode())
         self.t0 = time.monotonic()
