@@ -457,6 +457,12 @@ std::vector<int32_t> Trainer::predict(int g, const Array<float>& x) {
 }
 
 // What most often makes training blow up, from the config and the data at hand.
+std::string Trainer::resume_command(const std::string& dir) const {
+  // Several ranks resume as several ranks (docs/DESIGN.md §7).
+  const std::string mpi = comm_ && comm_->size() > 1 ? fmt::format("mpirun -np {} ", comm_->size()) : "";
+  return fmt::format("{}hetdro train --resume {}", mpi, dir);
+}
+
 std::string Trainer::failure_hints() const {
   std::vector<std::string> hints;
   const TrainConfig& t = config_.train;
@@ -573,9 +579,9 @@ bool Trainer::run_epoch(int epoch, int64_t budget, RunFolder* folder, EpochRecor
     if (stop) {
       bar.clear();
       throw Interrupted(stop_signal(), fmt::format("{} at epoch {} step {} of {}; checkpoint "
-                                                   "written. Resume with: hetdro train --resume {}",
+                                                   "written. Resume with: {}",
                                                    signal_name(stop_signal()), epoch, s + 1, steps,
-                                                   folder ? folder->dir() : ""));
+                                                   resume_command(folder ? folder->dir() : "")));
     }
     window_start = Clock::now();
   }
@@ -653,8 +659,8 @@ void Trainer::train(const std::string& out_dir, const TrainOptions& options) {
       if (stop_requested())
         throw Interrupted(stop_signal(),
                           fmt::format("{} at the end of epoch {}; checkpoint written. Resume "
-                                      "with: hetdro train --resume {}",
-                                      signal_name(stop_signal()), epoch, out_dir));
+                                      "with: {}",
+                                      signal_name(stop_signal()), epoch, resume_command(out_dir)));
       if (!complete || budget == 0) break;
     }
     if (!evaluated) {  // no step ran: still leave a checkpoint
@@ -670,9 +676,8 @@ void Trainer::train(const std::string& out_dir, const TrainOptions& options) {
     // there again. The last checkpoint that was written is whole (written atomically).
     throw WriteError(fmt::format(
         "{}. The run stopped at epoch {} step {} (step {} overall); its folder keeps the last "
-        "checkpoint written. Once the folder can be written, continue with: hetdro train "
-        "--resume {}",
-        e.what(), epoch_ + 1, step_in_epoch_, step_, out_dir));
+        "checkpoint written. Once the folder can be written, continue with: {}",
+        e.what(), epoch_ + 1, step_in_epoch_, step_, resume_command(out_dir)));
   } catch (const std::exception& e) {
     // The parameters are those of the last good step (Adam skips a non-finite one, and an op
     // that throws stops the step before Adam): keep them, and say in report.json why the run
@@ -692,8 +697,8 @@ void Trainer::train(const std::string& out_dir, const TrainOptions& options) {
       kept += fmt::format(" (report.json not written: {})", not_written.what());
     }
     throw std::runtime_error(
-        fmt::format("{} {}; after a fix, continue with: hetdro train --resume {} --set KEY=VALUE",
-                    why, kept, out_dir));
+        fmt::format("{} {}; after a fix, continue with: {} --set KEY=VALUE",
+                    why, kept, resume_command(out_dir)));
   }
 
   RunSummary summary;

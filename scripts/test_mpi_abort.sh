@@ -3,6 +3,8 @@
 # `hetdro train` as 2 MPI ranks on the synthetic data, kills rank 1 with SIGKILL once training
 # runs, and checks that mpirun exits non-zero within 30 s. Then a failure on rank 0 alone (its
 # run folder already holds a run) must stop rank 1 too, with a message naming rank 0.
+# Then SIGINT to the ranks must stop them with a resume command, and Ctrl-C to mpirun must
+# leave a checkpoint that loads.
 # Usage: scripts/test_mpi_abort.sh HETDRO_BINARY "MPIEXEC[;FLAG...]"   (ctest passes both)
 set -euo pipefail
 usage="usage: $0 HETDRO_BINARY 'MPIEXEC[;FLAG...]' (e.g. build-cpu/hetdro 'mpirun;--oversubscribe')"
@@ -77,3 +79,47 @@ if [[ $status -eq 0 || $status -eq 124 ]] || ! grep -q "rank 0 of 2" "$dir/log";
   exit 1
 fi
 echo "ok: rank 0 failed alone; mpirun exited with status $status after ${elapsed} s"
+
+# Stopping a multi-rank run (docs/DESIGN.md §7). SIGINT to the ranks: they stop at the same
+# step, checkpoint, and the lead prints the resume command with its mpirun.
+ranks_of() {  # the hetdro processes of job $1 writing folder $2
+  for p in $(pgrep -f -- "--out $2" || true); do [[ $p != "$1" ]] && echo "$p"; done
+}
+start_job() {  # $1: the run folder; sets job
+  "${mpiexec[@]}" -np 2 "$hetdro" train --config "$dir/data/config.toml" --out "$1" \
+    --set train.epochs=1000 --set train.checkpoint_every=5 >"$dir/log" 2>&1 &
+  job=$!
+  for _ in $(seq 1 300); do
+    [[ -f $1/checkpoint.safetensors && $(ranks_of "$job" "$1" | wc -l) -eq 2 ]] && return
+    sleep 0.1
+  done
+  echo "FAIL: the 2-rank run into $1 never wrote a checkpoint" >&2
+  cat "$dir/log" >&2
+  exit 1
+}
+start_job "$dir/stopped"
+# shellcheck disable=SC2046  # one pid per word
+kill -INT $(ranks_of "$job" "$dir/stopped")
+status=0
+timeout 30 tail --pid="$job" -f /dev/null || true
+wait "$job" || status=$?
+if [[ $status -eq 0 ]] || ! grep -q "Resume with: mpirun -np 2 hetdro train --resume $dir/stopped" "$dir/log"; then
+  echo "FAIL: SIGINT to the ranks gave status $status and no mpirun resume command" >&2
+  cat "$dir/log" >&2
+  exit 1
+fi
+echo "ok: SIGINT to the ranks; mpirun exited with status $status and the log says how to resume"
+
+# Ctrl-C to mpirun itself: Open MPI ends the ranks without waiting, so no message can be
+# printed, but the checkpoint on disk is one written whole (atomically) and loads.
+start_job "$dir/killed"
+kill -INT "$job"
+status=0
+timeout 30 tail --pid="$job" -f /dev/null || true
+wait "$job" || status=$?
+if ! "$hetdro" eval --run "$dir/killed" >"$dir/eval.log" 2>&1; then
+  echo "FAIL: after Ctrl-C to mpirun (status $status) the checkpoint does not load" >&2
+  cat "$dir/eval.log" >&2
+  exit 1
+fi
+echo "ok: Ctrl-C to mpirun (status $status); the checkpoint left behind loads"

@@ -125,6 +125,8 @@ class Trainer {
   // Whether any rank was asked to stop (SIGINT/SIGTERM), so all stop at the same step.
   bool stop_requested();
   std::string failure_hints() const;
+  // "hetdro train --resume DIR", with "mpirun -np N" first when N ranks run.
+  std::string resume_command(const std::string& dir) const;
 
   Config config_;
   std::vector<GroupData> groups_;
