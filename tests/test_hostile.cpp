@@ -432,12 +432,13 @@ TEST_F(Hostile, MessagesNameWhatTheUserGave) {
 TEST_F(Hostile, ARunFolderDeletedMidRunIsAnEnvironmentFailure) {
   // The run checkpoints every step; once its first checkpoint is there, the folder goes.
   const std::string out = path("doomed");
+  const std::string checkpoint = out + "/checkpoint.safetensors";
   const auto r = testing::run_shell(
       "{ " + std::string(HETDRO_BIN) + " train --config " + config() + " --out " + out +
-      " --set train.epochs=1000 --set train.checkpoint_every=1 & pid=$!; "
+      " --set train.epochs=1000 --set train.checkpoint_every=1 & pid=$!; n=0; "
       "while [ ! -e " +
-      out +
-      "/checkpoint.safetensors ]; do sleep 0.01; done; "
+      checkpoint +
+      " ] && [ $n -lt 6000 ]; do sleep 0.01; n=$((n+1)); done; "
       "while [ -d " +
       out + " ]; do rm -rf " + out +
       " 2>/dev/null; done; "
