@@ -110,6 +110,7 @@ void save_checkpoint(const std::string& path, const Model& model, const TrainSta
                                              {"groupdro_q", doubles_text(state.q)}};
   if (!state.groups.empty()) meta["groups"] = nlohmann::json(state.groups).dump();
   if (state.batch_size > 0) meta["batch_size"] = std::to_string(state.batch_size);
+  if (!state.train_sizes.empty()) meta["train_sizes"] = nlohmann::json(state.train_sizes).dump();
   if (state.has_seed) meta["seed"] = std::to_string(state.seed);
   if (state.best_epoch > 0) {
     meta["best_score"] = fmt::format("{:.17g}", state.best_score);
@@ -247,6 +248,17 @@ TrainState load_checkpoint(const std::string& path, const Model& model,
 
   // The GroupDRO weights: stored by group name, restored in the config's order.
   const size_t G = groups.size();
+  if (auto it = file.metadata.find("train_sizes"); it != file.metadata.end()) {
+    const auto sizes = nlohmann::json::parse(it->second, nullptr, false);
+    const bool counts = !sizes.is_discarded() && sizes.is_array() &&
+                        std::all_of(sizes.begin(), sizes.end(), [](const nlohmann::json& n) {
+                          return n.is_number_unsigned() && n.get<uint64_t>() <= (uint64_t(1) << 40);
+                        });
+    if (!counts)
+      input_error("{}: __metadata__ 'train_sizes' is {}: expected a JSON list of sample counts",
+                  path, excerpt(it->second));
+    state.train_sizes = sizes.get<std::vector<int64_t>>();
+  }
   if (auto it = file.metadata.find("groups"); it != file.metadata.end()) {
     const auto names = nlohmann::json::parse(it->second, nullptr, false);
     if (names.is_discarded() || !names.is_array() ||
@@ -273,6 +285,13 @@ TrainState load_checkpoint(const std::string& path, const Model& model,
     if (saved.size() != G)
       input_error("{}: __metadata__ 'groupdro_q' has {} weights, but the config has {} groups",
                   path, saved.size(), G);
+    // The exact text and the float32 tensor (which the checksum covers) say the same.
+    for (size_t g = 0; g < G; ++g)
+      if (float(saved[g]) != q->data[g])
+        input_error(
+            "{}: __metadata__ 'groupdro_q' holds {} for group {}, but the tensor 'groupdro.q' "
+            "holds {}: the file was altered or damaged",
+            path, saved[g], g, q->data[g]);
     double sum = 0;
     for (double w : saved) {
       if (!(w >= 0 && std::isfinite(w)))

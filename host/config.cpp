@@ -363,14 +363,19 @@ void apply_override(toml::table& root, const std::string& text, Sources& sources
   }
   auto* table = node->as_table();
   if (!table) {
-    if (node->is_array()) {
+    // The dotted key of the list, as --set spells it (key spells entries as [i]).
+    const std::string list = path.substr(0, path.rfind('.'));
+    if (node->is_array_of_tables()) {
       const std::string& last = parts.back();
       const bool index = !last.empty() && last.find_first_not_of("0123456789") == std::string::npos;
       input_error(
           "--set '{}': {} is a list of tables ([[{}]]); an entry cannot be replaced by a value. "
           "Set one of its keys, e.g. --set {}.{}.name=NAME",
-          text, key, key, key, index ? last : "0");
+          text, list, list, list, index ? last : "0");
     }
+    if (node->is_array())
+      input_error("--set '{}': {} is a list of values; set it whole, e.g. --set {}=[...]", text,
+                  list, list);
     input_error("--set '{}': {} is a value, not a table: it has no key '{}'", text, key,
                 parts.back());
   }
@@ -390,14 +395,25 @@ bool safe_group_name(const std::string& name) {
       ++i;
       continue;
     }
-    // A multi-byte sequence: a lead byte C2..F4, then its continuation bytes 80..BF.
+    // A multi-byte sequence: a lead byte C2..F4, then its continuation bytes 80..BF, decoded
+    // and refused when overlong, a surrogate, past U+10FFFF, or a space, format character or
+    // slash look-alike (U+00A0, U+2000..U+206F, U+2215, U+3000, U+FEFF, U+FF0F).
     const size_t n = c >= 0xC2 && c <= 0xDF   ? 2
                      : c >= 0xE0 && c <= 0xEF ? 3
                      : c >= 0xF0 && c <= 0xF4 ? 4
                                               : 0;
     if (n == 0 || i + n > name.size()) return false;
-    for (size_t k = 1; k < n; ++k)
-      if ((static_cast<unsigned char>(name[i + k]) & 0xC0) != 0x80) return false;
+    uint32_t code = c & (0x7F >> n);
+    for (size_t k = 1; k < n; ++k) {
+      const auto b = static_cast<unsigned char>(name[i + k]);
+      if ((b & 0xC0) != 0x80) return false;
+      code = code << 6 | (b & 0x3F);
+    }
+    const uint32_t least[] = {0, 0, 0x80, 0x800, 0x10000};
+    if (code < least[n] || code > 0x10FFFF || (code >= 0xD800 && code <= 0xDFFF)) return false;
+    if (code == 0xA0 || (code >= 0x2000 && code <= 0x206F) || code == 0x2215 || code == 0x3000 ||
+        code == 0xFEFF || code == 0xFF0F)
+      return false;
     i += n;
   }
   return true;

@@ -13,6 +13,7 @@
 #include <iterator>
 #include <memory>
 #include <nlohmann/json.hpp>
+#include <regex>
 
 #include "hetdro/backend.h"
 #include "hetdro/bench_step.h"
@@ -82,9 +83,14 @@ Loaded load_run(const std::string& run, const std::string& config_path,
   return l;
 }
 
-// Predictions that `hetdro predict` wrote (NPY, or CSV starting "index,class,")?
+// Predictions that `hetdro predict` wrote: CSV starting "index,class,p0", or NPY float64 of
+// shape [n, 2 + C] (a float32 data file, a label file or a 3-D array is not).
 bool holds_predictions(const std::string& head) {
-  return head.compare(0, 6, "\x93NUMPY") == 0 || head.compare(0, 12, "index,class,") == 0;
+  if (head.compare(0, 15, "index,class,p0,") == 0) return true;
+  if (head.size() < 10 || head.compare(0, 6, "\x93NUMPY") != 0) return false;
+  static const std::regex dict(
+      "^\\{'descr': '<f8', 'fortran_order': False, 'shape': \\(\\d+, \\d+\\), \\}");
+  return std::regex_search(head.substr(10, 128), dict);
 }
 
 // bench-step's JSON (an object with "impl": "hetdro" and its median)?

@@ -2,9 +2,12 @@
 #include "hetdro/prepare.h"
 
 #include <fmt/ranges.h>  // join
+#include <unistd.h>      // access
 
 #include <algorithm>
+#include <cerrno>
 #include <cmath>
+#include <cstring>  // strerror
 #include <filesystem>
 #include <numeric>
 
@@ -13,6 +16,7 @@
 #include "hetdro/io.h"
 #include "hetdro/rng.h"
 #include "hetdro/run_folder.h"  // inspect_folder
+#include "io/file.h"            // lookup, kind_of
 
 namespace hetdro {
 namespace {
@@ -22,7 +26,7 @@ namespace fs = std::filesystem;
 // The --out folder, checked before anything is read or written: prepare replaces the files of
 // earlier prepared data, never a run's folder or a config.toml of something else
 // (docs/DESIGN.md §4, Run folder).
-void make_dir(const std::string& dir) {
+void make_dir(const std::string& dir, const std::vector<std::string>& groups) {
   const FolderContents in = inspect_folder(dir, "--out");
   if (!in.run_files.empty())
     input_error(
@@ -34,9 +38,25 @@ void make_dir(const std::string& dir) {
         "{}: this folder holds a config.toml but no prepared data (no <group>_<split>_x.npy "
         "files); prepare would replace it. Choose another --out",
         dir);
+  // Every file it will write may be replaced (Outputs: a regular file, of earlier prepared
+  // data), so that a refusal comes before any file was rewritten.
+  std::vector<std::string> files = {"config.toml"};
+  for (const std::string& g : groups)
+    for (const char* split : {"train", "test"})
+      for (const char* xy : {"x", "y"}) files.push_back(fmt::format("{}_{}_{}.npy", g, split, xy));
+  for (const std::string& f : files) {
+    const fs::file_status status = io::lookup(dir + "/" + f);
+    if (fs::exists(status) && !fs::is_regular_file(status))
+      input_error(
+          "{}/{}: is {}, which hetdro never replaces: expected a regular file of earlier "
+          "prepared data, or no file",
+          dir, f, io::kind_of(status.type()));
+  }
   std::error_code ec;
   fs::create_directories(dir, ec);
   if (ec) input_error("{}: cannot create the output folder: {}", dir, ec.message());
+  if (::access(dir.c_str(), W_OK | X_OK) != 0)
+    input_error("{}: cannot write in the output folder: {}", dir, std::strerror(errno));
   if (const int n = remove_stale_temporaries(dir))
     fmt::print("{}: removed {} temporary file(s) left by processes that are gone\n", dir, n);
 }
@@ -182,7 +202,7 @@ void prepare_hetero_fashion(const std::string& out_dir, const std::string& sourc
     for (uint8_t label : y->data)
       if (label >= 10) input_error("{}: label {} is outside [0, 10)", src, int(label));
 
-  make_dir(out_dir);
+  make_dir(out_dir, {"full28", "low16", "proj64"});
   // 70% / 25% / 5% of the training images, by a seeded permutation (docs/DESIGN.md §5).
   const int64_t n = train_x.rows();
   std::vector<int64_t> perm = seeded_permutation(n, splitmix64(seed ^ 0x5EED5EEDull));
@@ -232,7 +252,7 @@ void prepare_synthetic(const std::string& out_dir, uint64_t seed, int classes, i
   auto normal = [&] { return normal01(stream, counter++); };
   std::vector<double> centers(size_t(classes) * latent);
   for (auto& c : centers) c = 1.0 * normal();
-  make_dir(out_dir);
+  make_dir(out_dir, {"img8", "vec16", "vec40"});
   for (const Spec& s : specs) {
     std::vector<double> map(size_t(s.dim) * latent);
     for (auto& a : map) a = normal() / std::sqrt(double(latent));

@@ -54,13 +54,11 @@ FolderContents inspect_folder(const std::string& dir, const std::string& option)
     if (exists(dir + "/" + f)) in.run_files.push_back(f);
   in.config = exists(dir + "/config.toml");
   std::error_code ec;
-  for (const auto& entry : fs::directory_iterator(dir, ec)) {
-    const std::string name = entry.path().filename().string();
-    if (is_data_file(name)) {
-      in.data_file = name;
+  for (fs::directory_iterator it(dir, ec), end; !ec && it != end; it.increment(ec))
+    if (is_data_file(it->path().filename().string())) {
+      in.data_file = it->path().filename().string();
       break;
     }
-  }
   if (ec) input_error("{}: cannot list the folder: {}", dir, ec.message());
   return in;
 }
@@ -117,10 +115,16 @@ RunFolder::RunFolder(const std::string& dir, bool overwrite, bool resume, const 
   if (const int n = remove_stale_temporaries(dir_))
     fmt::print("{}: removed {} temporary file(s) left by processes that are gone\n", dir_, n);
   if (resume) return;
-  if (overwrite)
-    for (const char* f : kRunFiles) fs::remove(dir_ + "/" + f);
-  // metrics.jsonl first: a config.toml never stands in a run folder without it.
+  // metrics.jsonl first (empty, replacing the old run's): whatever stops this, a config.toml
+  // never stands in a run folder without it. Then the old run's other files go.
   write_text_file(dir_ + "/metrics.jsonl", "");
+  if (overwrite)
+    for (const char* f : kRunFiles) {
+      std::error_code ec;
+      if (std::string(f) != "metrics.jsonl" && !fs::remove(dir_ + "/" + f, ec) && ec)
+        input_error("{}/{}: --overwrite cannot remove the old run's file: {}", dir_, f,
+                    ec.message());
+    }
   write_text_file(dir_ + "/config.toml", to_toml(config));
 }
 

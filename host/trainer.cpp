@@ -12,6 +12,7 @@
 #include <cmath>
 #include <csignal>
 #include <cstdio>
+#include <system_error>
 
 #include "hetdro/check.h"
 #include "hetdro/io.h"   // write_npz
@@ -173,19 +174,21 @@ TrainState Trainer::state() const {
   s.best_epoch = best_epoch_;
   for (const GroupData& g : groups_) s.groups.push_back(g.name);
   s.batch_size = config_.train.batch_size;
+  s.train_sizes = train_sizes(groups_);
   s.seed = config_.train.seed;
   s.has_seed = true;
   return s;
 }
 
-void Trainer::load(const std::string& checkpoint_path) {
+void Trainer::load(const std::string& checkpoint_path, bool to_resume) {
   std::vector<std::string> names;
   for (const GroupData& g : groups_) names.push_back(g.name);
   TrainState loaded = load_checkpoint(checkpoint_path, model_, names);
   if (loaded.q.empty()) loaded.q = q_.download();  // a model exported without its GroupDRO state
   // Inside an epoch, the sampler's order of that epoch must be the one the checkpoint's steps
-  // took: another batch size, seed or group order would skip some samples and repeat others.
-  if (loaded.step_in_epoch > 0) {
+  // took: another batch size, seed, group order or training-set size would skip some samples
+  // and repeat others. Evaluating it needs no sampler.
+  if (to_resume && loaded.step_in_epoch > 0) {
     auto refuse = [&](const char* key, const std::string& then, const std::string& now) {
       input_error(
           "{}: the checkpoint stands inside epoch {} (step {} of it), taken with {} = {}, but the "
@@ -201,14 +204,19 @@ void Trainer::load(const std::string& checkpoint_path) {
     if (!loaded.groups.empty() && loaded.groups != names)
       refuse("the group order", fmt::format("{}", fmt::join(loaded.groups, ", ")),
              fmt::format("{}", fmt::join(names, ", ")));
+    const std::vector<int64_t> sizes = train_sizes(groups_);
+    if (!loaded.train_sizes.empty() && loaded.train_sizes != sizes)
+      refuse("the training-set sizes (data, data.val_fraction, data.val_seed)",
+             fmt::format("{}", fmt::join(loaded.train_sizes, ", ")),
+             fmt::format("{}", fmt::join(sizes, ", ")));
+    if (loaded.step_in_epoch >= sampler_.steps_per_epoch() ||
+        loaded.epoch_sums.size() != size_t(loss_.stats_size()))
+      input_error(
+          "{}: the checkpoint stands at step {} of an epoch of {} steps with {} statistics; "
+          "it was written for another data set or config",
+          checkpoint_path, loaded.step_in_epoch, sampler_.steps_per_epoch(),
+          loaded.epoch_sums.size());
   }
-  if (loaded.step_in_epoch >= sampler_.steps_per_epoch() ||
-      (loaded.step_in_epoch > 0 && loaded.epoch_sums.size() != size_t(loss_.stats_size())))
-    input_error(
-        "{}: the checkpoint stands at step {} of an epoch of {} steps with {} statistics; "
-        "it was written for another data set or config",
-        checkpoint_path, loaded.step_in_epoch, sampler_.steps_per_epoch(),
-        loaded.epoch_sums.size());
   upload_state(loaded);
 }
 
@@ -459,7 +467,8 @@ std::vector<int32_t> Trainer::predict(int g, const Array<float>& x) {
 // What most often makes training blow up, from the config and the data at hand.
 std::string Trainer::resume_command(const std::string& dir) const {
   // Several ranks resume as several ranks (docs/DESIGN.md §7).
-  const std::string mpi = comm_ && comm_->size() > 1 ? fmt::format("mpirun -np {} ", comm_->size()) : "";
+  const std::string mpi =
+      comm_ && comm_->size() > 1 ? fmt::format("mpirun -np {} ", comm_->size()) : "";
   return fmt::format("{}hetdro train --resume {}", mpi, dir);
 }
 
@@ -611,7 +620,7 @@ void Trainer::train(const std::string& out_dir, const TrainOptions& options) {
   if (comm_) comm_->barrier();  // the folder checked (or the job aborted) before any rank reads
   RunFolder* folder = lead_folder.get();
   if (options.resume) {
-    load(RunFolder::checkpoint_in(out_dir));
+    load(RunFolder::checkpoint_in(out_dir), /*to_resume=*/true);
     if (folder) folder->resume_at(epoch_, config_);  // only now that the checkpoint passed
     fmt::print("resuming {} at epoch {} step {} of {} (step {} overall)\n", out_dir, epoch_ + 1,
                step_in_epoch_, sampler_.steps_per_epoch(), step_);
@@ -671,6 +680,13 @@ void Trainer::train(const std::string& out_dir, const TrainOptions& options) {
     throw;
   } catch (const InputError&) {
     throw;
+  } catch (const std::system_error& e) {
+    // A failed write to standard output (fmt::print) or a file system call: the environment,
+    // like a WriteError below, with nothing in the numbers to blame.
+    throw WriteError(fmt::format(
+        "{}. The run stopped at epoch {} step {} (step {} overall); its folder keeps the last "
+        "checkpoint written. Continue with: {}",
+        e.what(), epoch_ + 1, step_in_epoch_, step_, resume_command(out_dir)));
   } catch (const WriteError& e) {
     // The run folder cannot be written: nothing in the numbers to blame, and no use writing
     // there again. The last checkpoint that was written is whole (written atomically).
@@ -696,9 +712,8 @@ void Trainer::train(const std::string& out_dir, const TrainOptions& options) {
     } catch (const WriteError& not_written) {
       kept += fmt::format(" (report.json not written: {})", not_written.what());
     }
-    throw std::runtime_error(
-        fmt::format("{} {}; after a fix, continue with: {} --set KEY=VALUE",
-                    why, kept, resume_command(out_dir)));
+    throw std::runtime_error(fmt::format("{} {}; after a fix, continue with: {} --set KEY=VALUE",
+                                         why, kept, resume_command(out_dir)));
   }
 
   RunSummary summary;

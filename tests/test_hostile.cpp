@@ -3,6 +3,7 @@
 // nothing; a checkpoint is validated whole on load and never written non-finite; metrics.jsonl
 // cannot tear; standard output is checked; inputs that are not regular files are refused; and
 // the messages name what the user gave.
+#include <fmt/ranges.h>
 #include <gtest/gtest.h>
 #include <sys/stat.h>  // mkfifo
 #include <sys/wait.h>  // waitpid
@@ -133,6 +134,12 @@ TEST_F(Hostile, AnOutputNeverReplacesAFifoAFolderAFileItReadsOrAForeignFile) {
                               (root_ / "data" / "vec16_test_x.npy").string() + " --out ";
   expect_bad(run_cli(predict + fifo), {fifo, "a FIFO"});
   expect_bad(run_cli(predict + ckpt()), {"is the checkpoint this command reads"});
+  // An NPY file that is not predictions (float32 data of another folder) is not replaced.
+  const std::vector<float> data = {1, 2, 3};
+  write_npy(path("other_train_x.npy"), data.data(), {3});
+  const std::string npy = read_bytes(path("other_train_x.npy"));
+  expect_bad(run_cli(predict + path("other_train_x.npy")), {"holds something else"});
+  EXPECT_EQ(read_bytes(path("other_train_x.npy")), npy);
 }
 
 TEST_F(Hostile, AnOutputReplacesItsOwnEarlierOutputAnEmptyFileOrWhatALinkNames) {
@@ -193,14 +200,29 @@ TEST_F(Hostile, ARefusedResumeWritesNothing) {
 }
 
 TEST_F(Hostile, AMidEpochCheckpointRefusesAnotherBatchSizeOrSeed) {
-  auto r = run_cli("train --config " + config() + " --out " + path("mid") + " --max-steps 3");
+  auto r = run_cli("train --config " + config() + " --out " + path("mid") + " --max-steps 20");
   ASSERT_EQ(r.code, 0) << r.output;
   const auto before = snapshot(path("mid"));
   expect_bad(run_cli("train --resume " + path("mid") + " --set train.batch_size=30"),
              {"train.batch_size = 60", "now has 30", "skip some samples"});
   expect_bad(run_cli("train --resume " + path("mid") + " --set train.seed=7"),
              {"train.seed = 0", "now has 7"});
+  expect_bad(run_cli("train --resume " + path("mid") + " --set data.val_fraction=0.2"),
+             {"the training-set sizes"});
+  // The same groups in another order (vec16 and vec40 trade places, data and all).
+  const std::string config_toml = path("mid") + "/config.toml";
+  const std::string text = read_text(config_toml);
+  std::string swapped = std::regex_replace(text, std::regex("vec16"), "VEC");
+  swapped = std::regex_replace(swapped, std::regex("vec40"), "vec16");
+  write_bytes(config_toml, std::regex_replace(swapped, std::regex("VEC"), "vec40"));
+  expect_bad(run_cli("train --resume " + path("mid")),
+             {"the group order = img8, vec16, vec40", "now has img8, vec40, vec16"});
+  write_bytes(config_toml, text);
   EXPECT_EQ(snapshot(path("mid")), before);
+  // Evaluating it needs no sampler: any batch size will do, even one whose epoch is shorter
+  // than the step the checkpoint stands at.
+  r = run_cli("eval --run " + path("mid") + " --set train.batch_size=300");
+  EXPECT_EQ(r.code, 0) << r.output;
   // At an epoch boundary they may change: the next epoch's order is drawn afresh.
   r = run_cli("train --resume " + run() + " --set train.epochs=2 --set train.batch_size=30");
   EXPECT_EQ(r.code, 0) << r.output;
@@ -285,13 +307,22 @@ TEST_F(Hostile, AdamMomentsMustBeFiniteNonNegativeAndWhole) {
 }
 
 TEST_F(Hostile, GroupDroWeightsMustBeADistributionAndFollowTheirGroupNames) {
-  for (const char* q : {"0,0,0", "0.5,0.5,0.5", "-0.5,1,0.5"}) {
+  // The exact text and the float32 tensor changed alike, so that the rule on q is what fires.
+  const std::vector<std::pair<std::vector<double>, std::string>> cases = {
+      {{0, 0, 0}, "sum to 0"}, {{0.5, 0.5, 0.5}, "sum to 1.5"}, {{-0.5, 1, 0.5}, "-0.5"}};
+  for (const auto& [q, words] : cases) {
     fs::copy(root_ / "run/checkpoint.safetensors", ckpt(), fs::copy_options::overwrite_existing);
-    edit_checkpoint(ckpt(), [&](SafetensorsFile& f) { f.metadata["groupdro_q"] = q; });
-    const auto r = run_cli("train --resume " + run() + " --set train.epochs=2");
-    EXPECT_EQ(r.code, 2) << q << "\n" << r.output;
-    EXPECT_TRUE(contains(r.output, "groupdro.q")) << r.output;
+    const std::vector<double> weights = q;
+    edit_checkpoint(ckpt(), [&](SafetensorsFile& f) {
+      f.metadata["groupdro_q"] = fmt::format("{}", fmt::join(weights, ","));
+      tensor(f, "groupdro.q")->data.assign(weights.begin(), weights.end());
+    });
+    expect_bad(run_cli("train --resume " + run() + " --set train.epochs=2"), {"groupdro.q", words});
   }
+  // The text and the tensor disagree: one of them was altered.
+  fs::copy(root_ / "run/checkpoint.safetensors", ckpt(), fs::copy_options::overwrite_existing);
+  edit_checkpoint(ckpt(), [](SafetensorsFile& f) { tensor(f, "groupdro.q")->data[0] += 0.25f; });
+  expect_bad(run_cli("eval --run " + run()), {"'groupdro_q'", "altered or damaged"});
 }
 
 TEST(CheckpointLoad, GroupDroWeightsAreRestoredByGroupName) {
@@ -337,16 +368,36 @@ TEST(CheckpointSave, ANonFiniteStateIsNeverWrittenAndTheFileKeepsTheLastGoodOne)
 }
 
 TEST_F(Hostile, AbsurdMetadataIsRefusedNamingTheField) {
-  const std::vector<std::pair<std::string, std::string>> cases = {
-      {"epoch", "2147483648"},  {"step", "99999999999999999"},
-      {"epoch", "-1"},          {"best_epoch", "5"},
-      {"step_in_epoch", "1e3"}, {"batch_size", "0x10"},
-      {"seed", "-3"},           {"groups", "[1,2]"}};
-  for (const auto& [key, value] : cases) {
+  // Each case: the fields set, and the field the message must name. The run stands at epoch 1,
+  // step 25.
+  using Fields = std::map<std::string, std::string>;
+  const std::vector<std::pair<Fields, std::string>> cases = {
+      {{{"epoch", "2147483648"}}, "epoch"},
+      {{{"epoch", "26"}}, "epoch"},
+      {{{"step", "99999999999999999"}}, "step"},
+      {{{"epoch", "-1"}}, "epoch"},
+      {{{"step_in_epoch", "30"}}, "step_in_epoch"},
+      {{{"best_epoch", "2"}, {"best_score", "0.5"}}, "best_epoch"},
+      {{{"best_epoch", "1"}, {"best_score", "7"}}, "best_score"},
+      {{{"batch_size", "0x10"}}, "batch_size"},
+      {{{"seed", "-3"}}, "seed"},
+      {{{"groups", "[1,2]"}}, "groups"},
+      {{{"train_sizes", "[-1, 2, 3]"}}, "train_sizes"}};
+  for (const auto& [fields, key] : cases) {
     fs::copy(root_ / "run/checkpoint.safetensors", ckpt(), fs::copy_options::overwrite_existing);
-    edit_checkpoint(ckpt(), [&](SafetensorsFile& f) { f.metadata[key] = value; });
+    const Fields set = fields;
+    edit_checkpoint(ckpt(), [&](SafetensorsFile& f) {
+      for (const auto& [k, v] : set) f.metadata[k] = v;
+    });
     expect_bad(run_cli("train --resume " + run() + " --set train.epochs=2"), {"'" + key + "'"});
   }
+  // The bounds themselves are allowed: best_epoch = epoch, best_score = 1.
+  fs::copy(root_ / "run/checkpoint.safetensors", ckpt(), fs::copy_options::overwrite_existing);
+  edit_checkpoint(ckpt(), [](SafetensorsFile& f) {
+    f.metadata["best_epoch"] = "1";
+    f.metadata["best_score"] = "1";
+  });
+  EXPECT_EQ(run_cli("eval --run " + run()).code, 0);
 }
 
 TEST_F(Hostile, ABitFlipInACheckpointIsDetected) {
@@ -394,6 +445,9 @@ TEST_F(Hostile, GroupNamesAreSafeAndLatentsKeepUtf8Names) {
               std::regex_replace(text, std::regex("name = \"vec40\""), "name = \"../../evil/x\""));
   expect_bad(run_cli("train --config " + path("evil.toml") + " --out " + path("e")),
              {"name", "'../../evil/x'", "letters"});
+  write_bytes(path("nbsp.toml"),
+              std::regex_replace(text, std::regex("name = \"vec40\""), "name = \"vec\u00a040\""));
+  expect_bad(run_cli("train --config " + path("nbsp.toml") + " --out " + path("e")), {"name"});
   EXPECT_FALSE(fs::exists(path("e")));
   write_bytes(path("utf8.toml"),
               std::regex_replace(text, std::regex("name = \"vec40\""), "name = \"größe\""));
@@ -422,6 +476,9 @@ TEST_F(Hostile, MessagesNameWhatTheUserGave) {
   expect_bad(run_cli("train --config " + config() + " --out " + path("o") +
                      " --set data.groups.-1.name=x"),
              {"'-1' should be an index into data.groups, which has 3 entries"});
+  expect_bad(run_cli("train --config " + config() + " --out " + path("o") +
+                     " --set data.groups.1.hidden.0=5"),
+             {"data.groups.1.hidden is a list of values", "--set data.groups.1.hidden=[...]"});
   r = run_cli("train --config " + config() + " --out " + path("o") +
               " --set data.groups.-1.name=x");
   EXPECT_FALSE(contains(r.output, "18446744073709551615")) << r.output;

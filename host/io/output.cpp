@@ -60,7 +60,8 @@ void check_output(const std::string& path, const OutputCheck& check) {
 int remove_stale_temporaries(const std::string& dir) {
   int removed = 0;
   std::error_code ec;
-  for (const auto& entry : fs::directory_iterator(dir, ec)) {
+  for (fs::directory_iterator it(dir, ec), end; !ec && it != end; it.increment(ec)) {
+    const fs::directory_entry& entry = *it;
     const std::string name = entry.path().filename().string();
     const size_t at = name.rfind(".tmp-");
     if (at == std::string::npos || at == 0 || at + 5 == name.size()) continue;
@@ -69,7 +70,8 @@ int remove_stale_temporaries(const std::string& dir) {
     const pid_t pid = pid_t(std::stol(digits));
     // Only a process that is gone: a live one (this one, or another writing here) keeps its file.
     if (pid == ::getpid() || ::kill(pid, 0) == 0 || errno != ESRCH) continue;
-    if (entry.is_regular_file(ec) && fs::remove(entry.path(), ec)) ++removed;
+    std::error_code gone;
+    if (entry.is_regular_file(gone) && fs::remove(entry.path(), gone)) ++removed;
   }
   return removed;
 }

@@ -61,7 +61,7 @@ CsvTable read_csv(const std::string& path, const std::string& label_column,
 struct OutputCheck {
   std::string option;    // the option that named the path ("--json"), or the command's file
   std::string expected;  // completes "expected ...": "a JSON file for bench-step's times"
-  // Does a file starting with these bytes (at most 64) hold what this command writes there?
+  // Does a file starting with these bytes (at most 4096) hold what this command writes there?
   bool (*ours)(const std::string& head) = nullptr;
   // Files the command reads, and what each is ("the config"): never replaced.
   std::vector<std::pair<std::string, std::string>> reads;

@@ -104,7 +104,9 @@ class Trainer {
   TrainState state() const;
   // A host copy of the last step's gradient.
   std::vector<float> gradient() const { return grads_.download(); }
-  void load(const std::string& checkpoint_path);
+  // to_resume: training goes on from it, so a checkpoint taken inside an epoch must also have
+  // been taken with this config's batch size, seed and group order (the sampler's order).
+  void load(const std::string& checkpoint_path, bool to_resume = false);
   const Model& model() const { return model_; }
   Backend<float>& backend() { return *backend_; }
   const StratifiedSampler& sampler() const { return sampler_; }
