@@ -3,7 +3,8 @@
 # Idempotent: does nothing when all of it is present. Open MPI starts the ranks of a
 # multi-process run (mpirun; docs/DESIGN.md §7) and its tests. numpy and matplotlib serve
 # scripts/plot_run.py and scripts/sweep.py; --with-torch adds the PyTorch reference's needs
-# (python3-torch); --with-fuzz adds clang with libFuzzer and its OpenMP runtime, for
+# (python3-torch) and hetdro_torch's (libtorch-dev, python3-dev, pybind11-dev, python3-setuptools,
+# python3-pytest; scripts/install_python.sh); --with-fuzz adds clang with libFuzzer and its OpenMP runtime, for
 # scripts/fuzz.sh. The options combine.
 set -euo pipefail
 
@@ -17,7 +18,8 @@ packages=(
 )
 for option in "$@"; do
   case "$option" in
-    --with-torch) packages+=(python3-torch python3-pytest) ;;
+    --with-torch) packages+=(python3-torch libtorch-dev python3-dev pybind11-dev python3-setuptools
+                             python3-pytest) ;;
     --with-fuzz) packages+=(clang libclang-rt-14-dev libomp-dev) ;;
     *) echo "setup: unknown option $option (known: --with-torch, --with-fuzz)" >&2; exit 2 ;;
   esac

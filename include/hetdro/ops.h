@@ -30,5 +30,12 @@ namespace cpu {
 #include "hetdro/ops.def"
 #undef HETDRO_OP
 
+// The symmetric eigensolver alone, outside the op list like cuda::eigh (host/ops/eigh.cpp):
+// A [batch,k,k] symmetric (its lower triangle is read) → eigenvalues ascending w [batch,k] and
+// eigenvectors V [batch,k,k], row-major, eigenvector i in column i. Throws std::runtime_error
+// naming the matrix when Eigen does not converge. For hetdro_torch.eigh (docs/DESIGN.md §8).
+template <typename T>
+void eigh(T* w, T* V, const T* A, int batch, int k);
+
 }  // namespace cpu
 }  // namespace hetdro
