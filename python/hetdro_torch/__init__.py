@@ -50,6 +50,20 @@ def _same(x, name, ref, ref_name):
         raise TypeError(f"{name} must be on the device of {ref_name} ({ref.device}), got {x.device}")
 
 
+def _backend(x, name):
+    """The devices the ops serve: CPU (float32, float64), and CUDA (float32) when built with it.
+    Anything else would reach the C++ layer and fail there with an error that names no argument."""
+    if x.device.type == "cpu":
+        return
+    if x.device.type == "cuda" and built_with_cuda():
+        if x.dtype != torch.float32:
+            raise TypeError(f"{name} on CUDA must be float32 (hetdro's CUDA kernels are float32 "
+                            f"only; move the tensors to the CPU for float64), got {x.dtype}")
+        return
+    served = "cpu or cuda" if built_with_cuda() else "cpu (this hetdro_torch has no CUDA ops)"
+    raise TypeError(f"{name} must be on {served}, got {x.device}")
+
+
 def _shape(x, name, expected, meaning):
     if tuple(x.shape) != tuple(expected):
         raise ValueError(f"{name} must have shape {meaning} = {list(expected)}, got {list(x.shape)}")
@@ -130,12 +144,19 @@ def w2_gaussian(m1, S1, m2, S2, eps=1e-5):
         _tensor(x, name)
     for x, name in ((S1, "S1"), (m2, "m2"), (S2, "S2")):
         _same(x, name, m1, "m1")
+    _backend(m1, "m1")
     eps = _eps(eps)
+    m1_shape = list(m1.shape)
     single = m1.dim() == 1
     if single:
+        # One pair: the messages name the shapes as the caller passed them.
+        k = m1.shape[0]
+        _shape(m2, "m2", (k,), "[k] (one pair, as m1)")
+        for S, name in ((S1, "S1"), (S2, "S2")):
+            _shape(S, name, (k, k), "[k, k] (one pair, as m1)")
         m1, S1, m2, S2 = m1[None], S1[None], m2[None], S2[None]
     if m1.dim() != 2 or m1.shape[1] < 1:
-        raise ValueError(f"m1 must be [P, k] (or [k]) with k ≥ 1, got {list(m1.shape)}")
+        raise ValueError(f"m1 must be [P, k] (or [k]) with k ≥ 1, got {m1_shape}")
     P, k = m1.shape
     _shape(m2, "m2", (P, k), "[P, k]")
     for S, name in ((S1, "S1"), (S2, "S2")):
@@ -186,6 +207,7 @@ def class_moments(z, y, num_slots, eps=1e-5):
     _tensor(z, "z")
     if z.dim() != 2 or z.shape[1] < 1:
         raise ValueError(f"z must be [n, k] with k ≥ 1, got {list(z.shape)}")
+    _backend(z, "z")
     if not isinstance(y, torch.Tensor) or y.dtype.is_floating_point or y.dtype.is_complex \
             or y.dtype == torch.bool:
         raise TypeError(f"y must be an integer tensor, got "
@@ -224,12 +246,18 @@ def eigh(A, solver="auto"):
         raise ValueError("A requires grad, but hetdro_torch.eigh has no backward (an "
                          "eigendecomposition's derivative divides by eigenvalue gaps); pass "
                          "A.detach(), or use w2_gaussian for gradients")
+    _backend(A, "A")
+    solvers = ("auto", "jacobi", "syevj", "syev") if A.is_cuda else ("auto", "eigen")
+    if solver not in solvers:
+        raise ValueError(f"solver for {A.device.type} tensors must be one of "
+                         f"{', '.join(solvers)}, got {solver!r}")
+    shape = list(A.shape)
     single = A.dim() == 2
     if single:
         A = A[None]
     if A.dim() != 3 or A.shape[1] != A.shape[2] or A.shape[1] < 1:
         raise ValueError(f"A must hold square matrices [B, k, k] (or [k, k]) with k ≥ 1, "
-                         f"got {list(A.shape)}")
+                         f"got {shape}")
     _finite(A, "A")
     _symmetric(A, "A")
     w, V = _C.eigh(A.contiguous(), solver)
