@@ -19,6 +19,10 @@
 #              adds it); its summary.md and JSON under vs_torch/
 #   parity     two epochs of hetero-fashion on train.device = "cuda" and on "cpu": PASS when every
 #              group's test accuracy (report.json) agrees within 0.01
+#   torch_ext  hetdro_torch (python/) built with CUDA against this machine's PyTorch, linking this
+#              build's libraries (configured position-independent for it), its pytest suite
+#              (python/tests, CUDA against CPU; pytest from --deps) and scripts/bench_w2_torch.py
+#              on CUDA (w2_gaussian forward + backward against plain PyTorch)
 #   bench      every bench/bench_* (short: --benchmark_min_time), JSON + console, and
 #              scripts/bench_eigh_torch.py if present
 #   memcheck   compute-sanitizer --tool memcheck over hetdro_gpu_tests (--memcheck-filter)
@@ -117,7 +121,8 @@ while [[ $# -gt 0 ]]; do
 done
 cd "$(dirname "$0")/.."
 root=$PWD
-all_steps=(machine configure build info ctest_gpu train vs_torch parity bench memcheck racecheck)
+all_steps=(machine configure build info ctest_gpu train vs_torch parity torch_ext bench memcheck
+           racecheck)
 [[ "$cuda_mode" =~ ^(auto|on|off)$ ]] || die "--cuda must be auto, on or off, not '$cuda_mode'"
 min_budget=60 reserve=20 min_start=15
 if [[ -n "$rehearse" ]]; then
@@ -376,7 +381,8 @@ step_machine() {
 
 step_configure() {
   local args=(-S "$root" -B "$build" -G "$generator" -DCMAKE_BUILD_TYPE=Release
-              -DHETDRO_CUDA="$use_cuda" -DHETDRO_TESTS=ON -DHETDRO_BENCH=ON -DHETDRO_WERROR="$werror")
+              -DHETDRO_CUDA="$use_cuda" -DHETDRO_TESTS=ON -DHETDRO_BENCH=ON -DHETDRO_WERROR="$werror"
+              -DCMAKE_POSITION_INDEPENDENT_CODE=ON)  # PIC: hetdro_torch links these libraries
   [[ "$use_cuda" = ON ]] && args+=(-DCMAKE_CUDA_ARCHITECTURES="$arch" -DCMAKE_CUDA_COMPILER="$nvcc")
   [[ -n "$deps" ]] && args+=(-DHETDRO_DEPS="$deps")
   [[ -n "$cuda_roots_list" ]] && args+=(-DHETDRO_CUDA_LIB_ROOTS="$cuda_roots_list")
@@ -451,6 +457,25 @@ step_bench() {
   return "$failed"
 }
 
+step_torch_ext() {
+  need_gpu
+  [[ "$use_cuda" = ON ]] || { echo "skipped: the build has no CUDA"; exit 77; }
+  python3 -c 'import sys, torch; sys.exit(0 if torch.cuda.is_available() else 1)' 2>/dev/null ||
+    { echo "skipped: python3 has no torch with CUDA"; exit 77; }
+  local site=$work/python failed=0
+  local py_path=$site
+  if [[ -n "$deps" && -d "$deps/python" ]]; then py_path+=":$deps/python"; fi
+  bash "$root/scripts/install_python.sh" --no-setup --build "$build" \
+    --python "$(command -v python3)" --target "$site"
+  echo "== pytest python/tests"
+  (cd "$root" && PYTHONPATH=$py_path timeout -k 5 100 python3 -m pytest -q -p no:cacheprovider \
+    python/tests --junitxml "$res/torch_ext_pytest.xml") || { echo "!! pytest failed (exit $?)"; failed=1; }
+  echo "== scripts/bench_w2_torch.py --device cuda"
+  PYTHONPATH=$py_path timeout -k 5 100 python3 "$root/scripts/bench_w2_torch.py" --device cuda \
+    --out "$res/w2_torch_cuda.md" || { echo "!! bench_w2_torch.py failed (exit $?)"; failed=1; }
+  return "$failed"
+}
+
 step_train() {
   need_gpu; need_exe hetdro
   [[ -n "$fashion" ]] || { echo "skipped: no Fashion-MNIST (--fashion DIR)"; exit 77; }
@@ -510,7 +535,8 @@ step_vs_torch() {
     --timeout 90 --budget 170 "${extra[@]}"
 }
 export -f need_gpu need_exe need_hf cuda_probe sanitize step_machine step_configure step_build \
-  step_info step_ctest_gpu step_memcheck step_racecheck step_bench step_train step_parity step_vs_torch
+  step_info step_ctest_gpu step_memcheck step_racecheck step_bench step_train step_parity step_vs_torch \
+  step_torch_ext
 
 names=() states=() secs=() limits=() notes=()
 declare -A result_of=() secs_of=()
@@ -570,6 +596,7 @@ run_step ctest_gpu 150
 run_step train 120
 run_step vs_torch 200
 run_step parity 150
+run_step torch_ext 150
 run_step bench 150
 run_step memcheck 150
 run_step racecheck 120
@@ -649,7 +676,8 @@ smi_driver=""
   echo
   echo "PASS, FAIL, SKIP (nothing to run it on), CUT (the budget ran out first: not a fault of the"
   echo "code). Each step's output is in <step>.log beside this file; benchmarks in bench_*.json;"
-  echo "parity_*_report.json; the PyTorch comparison in vs_torch/ (its own summary.md)."
+  echo "parity_*_report.json; the PyTorch comparison in vs_torch/ (its own summary.md); hetdro_torch's"
+  echo "pytest results in torch_ext_pytest.xml and its W2 timings in w2_torch_cuda.md."
 } >"$res/summary.md"
 echo
 cat "$res/summary.md"

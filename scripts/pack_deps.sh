@@ -10,6 +10,9 @@
 #   shared library: libbenchmark.so.1.7.1, found at run time through the build RPATH),
 #   toml++ (Debian builds it as a shared library; packed header-only instead, with a config
 #   of our own that defines TOML_HEADER_ONLY=1).
+#   pytest with what it imports (Debian's python3-pytest: pytest, _pytest, pluggy, iniconfig,
+#   packaging, attrs, py.py; pure Python, about 4 MB) under python/, for hetdro_torch's tests on
+#   the GPU machine (scripts/gpu_check.sh, step torch_ext, puts it on PYTHONPATH).
 # --fashion DIR also copies Fashion-MNIST's four .gz files (about 30 MB, for `hetdro prepare
 # hetero-fashion --source DIR`) into DIR, kept apart from the 30 MB folder.
 # Usage: scripts/pack_deps.sh [--fashion DIR] OUT_DIR     (scripts/gpu_check.sh says how both
@@ -53,11 +56,17 @@ files=(
   include/benchmark "lib/$arch/cmake/benchmark"
   "lib/$arch/libbenchmark.so.1.7.1" "lib/$arch/libbenchmark_main.a"
 )
+# pytest for hetdro_torch's tests: Debian's modules, which work on the Python versions PyTorch
+# wheels serve.
+py_packages=(python3-pytest python3-pluggy python3-iniconfig python3-packaging python3-attr python3-py)
+py_dir=lib/python3/dist-packages
+py_files=(pytest _pytest pluggy iniconfig packaging attr attrs py.py)
 missing=()
 for f in "${files[@]}"; do [[ -e "$usr/$f" ]] || missing+=("$usr/$f"); done
+for f in "${py_files[@]}"; do [[ -e "$usr/$py_dir/$f" ]] || missing+=("$usr/$py_dir/$f"); done
 if [[ ${#missing[@]} -gt 0 ]]; then
   echo "pack_deps: not found: ${missing[*]}" >&2
-  echo "pack_deps: install Debian's packages first: bash scripts/setup.sh" >&2
+  echo "pack_deps: install Debian's packages first: bash scripts/setup.sh --with-torch" >&2
   exit 1
 fi
 
@@ -75,6 +84,9 @@ for f in "${files[@]}"; do
   mkdir -p "$out/$(dirname "$f")"
   cp -RL "$usr/$f" "$out/$f"
 done
+mkdir -p "$out/python"
+for f in "${py_files[@]}"; do cp -RL "$usr/$py_dir/$f" "$out/python/$f"; done
+rm -rf "$out"/python/*/__pycache__
 # The SONAME Debian gave Google Benchmark, which the programs ask for at run time.
 cp "$lib/libbenchmark.so.1.7.1" "$out/lib/$arch/libbenchmark.so.1debian"
 # zlib static, where FindZLIB is pointed (CMakeLists.txt: HETDRO_DEPS).
@@ -110,7 +122,7 @@ EOF
 {
   echo "hetdro dependency pack, made by scripts/pack_deps.sh on $(date -u +%Y-%m-%dT%H:%M:%SZ)"
   echo "from $(. /etc/os-release && echo "$PRETTY_NAME"), $(uname -m); use: cmake -DHETDRO_DEPS=<this folder>"
-  for p in "${packages[@]}"; do echo "$p $(dpkg-query -W -f='${Version}' "$p")"; done
+  for p in "${packages[@]}" "${py_packages[@]}"; do echo "$p $(dpkg-query -W -f='${Version}' "$p")"; done
 } >"$out/hetdro-deps.txt"
 
 bytes=$(du -sb "$out" | cut -f1)

@@ -20,7 +20,7 @@ fail() { echo "FAIL: $*" >&2; exit 1; }
 mkdir -p "$tmp/bin"
 if [[ -x /usr/bin/python3 ]]; then ln -s /usr/bin/python3 "$tmp/bin/python3"; fi
 export PATH=$tmp/bin:$PATH
-steps=(machine configure build info ctest_gpu train vs_torch parity bench memcheck racecheck)
+steps=(machine configure build info ctest_gpu train vs_torch parity torch_ext bench memcheck racecheck)
 
 stubs() {  # stubs DIR: every step passes; the machine step writes a probe that initialised
   mkdir -p "$1"
@@ -51,7 +51,7 @@ rows() { grep -c '^| [a-z_]* | [A-Z]* |' "$s"; }
 stubs "$tmp/pass"
 run pass 0 --rehearse "$tmp/pass" --build "$tmp/b1" --budget 100
 for n in "${steps[@]}"; do row "$n" PASS; done
-[[ $(rows) = 11 ]] || fail "pass: $(rows) rows, expected 11"
+[[ $(rows) = 12 ]] || fail "pass: $(rows) rows, expected 12"
 [[ $(sed -n 3p "$s") = "- CUDA runtime: initialised (1 GPU(s))" ]] || { cat "$s"; fail "pass: line 3"; }
 [[ $(sed -n 4p "$s") = "- driver and runtime: 580.65.06, supports CUDA 13.0; runtime CUDA 13.0 (/usr/local/cuda/lib64/libcudart.so.13)" ]] ||
   { cat "$s"; fail "pass: line 4"; }
@@ -64,7 +64,7 @@ tar -tzf "$archive" >"$tmp/list"
 for f in summary.md machine.log ctest_gpu.log racecheck.log cuda_probe.txt; do
   grep -q "^gpu_check_[0-9-]*/$f$" "$tmp/list" || fail "pass: the archive lacks $f"
 done
-[[ $(wc -l <"$tmp/b1/gpu_check_state.tsv") = 11 ]] || fail "pass: the state has not 11 steps"
+[[ $(wc -l <"$tmp/b1/gpu_check_state.tsv") = 12 ]] || fail "pass: the state has not 12 steps"
 
 # One failure, one skip, one own timeout (FAIL, not CUT), a 3 MiB log cut for $OUT, a probe
 # that did not initialise: exit 1.
@@ -107,7 +107,7 @@ for n in machine configure build ctest_gpu bench; do row "$n" PASS; done
 grep -q '^- a rerun of what failed or was cut in the last check: ctest_gpu, bench$' "$s" || fail "rerun: its line"
 grep -q "^vs_torch	SKIP	" "$tmp/b2/gpu_check_state.tsv" || fail "rerun: vs_torch's SKIP was not kept"
 grep -q "^ctest_gpu	PASS	" "$tmp/b2/gpu_check_state.tsv" || fail "rerun: ctest_gpu's PASS not kept"
-[[ $(wc -l <"$tmp/b2/gpu_check_state.tsv") = 11 ]] || fail "rerun: the state has not 11 steps"
+[[ $(wc -l <"$tmp/b2/gpu_check_state.tsv") = 12 ]] || fail "rerun: the state has not 12 steps"
 run rerun2 0 --rehearse "$tmp/fixed" --build "$tmp/b2" --budget 100 --rerun-failed
 grep -q 'nothing to rerun' "$tmp/rerun2.log" || fail "rerun2: no 'nothing to rerun'"
 [[ ! -e $tmp/rerun2.out ]] || fail "rerun2: wrote to \$OUT"
@@ -120,9 +120,9 @@ run cut 3 --rehearse "$tmp/cut" --build "$tmp/b3" --budget 3
 row machine PASS
 row configure CUT 'ran out of the [0-9] s the budget left it \(its own timeout: 120 s\)'
 row racecheck CUT 'not started: 0 s left of the 3 s budget'
-grep -q '^- result: none failed, 10 cut by the budget; exit status 3$' "$s" || { cat "$s"; fail "cut: result line"; }
+grep -q '^- result: none failed, 11 cut by the budget; exit status 3$' "$s" || { cat "$s"; fail "cut: result line"; }
 run cutrerun 0 --rehearse "$tmp/pass" --build "$tmp/b3" --budget 100 --rerun-failed
-[[ $(rows) = 11 ]] || fail "cutrerun: $(rows) rows, expected 11"
+[[ $(rows) = 12 ]] || fail "cutrerun: $(rows) rows, expected 12"
 
 # --only: the named steps after machine, configure and build.
 run only 0 --rehearse "$tmp/pass" --build "$tmp/b4" --budget 100 --only ctest_gpu,train
