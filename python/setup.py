@@ -25,6 +25,8 @@ try:
 except (OSError, ValueError) as e:
     sys.exit(f"python/setup.py: cannot read {link_file} ({e}); build the CMake preset first")
 
+rpaths = sorted({"-Wl,-rpath," + os.path.dirname(lib) for lib in link["libraries"]
+                 if ".so" in os.path.basename(lib)})
 # PyTorch 1.13's headers use std::iterator, deprecated in C++17: silence that warning only
 # (-Wextra is left off: those headers trip it too).
 cxx = ["-O2", "-std=c++17", "-Wall", "-Wno-deprecated-declarations"]
@@ -35,8 +37,10 @@ ext = Extension(
     include_dirs=[os.path.join(root, "include"), root] + link["include_dirs"],
     define_macros=[("HETDRO_TORCH_CUDA", "1")] if link["cuda"] else [],
     extra_compile_args={"cxx": cxx} if link["cuda"] else cxx,
-    # The static libraries whole, then OpenMP for the CPU reference's parallel loops.
-    extra_link_args=link["libraries"] + ["-fopenmp"],
+    # The static libraries, the shared ones they need (found again at run time through an
+    # RPATH to their folders: cuSOLVER, say, which PyTorch may not have loaded), then OpenMP for
+    # the CPU reference's parallel loops.
+    extra_link_args=link["libraries"] + rpaths + ["-fopenmp"],
 )
 
 setup(
