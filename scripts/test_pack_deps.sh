@@ -26,7 +26,7 @@ build=$work/build
 fail() { echo "test_pack_deps: FAIL: $*" >&2; exit 1; }
 say() { echo "test_pack_deps: $* ($(( SECONDS - start )) s)"; }
 
-bash scripts/setup.sh
+bash scripts/setup.sh --with-torch  # pack_deps.sh packs pytest too
 rm -rf "$work"
 mkdir -p "$work"
 
