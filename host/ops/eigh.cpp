@@ -30,9 +30,8 @@ void eigh(T* w, T* V, const T* A, int batch, int k) {
     MapMat<T>(V + b * kk, k, k) = eig.eigenvectors();
   }
   if (failed >= 0)
-    throw std::runtime_error(
-        fmt::format("eigh: Eigen's eigensolver did not converge on matrix {} (k = {})",
-                    int(failed), k));
+    throw std::runtime_error(fmt::format(
+        "eigh: Eigen's eigensolver did not converge on matrix {} (k = {})", int(failed), k));
 }
 
 template void eigh<float>(float*, float*, const float*, int, int);

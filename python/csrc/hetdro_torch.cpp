@@ -35,8 +35,7 @@ void check_like(const Tensor& t, const Tensor& ref, const char* name) {
   check_float(t, name);
   TORCH_CHECK(t.scalar_type() == ref.scalar_type(), name, " must have dtype ", ref.scalar_type(),
               ", got ", t.scalar_type());
-  TORCH_CHECK(t.device() == ref.device(), name, " must be on ", ref.device(), ", got ",
-              t.device());
+  TORCH_CHECK(t.device() == ref.device(), name, " must be on ", ref.device(), ", got ", t.device());
 }
 
 void check_shape(const Tensor& t, at::IntArrayRef shape, const char* name) {
@@ -116,10 +115,10 @@ std::vector<Tensor> w2_gaussian_forward(const Tensor& m1, const Tensor& A, const
 #endif
   }
   AT_DISPATCH_FLOATING_TYPES(m1.scalar_type(), "w2_gaussian_forward", [&] {
-    hetdro::cpu::w2_gaussian_forward<scalar_t>(
-        w2.data_ptr<scalar_t>(), saved.data_ptr<scalar_t>(), m1.data_ptr<scalar_t>(),
-        A.data_ptr<scalar_t>(), m2.data_ptr<scalar_t>(), B.data_ptr<scalar_t>(), pairs, kk,
-        scalar_t(eps));
+    hetdro::cpu::w2_gaussian_forward<scalar_t>(w2.data_ptr<scalar_t>(), saved.data_ptr<scalar_t>(),
+                                               m1.data_ptr<scalar_t>(), A.data_ptr<scalar_t>(),
+                                               m2.data_ptr<scalar_t>(), B.data_ptr<scalar_t>(),
+                                               pairs, kk, scalar_t(eps));
   });
   return {w2, saved};
 }
@@ -248,16 +247,22 @@ std::vector<Tensor> eigh(const Tensor& A, const std::string& solver) {
     check_cuda_float32(A, "eigh");
     using hetdro::cuda::Eigensolver;
     Eigensolver chosen;
-    if (solver == "auto") chosen = Eigensolver::automatic;
-    else if (solver == "jacobi") chosen = Eigensolver::jacobi;
-    else if (solver == "syevj") chosen = Eigensolver::syevj;
-    else if (solver == "syev") chosen = Eigensolver::syev;
-    else TORCH_CHECK(false, "solver on CUDA must be auto, jacobi, syevj or syev, got '", solver, "'");
+    if (solver == "auto")
+      chosen = Eigensolver::automatic;
+    else if (solver == "jacobi")
+      chosen = Eigensolver::jacobi;
+    else if (solver == "syevj")
+      chosen = Eigensolver::syevj;
+    else if (solver == "syev")
+      chosen = Eigensolver::syev;
+    else
+      TORCH_CHECK(false, "solver on CUDA must be auto, jacobi, syevj or syev, got '", solver, "'");
     OnHetdroStream on(A);
     const Eigensolver before = hetdro::cuda::eigensolver();
     hetdro::cuda::set_eigensolver(chosen);
     try {
-      if (batch > 0) hetdro::cuda::eigh(w.data_ptr<float>(), V.data_ptr<float>(), A.data_ptr<float>(), batch, k);
+      if (batch > 0)
+        hetdro::cuda::eigh(w.data_ptr<float>(), V.data_ptr<float>(), A.data_ptr<float>(), batch, k);
     } catch (...) {
       hetdro::cuda::set_eigensolver(before);
       throw;
