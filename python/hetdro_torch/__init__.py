@@ -269,18 +269,19 @@ def eigh(A, solver="auto"):
 class GaussianAnchors(nn.Module):
     """Learned Gaussian class anchors N(m_c, S_c), S_c = L_c L_cᵀ + eps·I (docs/DESIGN.md §1).
 
-    Parameters: mean [C, k] (zeros, or N(0, 1) with mean_init="random") and chol [C, k, k]
-    (scale·I). eps keeps every S_c positive definite whatever L becomes.
+    Parameters: mean [C, k], zeros or with mean_init="random" N(0, 1) (the values of the
+    config's model.anchor_mean_init), and chol [C, k, k] = scale·I. eps keeps every S_c
+    positive definite whatever L becomes.
     """
 
-    def __init__(self, num_classes, dim, eps=1e-5, scale=1.0, mean_init="zeros", dtype=None,
+    def __init__(self, num_classes, dim, eps=1e-5, scale=1.0, mean_init="zero", dtype=None,
                  device=None):
         super().__init__()
         for value, name in ((num_classes, "num_classes"), (dim, "dim")):
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be an int ≥ 1, got {value!r}")
-        if mean_init not in ("zeros", "random"):
-            raise ValueError(f"mean_init must be 'zeros' or 'random', got {mean_init!r}")
+        if mean_init not in ("zero", "random"):
+            raise ValueError(f"mean_init must be 'zero' or 'random', got {mean_init!r}")
         self.eps = _eps(eps)
         kw = {"dtype": dtype, "device": device}
         mean = torch.randn(num_classes, dim, **kw) if mean_init == "random" \
