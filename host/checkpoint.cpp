@@ -112,6 +112,7 @@ void save_checkpoint(const std::string& path, const Model& model, const TrainSta
   if (state.batch_size > 0) meta["batch_size"] = std::to_string(state.batch_size);
   if (!state.train_sizes.empty()) meta["train_sizes"] = nlohmann::json(state.train_sizes).dump();
   if (state.has_seed) meta["seed"] = std::to_string(state.seed);
+  if (!state.sampler.empty()) meta["sampler"] = state.sampler;
   if (state.best_epoch > 0) {
     meta["best_score"] = fmt::format("{:.17g}", state.best_score);
     meta["best_epoch"] = std::to_string(state.best_epoch);
@@ -228,6 +229,8 @@ TrainState load_checkpoint(const std::string& path, const Model& model,
                   excerpt(text));
     state.has_seed = true;
   }
+  if (auto it = file.metadata.find("sampler"); it != file.metadata.end())
+    state.sampler = it->second;
   if (state.best_epoch > 0) {
     auto it = file.metadata.find("best_score");
     const std::vector<double> score =

@@ -34,6 +34,7 @@ HETDRO_CHOICES(LatentActivation, "none", "relu")
 HETDRO_CHOICES(AnchorMeanInit, "zero", "random")
 HETDRO_CHOICES(Fit, "pooled", "per_group", "none")
 HETDRO_CHOICES(Objective, "erm", "groupdro")
+HETDRO_CHOICES(GroupBatch, "proportional", "sqrt", "equal")
 HETDRO_CHOICES(Select, "last", "worst_val", "mean_val")
 HETDRO_CHOICES(GroupDroUpdate, "exp", "softmax", "smooth")
 HETDRO_CHOICES(GroupDroObjective, "weighted", "max", "logsumexp")
@@ -456,6 +457,34 @@ void check_bounds(const Config& c, const Sources& f) {
   check_range(f, "train.groupdro.adjustment", t.groupdro_adjustment, 0, 1e6);
 }
 
+// The batch_share values fix those groups' shares of a batch; the others split what is left by
+// train.group_batch. Shares that leave nothing for the others, or that do not fill the batch when
+// every group has one, cannot be met.
+void check_batch_shares(const Config& c, const Sources& f) {
+  double fixed = 0;
+  int free = 0;
+  std::string keys;
+  for (size_t i = 0; i < c.groups.size(); ++i) {
+    if (c.groups[i].batch_share > 0) {
+      fixed += c.groups[i].batch_share;
+      keys += fmt::format("{}data.groups[{}].batch_share", keys.empty() ? "" : ", ", i);
+    } else {
+      ++free;
+    }
+  }
+  if (keys.empty()) return;
+  if (free > 0 && fixed >= 1)
+    input_error(
+        "{}: the keys {} add up to {}, which leaves nothing of a batch for the {} group(s) "
+        "without a batch_share: expected a sum below 1",
+        f.of("data.groups"), keys, fixed, free);
+  if (free == 0 && std::abs(fixed - 1) > 1e-6)
+    input_error(
+        "{}: every group has a batch_share, and they add up to {}: expected them to add up to 1 "
+        "({})",
+        f.of("data.groups"), fixed, keys);
+}
+
 }  // namespace
 
 const char* name(Encoder e) { return choice_name(e); }
@@ -464,6 +493,7 @@ const char* name(LatentActivation a) { return choice_name(a); }
 const char* name(AnchorMeanInit i) { return choice_name(i); }
 const char* name(Fit f) { return choice_name(f); }
 const char* name(Objective o) { return choice_name(o); }
+const char* name(GroupBatch b) { return choice_name(b); }
 const char* name(Select s) { return choice_name(s); }
 const char* name(GroupDroUpdate u) { return choice_name(u); }
 const char* name(GroupDroObjective o) { return choice_name(o); }
@@ -531,6 +561,7 @@ Config load_config(const std::string& path, const std::vector<std::string>& over
     r.get("label_column", g.label_column);
     r.get("val_x", g.val_x);
     r.get("val_y", g.val_y);
+    r.get("batch_share", g.batch_share);
     r.finish();
     if (g.name.empty()) input_error("{}: key '{}name' is empty", r.from("name"), prefix);
     if (!safe_group_name(g.name))
@@ -552,6 +583,11 @@ Config load_config(const std::string& path, const std::vector<std::string>& over
       if (h < 1)
         input_error("{}: key '{}hidden': sizes must be positive, found {}", r.from("hidden"),
                     prefix, h);
+    if (table->contains("batch_share") && !(g.batch_share > 0 && g.batch_share < 1))
+      input_error(
+          "{}: key '{}batch_share': expected the group's share of every batch, in (0, 1), "
+          "found {}",
+          r.from("batch_share"), prefix, g.batch_share);
     if (g.val_x.empty() != g.val_y.empty())
       input_error("{}: group '{}' gives {} but not {}: a validation split needs both",
                   r.from(g.val_x.empty() ? "val_y" : "val_x"), g.name,
@@ -587,6 +623,7 @@ Config load_config(const std::string& path, const std::vector<std::string>& over
   r.get("eps", t.eps);
   r.get_choice("fit", t.fit);
   r.get_choice("objective", t.objective);
+  r.get_choice("group_batch", t.group_batch);
   r.get("groupdro_eta", t.groupdro_eta);
   r.get("weight_decay", t.weight_decay);
   r.get("seed", t.seed);
@@ -619,6 +656,10 @@ Config load_config(const std::string& path, const std::vector<std::string>& over
                             {"train.weight_decay", t.weight_decay}})
     if (value < 0) input_error("{}: key '{}': expected ≥ 0, found {}", src.of(key), key, value);
   check_choice(src, "train.device", t.device, {"auto", "cuda", "cpu"});
+  check_batch_shares(c, src);
+  // The validation split costs every group a tenth of its training data: by default it is taken
+  // only when the run selects a model by it (docs/DESIGN.md §4).
+  if (!data->contains("val_fraction")) c.val_fraction = t.select == Select::last ? 0.0 : 0.1;
   check_bounds(c, src);
   if (t.batch_size < int(c.groups.size()))
     input_error(
@@ -646,6 +687,7 @@ std::string to_toml(const Config& c) {
       t.insert("hidden", ints(g.hidden));
     }
     if (g.label_column != "label") t.insert("label_column", g.label_column);
+    if (g.batch_share > 0) t.insert("batch_share", g.batch_share);
     if (!g.val_x.empty()) {
       t.insert("val_x", g.val_x);
       t.insert("val_y", g.val_y);
@@ -675,6 +717,7 @@ std::string to_toml(const Config& c) {
                    {"eps", t.eps},
                    {"fit", std::string(name(t.fit))},
                    {"objective", std::string(name(t.objective))},
+                   {"group_batch", std::string(name(t.group_batch))},
                    {"groupdro_eta", t.groupdro_eta},
                    {"weight_decay", t.weight_decay},
                    {"seed", int64_t(t.seed)},

@@ -1,6 +1,8 @@
 // Loading and validating each group's data, and the stratified sampler (docs/DESIGN.md §1).
 #include "hetdro/data.h"
 
+#include <fmt/ranges.h>  // join
+
 #include <algorithm>
 #include <cmath>
 #include <filesystem>
@@ -170,16 +172,36 @@ std::vector<GroupData> load_groups(const Config& config) {
   return groups;
 }
 
-std::vector<int> stratified_counts(const std::vector<int64_t>& sizes, int batch_size) {
+std::vector<int> batch_counts(const std::vector<int64_t>& sizes, int batch_size, GroupBatch mode,
+                              const std::vector<double>& shares) {
   const int G = int(sizes.size());
   if (batch_size < G)
     input_error("batch size {} is smaller than the number of groups ({})", batch_size, G);
-  const double total = double(std::accumulate(sizes.begin(), sizes.end(), int64_t(0)));
+  HETDRO_ASSERT(shares.empty() || int(shares.size()) == G);
+  auto fixed_share = [&](int g) { return shares.empty() ? 0.0 : shares[g]; };
+  auto weight = [&](int g) {
+    switch (mode) {
+      case GroupBatch::sqrt:
+        return std::sqrt(double(sizes[g]));
+      case GroupBatch::equal:
+        return 1.0;
+      default:
+        return double(sizes[g]);
+    }
+  };
+  double fixed = 0, total = 0;  // the fixed shares' sum; the free groups' weight
+  for (int g = 0; g < G; ++g) {
+    if (fixed_share(g) > 0)
+      fixed += fixed_share(g);
+    else
+      total += weight(g);
+  }
+  const double free_rows = batch_size * (1 - fixed);  // B exactly with no fixed shares
   std::vector<int> counts(G);
   std::vector<double> remainder(G);
   int assigned = 0;
   for (int g = 0; g < G; ++g) {
-    double exact = batch_size * double(sizes[g]) / total;
+    double exact = fixed_share(g) > 0 ? batch_size * fixed_share(g) : free_rows * weight(g) / total;
     counts[g] = int(std::floor(exact));
     remainder[g] = exact - counts[g];
     assigned += counts[g];
@@ -199,17 +221,47 @@ std::vector<int> stratified_counts(const std::vector<int64_t>& sizes, int batch_
 }
 
 StratifiedSampler::StratifiedSampler(const std::vector<int64_t>& group_sizes, int batch_size,
-                                     uint64_t seed)
-    : sizes_(group_sizes), per_batch_(stratified_counts(group_sizes, batch_size)), seed_(seed) {
-  steps_ = INT64_MAX;
-  for (size_t g = 0; g < sizes_.size(); ++g) steps_ = std::min(steps_, sizes_[g] / per_batch_[g]);
+                                     uint64_t seed, GroupBatch mode,
+                                     const std::vector<double>& shares)
+    : sizes_(group_sizes),
+      per_batch_(batch_counts(group_sizes, batch_size, mode, shares)),
+      resamples_(mode != GroupBatch::proportional ||
+                 std::any_of(shares.begin(), shares.end(), [](double s) { return s > 0; })),
+      seed_(seed) {
+  if (resamples_) {
+    const size_t largest = std::max_element(sizes_.begin(), sizes_.end()) - sizes_.begin();
+    steps_ = sizes_[largest] / per_batch_[largest];
+  } else {
+    steps_ = INT64_MAX;
+    for (size_t g = 0; g < sizes_.size(); ++g) steps_ = std::min(steps_, sizes_[g] / per_batch_[g]);
+  }
   order_.resize(sizes_.size());
 }
 
+int64_t StratifiedSampler::order_size(int g) const {
+  return resamples_ ? steps_ * per_batch_[g] : sizes_[g];
+}
+
+std::string StratifiedSampler::describe() const {
+  return fmt::format("{} per batch{}", fmt::join(per_batch_, ", "),
+                     resamples_ ? ", drawn again" : "");
+}
+
 void StratifiedSampler::start_epoch(int epoch) {
-  for (size_t g = 0; g < sizes_.size(); ++g)
-    order_[g] = seeded_permutation(sizes_[g],
-                                   splitmix64(seed_ ^ splitmix64(uint64_t(epoch) * 1000003 + g)));
+  for (size_t g = 0; g < sizes_.size(); ++g) {
+    const uint64_t pass_seed = splitmix64(seed_ ^ splitmix64(uint64_t(epoch) * 1000003 + g));
+    order_[g] = seeded_permutation(sizes_[g], pass_seed);
+    if (!resamples_) continue;
+    // Pass p ≥ 1 over the group within this epoch: a shuffle of its own, cut where the epoch ends.
+    const int64_t need = order_size(int(g));
+    order_[g].reserve(size_t(std::max(need, sizes_[g])));
+    for (uint64_t p = 1; int64_t(order_[g].size()) < need; ++p) {
+      const std::vector<int64_t> pass =
+          seeded_permutation(sizes_[g], splitmix64(pass_seed ^ splitmix64(p)));
+      order_[g].insert(order_[g].end(), pass.begin(), pass.end());
+    }
+    order_[g].resize(size_t(need));
+  }
 }
 
 std::vector<int64_t> seeded_permutation(int64_t n, uint64_t seed) {

@@ -280,7 +280,8 @@ void prepare_synthetic(const std::string& out_dir, uint64_t seed, int classes, i
   }
   std::string config = fmt::format(
       "# synthetic, written by `hetdro prepare synthetic`: three groups, {} classes.\n[data]\n"
-      "classes = {}\n",
+      "classes = {}\n"
+      "val_fraction = 0.1  # a validation split even with select = \"last\", to show it\n",
       classes == 5 ? std::string("five") : std::to_string(classes), classes);
   for (const Spec& s : specs)
     config += group_toml(s.name, s.dim == 64 ? "encoder = \"cnn\"\nchannels = [8, 16]"

@@ -8,6 +8,7 @@
 #include <sys/file.h>    // flock
 #include <unistd.h>      // close
 
+#include <algorithm>  // any_of
 #include <cerrno>
 #include <chrono>
 #include <cmath>
@@ -182,8 +183,16 @@ void print_header(const Config& config, const Model& model, const std::vector<Gr
     fmt::print("  group {:<10} encoder {:<4} train {:>6}  test {:>6}  per batch {:>3}  val: {}\n",
                groups[g].name, name(config.groups[g].encoder), groups[g].train.size(),
                groups[g].test.size(), sampler.per_batch()[g], groups[g].val_note);
-  fmt::print("{} epochs x {} steps of batch {} on {}\n", t.epochs, sampler.steps_per_epoch(),
+  fmt::print("{} epochs x {} steps of batch {}{} on {}\n", t.epochs, sampler.steps_per_epoch(),
              t.batch_size,
+             sampler.resamples()
+                 ? fmt::format(" (group_batch = {}{}: a group that runs out is drawn again)",
+                               name(t.group_batch),
+                               std::any_of(config.groups.begin(), config.groups.end(),
+                                           [](const GroupConfig& g) { return g.batch_share > 0; })
+                                   ? " and batch_share"
+                                   : "")
+                 : "",
              device == "cpu" ? fmt::format("{} CPU thread(s)", omp_get_max_threads()) : device);
   std::fflush(stdout);
 }

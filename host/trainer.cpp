@@ -45,7 +45,10 @@ std::vector<int64_t> train_sizes(const std::vector<GroupData>& groups) {
 // run gets at least one sample of every group.
 StratifiedSampler make_sampler(const Config& config, const std::vector<GroupData>& groups,
                                int ranks) {
-  StratifiedSampler sampler(train_sizes(groups), config.train.batch_size, config.train.seed);
+  std::vector<double> shares;
+  for (const GroupConfig& g : config.groups) shares.push_back(g.batch_share);
+  StratifiedSampler sampler(train_sizes(groups), config.train.batch_size, config.train.seed,
+                            config.train.group_batch, shares);
   for (size_t g = 0; g < groups.size(); ++g)
     if (sampler.per_batch()[g] < ranks)
       input_error(
@@ -54,7 +57,7 @@ StratifiedSampler make_sampler(const Config& config, const std::vector<GroupData
           "train.batch_size or run fewer ranks",
           config.path, config.train.batch_size, sampler.per_batch()[g], groups[g].name, ranks);
   for (size_t g = 0; g < groups.size(); ++g)
-    if (groups[g].train.size() < sampler.per_batch()[g])
+    if (!sampler.resamples() && groups[g].train.size() < sampler.per_batch()[g])
       input_error(
           "{}: group '{}' has {} training samples, fewer than the {} that every batch of "
           "train.batch_size = {} takes from it; lower train.batch_size",
@@ -177,6 +180,7 @@ TrainState Trainer::state() const {
   s.train_sizes = train_sizes(groups_);
   s.seed = config_.train.seed;
   s.has_seed = true;
+  s.sampler = sampler_.describe();
   return s;
 }
 
@@ -204,6 +208,9 @@ void Trainer::load(const std::string& checkpoint_path, bool to_resume) {
     if (!loaded.groups.empty() && loaded.groups != names)
       refuse("the group order", fmt::format("{}", fmt::join(loaded.groups, ", ")),
              fmt::format("{}", fmt::join(names, ", ")));
+    if (!loaded.sampler.empty() && loaded.sampler != sampler_.describe())
+      refuse("the batch shares (train.group_batch, data.groups[].batch_share)",
+             excerpt(loaded.sampler), sampler_.describe());
     const std::vector<int64_t> sizes = train_sizes(groups_);
     if (!loaded.train_sizes.empty() && loaded.train_sizes != sizes)
       refuse("the training-set sizes (data, data.val_fraction, data.val_seed)",
@@ -227,7 +234,7 @@ void Trainer::upload_training_data() {
     train_x_.back().upload(g.train.x.data);
     train_y_.emplace_back(*backend_, g.train.size());
     train_y_.back().upload(g.train.y);
-    order_.emplace_back(*backend_, g.train.size());
+    order_.emplace_back(*backend_, sampler_.order_size(int(order_.size())));
   }
 }
 

@@ -26,13 +26,14 @@ struct TrainState {
   int best_epoch = 0;
   // What the sampler's order within an epoch depends on, so that a mid-epoch resume can refuse
   // a change of them: the group names in config order (q is stored by them), the training-set
-  // sizes, train.batch_size and train.seed. Empty or 0 when read from a checkpoint written
-  // before they were stored.
+  // sizes, train.batch_size, train.seed and the sampler's counts. Empty or 0 when read from a
+  // checkpoint written before they were stored.
   std::vector<std::string> groups;
   std::vector<int64_t> train_sizes;  // each group's training samples, in config order
   int64_t batch_size = 0;
   uint64_t seed = 0;
   bool has_seed = false;
+  std::string sampler;  // StratifiedSampler::describe(): each group's count, and whether it repeats
 };
 
 // Writes through a temporary file, synced and renamed over `path` (io.h), so a crash leaves the

@@ -15,6 +15,11 @@ enum class LatentActivation { none, relu };
 enum class AnchorMeanInit { zero, random };  // m = 0, or m ~ N(0, 1)
 enum class Fit { pooled, per_group, none };
 enum class Objective { erm, groupdro };
+enum class GroupBatch {
+  proportional,
+  sqrt,
+  equal
+};  // each group's share of a batch ∝ N_g, √N_g, 1
 enum class Select { last, worst_val, mean_val };            // which epoch's model the run reports
 enum class GroupDroUpdate { exp, softmax, smooth };         // how q follows the group losses
 enum class GroupDroObjective { weighted, max, logsumexp };  // what L_clf makes of them
@@ -24,6 +29,7 @@ const char* name(LatentActivation a);
 const char* name(AnchorMeanInit i);
 const char* name(Fit f);
 const char* name(Objective o);
+const char* name(GroupBatch b);
 const char* name(Select s);
 const char* name(GroupDroUpdate u);
 const char* name(GroupDroObjective o);
@@ -37,6 +43,7 @@ struct GroupConfig {
   int kernel = 3;                        // cnn
   std::vector<int> hidden = {128};       // mlp
   std::string label_column = "label";    // CSV inputs: the column holding y
+  double batch_share = 0;  // this group's share of every batch, in (0, 1); 0: train.group_batch's
 };
 
 struct ModelConfig {
@@ -58,6 +65,7 @@ struct TrainConfig {
   double eps = 1e-5;
   Fit fit = Fit::pooled;
   Objective objective = Objective::erm;
+  GroupBatch group_batch = GroupBatch::proportional;  // docs/DESIGN.md §1, the sampler
   double groupdro_eta = 0.01;
   // [train.groupdro]: the GroupDRO family (docs/DESIGN.md §1)
   GroupDroUpdate groupdro_update = GroupDroUpdate::exp;
@@ -80,7 +88,8 @@ struct Config {
   std::string path;  // the file it came from ("" when built in code)
   int classes = 10;
   // Each group without val_x/val_y keeps this share of its training data, stratified by class
-  // and seeded by val_seed, as its validation split (docs/DESIGN.md §4).
+  // and seeded by val_seed, as its validation split (docs/DESIGN.md §4). Left out of the file, it
+  // is 0.1 when train.select uses the split and 0 when select = "last" (load_config decides).
   double val_fraction = 0.1;
   uint64_t val_seed = 0;
   std::vector<GroupConfig> groups;

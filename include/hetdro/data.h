@@ -45,14 +45,22 @@ Split split_validation(Split& train, double fraction, uint64_t seed, int classes
                        std::string* note);
 
 // --- the stratified sampler (docs/DESIGN.md §1) --------------------------------------------------
-// Every batch holds exactly per_batch()[g] samples of group g; these are round(B·N_g/N) by
-// largest remainder with at least one each, and sum to B. Within an epoch no sample repeats;
-// an epoch has min_g floor(N_g / n_g) steps. The same seed gives the same batches.
+// Every batch holds exactly per_batch()[g] samples of group g (batch_counts). The same seed gives
+// the same batches, and start_epoch(e) gives epoch e's batches whatever ran before.
+//  - Proportional shares (the default): no sample repeats within an epoch, and an epoch has
+//    min_g floor(N_g / n_g) steps.
+//  - Other shares (resampling): an epoch is one pass over the largest group, floor(N_L / n_L)
+//    steps. A group that runs out is drawn again from a fresh shuffle, so each pass over it holds
+//    every sample once; a batch that spans two passes may hold a sample twice.
 class StratifiedSampler {
  public:
-  StratifiedSampler(const std::vector<int64_t>& group_sizes, int batch_size, uint64_t seed);
+  StratifiedSampler(const std::vector<int64_t>& group_sizes, int batch_size, uint64_t seed,
+                    GroupBatch mode = GroupBatch::proportional,
+                    const std::vector<double>& shares = {});
   const std::vector<int>& per_batch() const { return per_batch_; }
   int64_t steps_per_epoch() const { return steps_; }
+  // Whether a group is drawn again within an epoch (every mode but plain proportional shares).
+  bool resamples() const { return resamples_; }
   // Shuffles each group for `epoch` (0-based).
   void start_epoch(int epoch);
   // Indices into group g's training split for `step` of the current epoch.
@@ -60,20 +68,29 @@ class StratifiedSampler {
     return order_[g].data() + step * per_batch_[g];
   }
   // The current epoch's whole order of group g; step s takes per_batch()[g] from s·per_batch()[g].
+  // Its length is order_size(g) in every epoch.
   const std::vector<int64_t>& order(int g) const { return order_[g]; }
+  int64_t order_size(int g) const;
+  // "70, 25, 5 per batch", with ", drawn again" when resamples(): what a checkpoint stores.
+  std::string describe() const;
 
  private:
   std::vector<int64_t> sizes_;
   std::vector<int> per_batch_;
+  bool resamples_ = false;
   int64_t steps_ = 0;
   uint64_t seed_;
   std::vector<std::vector<int64_t>> order_;
 };
 
+// Each group's samples in a batch of `batch_size`: B·share_g rounded by largest remainder, at least
+// one per group, summing to B. shares[g] > 0 fixes group g's share; the other groups split the
+// rest in proportion to N_g (proportional), √N_g (sqrt) or 1 (equal). No shares: every group free.
+std::vector<int> batch_counts(const std::vector<int64_t>& group_sizes, int batch_size,
+                              GroupBatch mode = GroupBatch::proportional,
+                              const std::vector<double>& shares = {});
+
 // A permutation of [0, n) that depends on (n, seed) alone (the sampler's epochs, prepare's split).
 std::vector<int64_t> seeded_permutation(int64_t n, uint64_t seed);
-
-// round(B·N_g/N) by largest remainder, at least one per group, summing to B.
-std::vector<int> stratified_counts(const std::vector<int64_t>& group_sizes, int batch_size);
 
 }  // namespace hetdro
