@@ -1,10 +1,11 @@
 #!/usr/bin/env python3
 """Checks of scripts/torch_reference.py: the safe W2 backward (docs/DESIGN.md §2) against float64
 central differences, the claim that autograd through eigh breaks on repeated eigenvalues
-while the safe form does not, batch sizes, config errors and a tiny end-to-end run.
+while the safe form does not, batch counts and the sampler's order (train.group_batch,
+batch_share), config errors and defaults, and a tiny end-to-end run.
 
 With the hetdro binary as the argument (ctest passes it) or in $HETDRO_BIN, also the same initial
-parameters and training split sizes as `hetdro train`.
+parameters, training split sizes, batch counts and steps per epoch as `hetdro train`.
 
 Run: python3 -m pytest scripts/test_torch_reference.py   or   python3 scripts/test_torch_reference.py [HETDRO]
 """
@@ -132,6 +133,91 @@ def test_group_batch_sizes_largest_remainder():
     assert tr.group_batch_sizes(100, [42000, 15000, 3000]) == [70, 25, 5]
     assert tr.group_batch_sizes(10, [1, 1, 1]) == [4, 3, 3]
     assert sum(tr.group_batch_sizes(97, [123, 4567, 89])) == 97
+    # As hetdro's tests/test_sampler.cpp CountsAreRoundedSharesSummingToTheBatch: a tiny group
+    # still gets one sample per batch, taken from the largest count.
+    assert tr.group_batch_sizes(100, [10, 10, 10]) == [34, 33, 33]
+    assert tr.group_batch_sizes(10, [100000, 10]) == [9, 1]
+
+
+def test_batch_counts_follow_group_batch_and_batch_share():
+    # The counts of hetdro's tests/test_sampler.cpp CountsFollowGroupBatchAndBatchShare, by hand:
+    sizes = [42000, 15000, 3000]
+    # sqrt: 100·√N_g/Σ√N = 53.62, 32.05, 14.33 → floors 53, 32, 14; the largest remainder (.62) takes 1.
+    assert tr.batch_counts(100, sizes, "sqrt") == [54, 32, 14]
+    # equal: 33.33 each → 33 each, and the first of the tied remainders takes the 100th.
+    assert tr.batch_counts(100, sizes, "equal") == [34, 33, 33]
+    # proj64 fixed at 0.2 → 20; the others split 80 by size: 80·42/57 = 58.95, 80·15/57 = 21.05.
+    assert tr.batch_counts(100, sizes, "proportional", [0, 0, 0.2]) == [59, 21, 20]
+    # The same under equal: 40, 40 for the two free groups.
+    assert tr.batch_counts(100, sizes, "equal", [0, 0, 0.2]) == [40, 40, 20]
+    assert tr.batch_counts(100, sizes, "sqrt", [0.5, 0.3, 0.2]) == [50, 30, 20]
+    # No shares and all-zero shares are the proportional counts, 70/25/5.
+    assert tr.batch_counts(100, sizes, "proportional", [0, 0, 0]) == [70, 25, 5]
+    # A share below one sample still gives one, taken from the largest count.
+    assert tr.batch_counts(10, [1000, 10], "proportional", [0, 0.01]) == [9, 1]
+    # And the Resampling suite's counts, sizes {700, 250, 53} at B = 20:
+    # sqrt: 20·(26.46, 15.81, 7.28)/49.55 = 10.68, 6.38, 2.94 → 10, 6, 2, remainders .94 then .68 → 11, 6, 3.
+    assert tr.batch_counts(20, [700, 250, 53], "sqrt") == [11, 6, 3]
+    # equal: 6.67 each → 6, 6, 6 and the first two tied remainders take the 2 left → 7, 7, 6.
+    assert tr.batch_counts(20, [700, 250, 53], "equal") == [7, 7, 6]
+    # batch_share 0.3 → 6; the others split 14 by size: 14·700/950 = 10.32, 14·250/950 = 3.68 → 10, 3,
+    # and the larger remainder (.68) takes the 20th → 10, 4.
+    assert tr.batch_counts(20, [700, 250, 53], "proportional", [0, 0, 0.3]) == [10, 4, 6]
+
+
+_RESAMPLED = (("sqrt", None, [11, 6, 3]), ("equal", None, [7, 7, 6]), ("proportional", [0, 0, 0.3], [10, 4, 6]))
+
+
+def test_proportional_order_is_one_seeded_shuffle_per_group():
+    # No resampling: hetdro's epoch order, one seeded_permutation per group, seeded by (seed, epoch, g).
+    sizes = [700, 250, 53]
+    a, b = tr.StratifiedSampler(sizes, 20, 7), tr.StratifiedSampler(sizes, 20, 7, "proportional", [0, 0, 0])
+    assert not a.resamples and not b.resamples
+    assert a.per_batch == [14, 5, 1] and a.steps == min(700 // 14, 250 // 5, 53 // 1) == 50
+    oa, ob = a.order(3), b.order(3)
+    assert oa == ob
+    for g, N in enumerate(sizes):
+        assert a.order_size(g) == N
+        assert oa[g] == tr.seeded_permutation(N, tr.splitmix64(7 ^ tr.splitmix64(3 * 1000003 + g)))
+
+
+def test_resampled_order_covers_each_group_once_per_pass():
+    # As hetdro's Resampling suite (tests/test_sampler.cpp): exact counts, an epoch is one pass over
+    # the largest group, each complete pass over a group is a permutation of its rows, the passes
+    # differ, and the part of a pass that the epoch's end cuts off repeats nothing.
+    sizes = [700, 250, 53]
+    for mode, shares, want in _RESAMPLED:
+        s = tr.StratifiedSampler(sizes, 20, 7, mode, shares)
+        assert s.per_batch == want and s.resamples, mode
+        assert s.steps == 700 // want[0]
+        for epoch in (0, 1):
+            order = s.order(epoch)
+            for g, N in enumerate(sizes):
+                o, n = order[g], s.per_batch[g]
+                assert len(o) == s.order_size(g) == s.steps * n, (mode, g)
+                assert all(0 <= i < N for i in o)
+                # Pass 0 is the proportional sampler's shuffle; pass p ≥ 1 a fresh one seeded from it.
+                pass_seed = tr.splitmix64(7 ^ tr.splitmix64(epoch * 1000003 + g))
+                assert o[:N] == tr.seeded_permutation(N, pass_seed)[:len(o)]
+                passes = len(o) // N
+                if g == 0:
+                    assert len(o) <= N
+                seen = []
+                for p in range(passes):
+                    chunk = o[p * N:(p + 1) * N]
+                    assert sorted(chunk) == list(range(N)), (mode, g, p)
+                    assert chunk not in seen
+                    seen.append(chunk)
+                    if p > 0:
+                        assert chunk == tr.seeded_permutation(N, tr.splitmix64(pass_seed ^ tr.splitmix64(p)))
+                tail = o[passes * N:]
+                assert len(set(tail)) == len(tail)
+                if g == 2:
+                    assert passes >= 2
+    # Epoch e's order depends on (sizes, counts, seed, e) alone, and epochs differ.
+    s = tr.StratifiedSampler(sizes, 20, 7, "equal")
+    assert s.order(2) == tr.StratifiedSampler(sizes, 20, 7, "equal").order(2)
+    assert s.order(1)[2] != s.order(2)[2]
 
 
 def _write_tiny_data(folder, extra_train=""):
@@ -194,6 +280,45 @@ def test_same_init_and_split_as_hetdro_binary():
         assert sizes == {g["name"]: len(g["ytr"]) for g in groups}, (sizes, r.stdout)
 
 
+def test_same_batch_counts_and_val_default_as_hetdro_binary():
+    # With the data.val_fraction line taken out of the synthetic config and select = "last", both
+    # train on every sample; under sqrt shares and a batch_share both take the same counts per
+    # batch and the same steps per epoch (hetdro prints them in the run's header).
+    hetdro = _hetdro_bin()
+    if not hetdro:
+        print("     (skipped: no hetdro binary given)")
+        return
+    import re
+    with tempfile.TemporaryDirectory() as d:
+        data = os.path.join(d, "data")
+        subprocess.run([hetdro, "prepare", "synthetic", "--out", data, "--classes", "4", "--per-class", "33"],
+                       check=True, capture_output=True)
+        path = os.path.join(data, "config.toml")
+        with open(path) as f:
+            text = f.read()
+        with open(path, "w") as f:
+            f.write("\n".join(l for l in text.splitlines() if not l.startswith("val_fraction")) + "\n")
+        for i, sets in enumerate((['train.group_batch="sqrt"', "data.groups.2.batch_share=0.25",
+                                   "train.batch_size=20"],
+                                  ['train.group_batch="equal"', "train.batch_size=17"],
+                                  ["train.batch_size=30", 'train.select="worst_val"'])):
+            run = os.path.join(d, "run%d" % i)
+            r = subprocess.run([hetdro, "train", "--config", path, "--out", run, "--set", "train.epochs=0"]
+                               + sum((["--set", x] for x in sets), []), capture_output=True, text=True)
+            assert r.returncode == 0, r.stdout + r.stderr
+            cfg = tr.load_config(path, sets)
+            groups = tr.load_data(cfg)
+            Ns = [len(g["ytr"]) for g in groups]
+            sampler = tr.make_sampler(cfg, Ns)
+            header = {m.group(1): (int(m.group(2)), int(m.group(3))) for m in
+                      re.finditer(r"group (\w+)\s+encoder \w+\s+train\s+(\d+).*per batch\s+(\d+)", r.stdout)}
+            assert header == {g["name"]: (N, n) for g, N, n in zip(groups, Ns, sampler.per_batch)}, (sets, r.stdout)
+            steps = re.search(r"epochs x (\d+) steps of batch (\d+)", r.stdout)
+            assert steps and int(steps.group(1)) == sampler.steps, (sets, r.stdout)
+            assert ("drawn again" in r.stdout) == sampler.resamples, (sets, r.stdout)
+            assert cfg["data"]["val_fraction"] == (0.1 if i == 2 else 0.0)
+
+
 def _run(args):
     return subprocess.run([sys.executable, SCRIPT] + args, capture_output=True, text=True, timeout=60)
 
@@ -209,14 +334,98 @@ def test_end_to_end_tiny_run_and_json():
         assert [l.get("epoch") for l in lines[:2]] == [1, 2] and lines[-1]["final"]
         assert set(lines[0]["test_acc"]) == {"img", "vec"}
         assert abs(sum(lines[1]["group_weights"].values()) - 1) < 1e-5
-        assert set(lines[0]["val_acc"]) == {"img", "vec"}   # data.val_fraction's split, every epoch
-        # train.select picks the epoch of the best worst-group validation accuracy.
+        assert "val_acc" not in lines[0]   # select = "last" and no data.val_fraction: no split
+        # train.select picks the epoch of the best worst-group validation accuracy; data.val_fraction
+        # left out is then 0.1, evaluated every epoch.
         r = _run(["--config", cfg, "--threads", "1", "--epochs", "3", "--json-out", out,
                   "--set", 'train.select="worst_val"'])
         assert r.returncode == 0, r.stderr
         lines = [json.loads(s) for s in open(out)]
+        assert set(lines[0]["val_acc"]) == {"img", "vec"}
         best = max(lines[:3], key=lambda l: l["worst_val_acc"])   # max keeps the first on ties
         assert lines[-1]["selected_epoch"] == best["epoch"] and lines[-1]["selected_test_acc"] == best["test_acc"]
+
+
+def test_resampled_run_end_to_end():
+    # 60 training rows per group, B = 20: img's batch_share 0.7 gives 14 + 6 per batch, and an epoch
+    # is one pass over img (the first of the largest groups): 60 // 14 = 4 steps.
+    import json
+    with tempfile.TemporaryDirectory() as d:
+        cfg = _write_tiny_data(d)
+        out = os.path.join(d, "m.jsonl")
+        r = _run(["--config", cfg, "--threads", "1", "--epochs", "1", "--json-out", out,
+                  "--set", 'train.group_batch="sqrt"', "--set", "data.groups.0.batch_share=0.7"])
+        assert r.returncode == 0, r.stderr
+        assert "batch 14+6 = 20 (group_batch = sqrt and batch_share: a group that runs out is drawn again)" \
+            " | 4 steps/epoch" in r.stdout, r.stdout
+        assert json.loads(open(out).readline())["step"] == 4
+
+
+def test_group_batch_and_batch_share_config():
+    with tempfile.TemporaryDirectory() as d:
+        path = _write_tiny_data(d)
+        cfg = tr.load_config(path)
+        assert cfg["train"]["group_batch"] == "proportional"
+        assert [g["batch_share"] for g in cfg["data"]["groups"]] == [0.0, 0.0]
+        cfg = tr.load_config(path, ['train.group_batch="equal"', "data.groups.1.batch_share=0.25"])
+        assert cfg["train"]["group_batch"] == "equal" and cfg["data"]["groups"][1]["batch_share"] == 0.25
+        # Shares for every group that add up to 1 (within 1e-6) are accepted.
+        tr.load_config(path, ["data.groups.0.batch_share=0.6", "data.groups.1.batch_share=0.4"])
+        bad = ((['train.group_batch="balanced"'], "group_batch = 'balanced', expected one of proportional, sqrt, equal"),
+               (["data.groups.1.batch_share=0"], "group vec: batch_share = 0, expected the group's share of every "
+                                                 "batch, in (0, 1)"),
+               (["data.groups.1.batch_share=1"], "batch_share = 1,"),
+               (["data.groups.1.batch_share=-0.1"], "batch_share = -0.1,"),
+               (['data.groups.1.batch_share="half"'], "batch_share = 'half' has the wrong type"),
+               (["data.groups.0.batch_share=0.5", "data.groups.1.batch_share=0.3"],
+                "every group has a batch_share, and they add up to 0.8: expected them to add up to 1 "
+                "(data.groups[0].batch_share, data.groups[1].batch_share)"))
+        for sets, message in bad:
+            try:
+                tr.load_config(path, sets)
+            except tr.UserError as e:
+                assert message in str(e), (sets, str(e))
+            else:
+                raise AssertionError("expected an error for %s" % sets)
+    with tempfile.TemporaryDirectory() as d:   # shares that leave nothing for the group without one
+        path = _write_tiny_data(d)
+        with open(path) as f:
+            text = f.read()
+        third = ('[[data.groups]]\nname = "vec2"\ntrain_x = "vec_train_x.npy"\ntrain_y = "vec_train_y.npy"\n'
+                 'test_x = "vec_test_x.npy"\ntest_y = "vec_test_y.npy"\n\n[model]')
+        with open(path, "w") as f:
+            f.write(text.replace("[model]", third, 1))
+        try:
+            tr.load_config(path, ["data.groups.0.batch_share=0.6", "data.groups.2.batch_share=0.4"])
+        except tr.UserError as e:
+            assert ("the keys data.groups[0].batch_share, data.groups[2].batch_share add up to 1, which leaves "
+                    "nothing of a batch for the 1 group(s) without a batch_share: expected a sum below 1") in str(e), e
+        else:
+            raise AssertionError("expected an error for shares adding up to 1 with a free group")
+        assert tr.load_config(path, ["data.groups.2.batch_share=0.3"])["data"]["groups"][2]["batch_share"] == 0.3
+        r = _run(["--config", path, "--set", "data.groups.0.batch_share=0.7", "--set", "data.groups.1.batch_share=0.3"])
+        assert r.returncode == 2 and "expected a sum below 1" in r.stderr, r.stderr
+
+
+def test_val_fraction_default_follows_select():
+    # hetdro (host/config.cpp): left out, data.val_fraction is 0.1 when train.select uses the split and
+    # 0 when select = "last"; a value the config (or --set) gives is kept.
+    with tempfile.TemporaryDirectory() as d:
+        path = _write_tiny_data(d)
+        assert tr.load_config(path)["data"]["val_fraction"] == 0.0
+        assert tr.load_config(path, ['train.select="last"'])["data"]["val_fraction"] == 0.0
+        assert tr.load_config(path, ['train.select="worst_val"'])["data"]["val_fraction"] == 0.1
+        assert tr.load_config(path, ['train.select="mean_val"'])["data"]["val_fraction"] == 0.1
+        assert tr.load_config(path, ["data.val_fraction=0.2"])["data"]["val_fraction"] == 0.2
+        assert tr.load_config(path, ["data.val_fraction=0.1"])["data"]["val_fraction"] == 0.1
+        assert tr.load_config(path, ['train.select="worst_val"', "data.val_fraction=0.3"])["data"]["val_fraction"] == 0.3
+        with open(path) as f:
+            text = f.read()
+        with open(path, "w") as f:   # given in the file, not by --set
+            f.write(text.replace("classes = 3\n", "classes = 3\nval_fraction = 0.25\n", 1))
+        assert tr.load_config(path)["data"]["val_fraction"] == 0.25
+        groups = tr.load_data(tr.load_config(path))
+        assert all(g["xva"] is not None for g in groups)
 
 
 def test_config_errors_exit_2():

@@ -6,9 +6,11 @@ yardstick for the C++/CUDA trainer's accuracy and speed. It reads the same confi
 (every key hetdro reads, the same --set overrides) and NPY data as `hetdro train`, makes the
 same validation split and the same initial parameters (hetdro's counter RNG, value for value),
 and trains the same model with the same loss, Adam/AdamW and GroupDRO rules; it prints
-per-epoch test accuracy per group and the median step time. Only the batch order and the
-anchor noise come from PyTorch's generators. The step is batched over groups, classes and
-pairs (one call per group encoder); the W2 backward is docs/DESIGN.md §2's autograd.Function.
+per-epoch test accuracy per group and the median step time. Its batches hold the same rows in
+the same order as hetdro's (host/data.cpp StratifiedSampler: train.group_batch, batch_share,
+the seeded shuffles); only the anchor noise comes from PyTorch's generators. The step is
+batched over groups, classes and pairs (one call per group encoder); the W2 backward is
+docs/DESIGN.md §2's autograd.Function.
 
 Portable across PyTorch 1.13 (CPU) and 2.x (CUDA); --compile needs torch.compile (2.x).
 
@@ -179,22 +181,24 @@ def load_toml_text(text, path):
 # Every key hetdro reads (host/config.cpp) with its default (None: required) and allowed values.
 # Unknown keys are errors (docs/DESIGN.md §4), so a typo never silently trains with a default;
 # a key this reference cannot honour is refused by name (_refuse_unsupported).
+# data.val_fraction's 0.1 here is its type; left out of the config it follows train.select (load_config).
 _DATA_KEYS = {"classes": 10, "groups": None, "val_fraction": 0.1, "val_seed": 0}
 _GROUP_KEYS = {"name": None, "train_x": None, "train_y": None, "test_x": None, "test_y": None,
                "encoder": "", "channels": [32, 64], "kernel": 3, "hidden": [128], "label_column": "label",
-               "val_x": "", "val_y": ""}
+               "val_x": "", "val_y": "", "batch_share": 0.0}
 _MODEL_KEYS = {"latent_dim": 64, "classifier": "linear", "classifier_hidden": 128, "latent_activation": "none",
                "anchor_scale": 1.0, "anchor_mean_init": "zero"}
 _TRAIN_KEYS = {"epochs": 10, "batch_size": 100, "lr": 1e-3, "lambda_fit": 1e-3, "lambda_sep": 1e-3,
                "samples_per_anchor": 16, "eps": 1e-5, "fit": "pooled", "objective": "erm",
-               "groupdro_eta": 0.01, "weight_decay": 0.0, "seed": 0, "device": "auto", "eval_batch": 1000,
-               "checkpoint_every": 0, "select": "last", "groupdro": {}}
+               "group_batch": "proportional", "groupdro_eta": 0.01, "weight_decay": 0.0, "seed": 0,
+               "device": "auto", "eval_batch": 1000, "checkpoint_every": 0, "select": "last", "groupdro": {}}
 _GROUPDRO_KEYS = {"update": "exp", "objective": "weighted", "tau": 1.0, "gamma": 0.1, "adjustment": 0.0}
 _CHOICES = {("model", "classifier"): ("linear", "mlp2"),
             ("model", "latent_activation"): ("none", "relu"),
             ("model", "anchor_mean_init"): ("zero", "random"),
             ("train", "fit"): ("pooled", "per_group", "none"),
             ("train", "objective"): ("erm", "groupdro"),
+            ("train", "group_batch"): ("proportional", "sqrt", "equal"),
             ("train", "device"): ("auto", "cuda", "cpu"),
             ("train", "select"): ("last", "worst_val", "mean_val"),
             ("train.groupdro", "update"): ("exp", "softmax", "smooth"),
@@ -282,6 +286,27 @@ def _refuse_unsupported(cfg):
                         "(it writes no checkpoints); set it to 0" % cfg["train"]["checkpoint_every"])
 
 
+def _check_batch_shares(groups):
+    """host/config.cpp check_batch_shares: the batch_share values fix those groups' shares of a
+    batch and the others split what is left, so shares that leave nothing for the others, or that
+    do not fill the batch when every group has one, cannot be met."""
+    fixed, free, keys = 0.0, 0, []
+    for i, g in enumerate(groups):
+        if g["batch_share"] > 0:
+            fixed += g["batch_share"]
+            keys.append("data.groups[%d].batch_share" % i)
+        else:
+            free += 1
+    if not keys:
+        return
+    if free > 0 and fixed >= 1:
+        raise UserError("config: the keys %s add up to %.6g, which leaves nothing of a batch for the %d group(s) "
+                        "without a batch_share: expected a sum below 1" % (", ".join(keys), fixed, free))
+    if free == 0 and abs(fixed - 1) > 1e-6:
+        raise UserError("config: every group has a batch_share, and they add up to %.6g: expected them to add up "
+                        "to 1 (%s)" % (fixed, ", ".join(keys)))
+
+
 def load_config(path, overrides=()):
     if not os.path.isfile(path):
         raise UserError("config file not found: %s" % path)
@@ -303,7 +328,10 @@ def load_config(path, overrides=()):
     base = os.path.dirname(os.path.abspath(path))
     cfg["data"]["groups"] = [_fill("data.groups", g, _GROUP_KEYS) for g in groups]
     names = set()
-    for g in cfg["data"]["groups"]:
+    for raw_g, g in zip(groups, cfg["data"]["groups"]):
+        if "batch_share" in raw_g and not 0 < g["batch_share"] < 1:
+            raise UserError("config: group %s: batch_share = %r, expected the group's share of every batch, "
+                            "in (0, 1)" % (g["name"], raw_g["batch_share"]))
         if g["name"] in names:
             raise UserError("config: group name '%s' is used twice" % g["name"])
         names.add(g["name"])
@@ -327,6 +355,11 @@ def load_config(path, overrides=()):
     for key in ("lambda_fit", "lambda_sep", "groupdro_eta", "weight_decay"):
         if t[key] < 0:
             raise UserError("config: [train] %s must be >= 0" % key)
+    _check_batch_shares(cfg["data"]["groups"])
+    # The validation split costs every group a tenth of its training data: left out of the config,
+    # it is taken only when train.select uses it (host/config.cpp load_config, docs/DESIGN.md §4).
+    if "val_fraction" not in raw["data"]:
+        cfg["data"]["val_fraction"] = 0.1 if t["select"] != "last" else 0.0
     if not 0 <= cfg["data"]["val_fraction"] <= 0.5:
         raise UserError("config: [data] val_fraction must lie in [0, 0.5]")
     if not gd["tau"] > 0 or not 0 <= gd["gamma"] <= 1 or gd["adjustment"] < 0:
@@ -476,16 +509,109 @@ def load_data(cfg):
     return groups
 
 
+def batch_counts(B, Ns, mode="proportional", shares=None):
+    """host/data.cpp batch_counts, in the same double arithmetic: group g's samples per batch.
+    shares[g] > 0 fixes it at B·shares[g]; the other groups split B·(1 − Σ shares) in proportion
+    to N_g (proportional), √N_g (sqrt) or 1 (equal). Floors, then one more each by largest
+    remainder (ties: the first group), then at least one per group (taken from the largest count).
+    Σ n_g = B. With no shares, proportional is round(B·N_g/N) (docs/DESIGN.md §1)."""
+    G = len(Ns)
+    if B < G:
+        raise UserError("batch size %d is smaller than the number of groups (%d)" % (B, G))
+    shares = [float(v) for v in shares] if shares else [0.0] * G
+    if len(shares) != G:
+        raise ValueError("batch_counts: %d shares for %d groups" % (len(shares), G))
+
+    def weight(g):
+        if mode == "sqrt":
+            return math.sqrt(float(Ns[g]))
+        if mode == "equal":
+            return 1.0
+        return float(Ns[g])
+    fixed = total = 0.0   # the fixed shares' sum; the free groups' weight
+    for g in range(G):
+        if shares[g] > 0:
+            fixed += shares[g]
+        else:
+            total += weight(g)
+    free_rows = B * (1 - fixed)   # B exactly with no fixed shares
+    counts, remainder = [], []
+    for g in range(G):
+        exact = B * shares[g] if shares[g] > 0 else free_rows * weight(g) / total
+        counts.append(int(math.floor(exact)))
+        remainder.append(exact - counts[g])
+    order = sorted(range(G), key=lambda g: -remainder[g])   # stable: ties keep the group order
+    assigned, i = sum(counts), 0
+    while assigned < B:
+        counts[order[i]] += 1
+        i, assigned = (i + 1) % G, assigned + 1
+    for g in range(G):   # every group in every batch: the extra sample comes from the largest count
+        if counts[g] == 0:
+            counts[g] += 1
+            counts[counts.index(max(counts))] -= 1
+    return counts
+
+
 def group_batch_sizes(B, Ns):
-    """n_g = round(B N_g / N) by the largest-remainder method, so that Σ n_g = B exactly
-    (docs/DESIGN.md §1). Integer arithmetic: no float ties."""
-    N = sum(Ns)
-    base = [B * n // N for n in Ns]
-    rem = [B * n % N for n in Ns]
-    order = sorted(range(len(Ns)), key=lambda i: (-rem[i], i))
-    for i in order[:B - sum(base)]:
-        base[i] += 1
-    return base
+    """The proportional counts, round(B·N_g/N) by largest remainder (batch_counts' default)."""
+    return batch_counts(B, Ns)
+
+
+class StratifiedSampler:
+    """host/data.cpp StratifiedSampler: every batch holds per_batch[g] samples of group g, and
+    order(epoch) gives each group's order for that epoch (step s takes per_batch[g] entries from
+    s·per_batch[g]), the same indices as hetdro's for the same sizes, counts and train.seed.
+     - Proportional counts (no batch_share, the default): one seeded shuffle per group and epoch;
+       an epoch has min_g floor(N_g / n_g) steps and repeats no sample.
+     - Otherwise (resamples): an epoch is one pass over the largest group (the first on ties),
+       floor(N_L / n_L) steps; a group that runs out is drawn again from a fresh shuffle (pass
+       p ≥ 1 seeded from pass 0's seed and p), the passes cut where the epoch ends."""
+
+    def __init__(self, sizes, batch_size, seed, mode="proportional", shares=None):
+        self.sizes = [int(n) for n in sizes]
+        self.per_batch = batch_counts(batch_size, self.sizes, mode, shares)
+        self.resamples = mode != "proportional" or any(v > 0 for v in (shares or ()))
+        self.seed = int(seed) & _M64
+        if self.resamples:
+            largest = self.sizes.index(max(self.sizes))
+            self.steps = self.sizes[largest] // self.per_batch[largest]
+        else:
+            self.steps = min(N // n for N, n in zip(self.sizes, self.per_batch))
+
+    def order_size(self, g):
+        return self.steps * self.per_batch[g] if self.resamples else self.sizes[g]
+
+    def order(self, epoch):
+        """Each group's order of training rows for `epoch` (0-based), a list of lists."""
+        out = []
+        for g, N in enumerate(self.sizes):
+            pass_seed = splitmix64(self.seed ^ splitmix64((epoch * 1000003 + g) & _M64))
+            o = seeded_permutation(N, pass_seed)
+            if self.resamples:
+                need, p = self.order_size(g), 1
+                while len(o) < need:
+                    o += seeded_permutation(N, splitmix64(pass_seed ^ splitmix64(p)))
+                    p += 1
+                del o[need:]
+            out.append(o)
+        return out
+
+
+def make_sampler(cfg, Ns):
+    """The sampler hetdro's trainer makes (host/trainer.cpp make_sampler), with its refusals."""
+    t, groups = cfg["train"], cfg["data"]["groups"]
+    s = StratifiedSampler(Ns, t["batch_size"], t["seed"], t["group_batch"], [g["batch_share"] for g in groups])
+    for g, N, n in zip(groups, Ns, s.per_batch):
+        if not s.resamples and N < n:
+            raise UserError("config: group '%s' has %d training samples, fewer than the %d that every batch of "
+                            "train.batch_size = %d takes from it; lower train.batch_size"
+                            % (g["name"], N, n, t["batch_size"]))
+    if s.steps < 1:
+        L = Ns.index(max(Ns))
+        raise UserError("config: the largest group, '%s', has %d training samples, fewer than the %d that every "
+                        "batch takes from it: an epoch would have no step; lower train.batch_size"
+                        % (groups[L]["name"], Ns[L], s.per_batch[L]))
+    return s
 
 
 # ----------------------------------------------------------------------------- model
@@ -960,10 +1086,8 @@ def main(argv=None):
     val = [(dev(g["xva"]), dev(g["yva"])) for g in groups]
     Ns = [len(g["ytr"]) for g in groups]
     B = t["batch_size"]
-    if B > sum(Ns):
-        raise UserError("batch_size %d exceeds the %d training samples" % (B, sum(Ns)))
-    nb = group_batch_sizes(B, Ns)
-    steps_per_epoch = min(N // n for N, n in zip(Ns, nb) if n > 0)
+    sampler = make_sampler(cfg, Ns)   # refuses a batch that a group (or under resampling, an epoch) cannot fill
+    nb, steps_per_epoch = sampler.per_batch, sampler.steps
     k, J, G = cfg["model"]["latent_dim"], t["samples_per_anchor"], len(groups)
     names = [g["name"] for g in groups]
 
@@ -983,29 +1107,28 @@ def main(argv=None):
         opts["fit_fn"] = disable(fit_loss)
         loss_fn = torch.compile(compute_loss)
 
-    perm_gen = torch.Generator().manual_seed(t["seed"] + 1)     # batch order
     xi_gen = torch.Generator(device=device).manual_seed(t["seed"] + 2)  # anchor noise
     q = torch.full((G,), 1.0 / G, device=device, dtype=torch.float64)
 
-    print("torch %s on %s%s | groups %s | batch %s = %d | %d steps/epoch | eigh %s%s%s"
+    print("torch %s on %s%s | groups %s | batch %s = %d%s | %d steps/epoch | eigh %s%s%s"
           % (torch.__version__, device,
              " (%d threads)" % torch.get_num_threads() if device.type == "cpu" else
              " (%s)" % torch.cuda.get_device_name(device),
              ", ".join("%s:%s N=%d" % (g["name"], g["encoder"], n) for g, n in zip(groups, Ns)),
-             "+".join(map(str, nb)), B, steps_per_epoch, args.eigh, " compiled" if args.compile else "",
+             "+".join(map(str, nb)), B,
+             " (group_batch = %s%s: a group that runs out is drawn again)"
+             % (t["group_batch"], " and batch_share" if any(g["batch_share"] > 0 for g in cfg["data"]["groups"])
+                else "") if sampler.resamples else "",
+             steps_per_epoch, args.eigh, " compiled" if args.compile else "",
              " | weight decay %g" % t["weight_decay"] if t["weight_decay"] > 0 else ""),
           flush=True)
 
-    def new_perms():
-        return [torch.randperm(N, generator=perm_gen).to(device) for N in Ns]
+    def new_perms(epoch):   # 0-based, as hetdro's sampler counts epochs
+        return [torch.tensor(o, dtype=torch.long).to(device) for o in sampler.order(epoch)]
 
     def train_step(perms, s, q):
         xs, ys = [], []
         for (xtr, ytr, _, _), perm, n in zip(tensors, perms, nb):
-            if n == 0:
-                xs.append(None)
-                ys.append(None)
-                continue
             idx = perm[s * n:(s + 1) * n]
             xs.append(xtr.index_select(0, idx))
             ys.append(ytr.index_select(0, idx))
@@ -1028,7 +1151,7 @@ def main(argv=None):
     for epoch in range(1, t["epochs"] + 1):
         if args.max_steps is not None and step >= args.max_steps:
             break
-        perms = new_perms()
+        perms = new_perms(epoch - 1)
         sums = torch.zeros(5, device=device)
         times = []
         nsteps = 0
@@ -1103,13 +1226,15 @@ def main(argv=None):
 def time_steps(args, device, B, steps_per_epoch, new_perms, train_step, q):
     """The speed baseline: warm-up steps untimed (with --compile one more first, for the
     compilation), then --time-steps steps timed one by one; batches cycle through epochs, the
-    next epoch's permutation drawn between steps, outside the timed span."""
+    next epoch's order drawn between steps, outside the timed span."""
     timer = StepTimer(device)
-    perms, s = new_perms(), 0
+    epoch = 0
+    perms, s = new_perms(epoch), 0
     total = args.warmup + (1 if args.compile else 0) + args.time_steps
     for i in range(total):
         if s == steps_per_epoch:
-            perms, s = new_perms(), 0
+            epoch += 1
+            perms, s = new_perms(epoch), 0
         timed = i >= total - args.time_steps
         t0 = timer.start() if timed else None
         _, q = train_step(perms, s, q)
