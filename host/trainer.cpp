@@ -63,6 +63,19 @@ StratifiedSampler make_sampler(const Config& config, const std::vector<GroupData
           "train.batch_size = {} takes from it; lower train.batch_size",
           config.path, groups[g].name, groups[g].train.size(), sampler.per_batch()[g],
           config.train.batch_size);
+  if (sampler.steps_per_epoch() == 0) {  // resampling: the largest group cannot fill its share
+    const size_t L = std::max_element(groups.begin(), groups.end(),
+                                      [](const GroupData& a, const GroupData& b) {
+                                        return a.train.size() < b.train.size();
+                                      }) -
+                     groups.begin();
+    input_error(
+        "{}: group '{}', the largest, has {} training samples, fewer than the {} that every "
+        "batch of train.batch_size = {} takes from it, so an epoch (one pass over the largest "
+        "group) would have no step; lower train.batch_size or its share of a batch",
+        config.path, groups[L].name, groups[L].train.size(), sampler.per_batch()[L],
+        config.train.batch_size);
+  }
   return sampler;
 }
 

@@ -69,6 +69,10 @@ TEST(Config, DefaultsFollowTheDesign) {
   EXPECT_EQ(c.train.fit, Fit::pooled);
   EXPECT_EQ(c.train.objective, Objective::erm);
   EXPECT_DOUBLE_EQ(c.train.groupdro_eta, 0.01);
+  EXPECT_EQ(c.train.group_batch, GroupBatch::proportional);
+  EXPECT_EQ(c.groups[0].batch_share, 0.0);
+  EXPECT_EQ(c.train.select, Select::last);
+  EXPECT_EQ(c.val_fraction, 0.0);  // select = "last" uses no validation split: none is taken
   // Relative paths resolve against the config's folder; absolute ones stay.
   EXPECT_EQ(
       c.groups[0].train_x,
@@ -223,7 +227,10 @@ TEST(Config, EveryKeyAwayFromItsDefaultSurvivesTheResolvedToml) {
                                          "train.groupdro.objective=\"logsumexp\"",
                                          "train.groupdro.tau=0.3",
                                          "train.groupdro.gamma=0.2",
-                                         "train.groupdro.adjustment=1.5"};
+                                         "train.groupdro.adjustment=1.5",
+                                         "train.group_batch=\"sqrt\"",
+                                         "data.groups.0.batch_share=0.3",
+                                         "data.val_fraction=0.2"};
   const Config c = load_config(write_config("min.toml", kMinimal), sets);
   const Config d = load_config(write_config("resolved.toml", to_toml(c)));
   EXPECT_EQ(to_toml(d), to_toml(c));
@@ -259,6 +266,66 @@ TEST(Config, EveryKeyAwayFromItsDefaultSurvivesTheResolvedToml) {
   EXPECT_EQ(t.groupdro_tau, 0.3);
   EXPECT_EQ(t.groupdro_gamma, 0.2);
   EXPECT_EQ(t.groupdro_adjustment, 1.5);
+  EXPECT_EQ(t.group_batch, GroupBatch::sqrt);
+  EXPECT_EQ(d.groups[0].batch_share, 0.3);
+  EXPECT_EQ(d.groups[1].batch_share, 0.0);
+  EXPECT_EQ(d.val_fraction, 0.2);
+}
+
+// train.group_batch and data.groups[].batch_share (docs/DESIGN.md §1): shares that cannot be met
+// are errors naming the keys, before any data is read.
+TEST(Config, BatchSharesMustBeMeetable) {
+  const std::string path = write_config("min.toml", kMinimal);
+  EXPECT_EQ(load_config(path, {"train.group_batch=\"equal\""}).train.group_batch,
+            GroupBatch::equal);
+  std::string e = error_of(path, {"train.group_batch=\"balanced\""});
+  EXPECT_NE(e.find("train.group_batch"), std::string::npos) << e;
+  EXPECT_NE(e.find("\"proportional\", \"sqrt\", \"equal\""), std::string::npos) << e;
+  for (const char* bad : {"0", "1", "-0.5", "1.5"}) {
+    e = error_of(path, {std::string("data.groups.1.batch_share=") + bad});
+    EXPECT_NE(e.find("key 'data.groups[1].batch_share': expected the group's share of every batch, "
+                     "in (0, 1)"),
+              std::string::npos)
+        << bad << ": " << e;
+  }
+  EXPECT_EQ(load_config(path, {"data.groups.1.batch_share=0.25"}).groups[1].batch_share, 0.25);
+  // One group fixed at 0.999 still leaves the other a share; both fixed must fill the batch.
+  EXPECT_EQ(error_of(path, {"data.groups.0.batch_share=0.999"}), "");
+  e = error_of(path, {"data.groups.0.batch_share=0.6", "data.groups.1.batch_share=0.3"});
+  EXPECT_NE(e.find("every group has a batch_share, and they add up to 0.9"), std::string::npos)
+      << e;
+  EXPECT_NE(e.find("data.groups[0].batch_share, data.groups[1].batch_share"), std::string::npos)
+      << e;
+  EXPECT_EQ(error_of(path, {"data.groups.0.batch_share=0.75", "data.groups.1.batch_share=0.25"}),
+            "");
+  // Three groups, two fixed at 0.5 each: nothing left for the third.
+  std::string three = kMinimal;
+  three +=
+      "[[data.groups]]\nname = \"c\"\ntrain_x = \"c.npy\"\ntrain_y = \"c.npy\"\n"
+      "test_x = \"c.npy\"\ntest_y = \"c.npy\"\n";
+  e = error_of(write_config("three.toml", three),
+               {"data.groups.0.batch_share=0.5", "data.groups.2.batch_share=0.5"});
+  EXPECT_NE(e.find("add up to 1, which leaves nothing of a batch for the 1 group(s) without a "
+                   "batch_share"),
+            std::string::npos)
+      << e;
+}
+
+// data.val_fraction left out: 0.1 when train.select picks a model by the validation split, 0 when
+// nothing uses it (select = "last"); a value given is kept either way (docs/DESIGN.md §4).
+TEST(Config, TheValidationSplitIsTakenWhenSomethingUsesIt) {
+  const std::string path = write_config("min.toml", kMinimal);
+  EXPECT_EQ(load_config(path).val_fraction, 0.0);
+  EXPECT_EQ(load_config(path, {"train.select=\"worst_val\""}).val_fraction, 0.1);
+  EXPECT_EQ(load_config(path, {"train.select=\"mean_val\""}).val_fraction, 0.1);
+  EXPECT_EQ(load_config(path, {"data.val_fraction=0.2"}).val_fraction, 0.2);
+  EXPECT_EQ(load_config(path, {"data.val_fraction=0", "train.select=\"worst_val\""}).val_fraction,
+            0.0);
+  // The run folder's config.toml holds the value taken, so a resume with another select keeps it.
+  const Config c = load_config(path, {"train.select=\"worst_val\""});
+  const Config d =
+      load_config(write_config("resolved.toml", to_toml(c)), {"train.select=\"last\""});
+  EXPECT_EQ(d.val_fraction, 0.1);
 }
 
 }  // namespace

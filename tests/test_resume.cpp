@@ -145,6 +145,42 @@ TEST_F(Resume, FromAMidEpochCheckpointEqualsAnUnbrokenRun) {
   EXPECT_DOUBLE_EQ(b[1]["loss"].get<double>(), a[1]["loss"].get<double>());
 }
 
+// The same under resampled shares (train.group_batch = "sqrt": 27, 21 and 12 of a batch of 60,
+// 33 steps an epoch, the smaller groups drawn again): --max-steps 40 stops at step 7 of epoch 2.
+// A resume that would change the shares mid-epoch is refused.
+TEST_F(Resume, FromAMidEpochCheckpointUnderResampledSharesEqualsAnUnbrokenRun) {
+  train("whole", "--set train.epochs=2 --set train.group_batch=sqrt");
+  train("split", "--set train.epochs=2 --set train.group_batch=sqrt --max-steps 40");
+  const SafetensorsFile mid = read_safetensors(out("split") + "/checkpoint.safetensors");
+  EXPECT_EQ(mid.metadata.at("step_in_epoch"), "7");
+  EXPECT_EQ(mid.metadata.at("sampler"), "27, 21, 12 per batch, drawn again");
+  const auto r = run_cli("train --resume " + out("split") + " --set train.group_batch=equal");
+  EXPECT_EQ(r.code, 2) << r.output;
+  EXPECT_NE(r.output.find("taken with the batch shares (train.group_batch, "
+                          "data.groups[].batch_share) = \"27, 21, 12 per batch, drawn again\", "
+                          "but the config now has 20, 20, 20 per batch, drawn again"),
+            std::string::npos)
+      << r.output;
+  resume("split", "");
+  EXPECT_EQ(tensors(out("split")), tensors(out("whole")));
+  const auto a = metrics(out("whole")), b = metrics(out("split"));
+  ASSERT_EQ(b.size(), 2u);
+  EXPECT_DOUBLE_EQ(b[1]["loss"].get<double>(), a[1]["loss"].get<double>());
+}
+
+// Under resampling an epoch is one pass over the largest group: a share of a batch larger than
+// that group is refused before training, naming the group.
+TEST_F(Resume, AShareTheLargestGroupCannotFillIsRefused) {
+  const auto r = run_cli("train --config " + config() + " --out " + out("run") +
+                         " --set train.batch_size=1100 --set data.groups.0.batch_share=0.9");
+  EXPECT_EQ(r.code, 2) << r.output;
+  EXPECT_NE(r.output.find("group 'img8', the largest, has 900 training samples, fewer than the 990 "
+                          "that every batch of train.batch_size = 1100 takes from it"),
+            std::string::npos)
+      << r.output;
+  EXPECT_FALSE(fs::exists(out("run")));
+}
+
 // A run killed with SIGKILL at a random moment resumes from its last checkpoint and ends with
 // the parameters of a run that was never interrupted.
 TEST_F(Resume, AfterSigkillAtARandomStepTheResumedRunEndsLikeAnUnbrokenOne) {

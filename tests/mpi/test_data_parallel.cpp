@@ -207,10 +207,16 @@ TEST(DataParallelMoments, CombinedShardsGiveTheOnePassMoments) {
 // one step's gradient jumped by 4e-3 at step 13 with 2 ranks (a discrete event: a max-pool or
 // ReLU near-tie), leaving the parameters 2.2e-4 apart after 20 steps. The tiny model above
 // checks free-running float parameters. Then the evaluation split across ranks.
-TEST(DataParallelFloat, TrainerStepsEqualTheSingleProcessTrainer) {
+// Under resampled shares too (train.group_batch = "equal": 20 of each group in a batch of 60, so
+// vec40's 180 samples run out at step 9 and are drawn again): each rank takes its rows of every
+// group's share as under proportional shares (docs/DESIGN.md §7).
+class DataParallelFloat : public ::testing::TestWithParam<GroupBatch> {};
+
+TEST_P(DataParallelFloat, TrainerStepsEqualTheSingleProcessTrainer) {
   auto comm = collectives();
   ASSERT_TRUE(comm);
   Config config = load_config(testing::synthetic_config(), {});
+  config.train.group_batch = GetParam();
   // Latent 8 with 12 samples of each class per batch: full-rank class covariances. At the
   // default 32 most eigenvalues sit at eps, where W2's backward magnifies float rounding
   // (any summation order, one process or many) to about 1e-5.
@@ -254,6 +260,12 @@ TEST(DataParallelFloat, TrainerStepsEqualTheSingleProcessTrainer) {
   c.barrier();
   if (rank == 0) std::filesystem::remove(path);
 }
+
+INSTANTIATE_TEST_SUITE_P(Shares, DataParallelFloat,
+                         ::testing::Values(GroupBatch::proportional, GroupBatch::equal),
+                         [](const ::testing::TestParamInfo<GroupBatch>& p) {
+                           return std::string(name(p.param));
+                         });
 
 }  // namespace
 }  // namespace hetdro
