@@ -160,7 +160,9 @@ std::vector<GroupData> load_groups(const Config& config) {
                                &d.val_note);
       if (d.val.size() > 0) d.val_note += fmt::format(", data.val_seed = {}", config.val_seed);
     } else {
-      d.val_note = "none (data.val_fraction = 0)";
+      d.val_note = config.train.select == Select::last
+                       ? "none (data.val_fraction = 0; train.select = \"last\" uses no split)"
+                       : "none (data.val_fraction = 0)";
     }
     if (encoder_input_shape(g, d.train.x, g.train_x) != encoder_input_shape(g, d.test.x, g.test_x))
       input_error(

@@ -20,5 +20,5 @@ cmake --build --preset debug
 export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=0}
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1}
 ctest --preset debug \
-  -E '^(W2Gaussian\.DegenerateCovariancesGiveFiniteGradientsThatMatchDifferences|sweep|plot_run|torch_reference|bench_vs_torch)$' \
+  -E '^(W2Gaussian\.DegenerateCovariancesGiveFiniteGradientsThatMatchDifferences|sweep|plot_run|plot_sweep_curves|torch_reference|bench_vs_torch)$' \
   "$@"
