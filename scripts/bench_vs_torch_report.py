@@ -41,7 +41,7 @@ def step_counts(cfg, shapes, Ns):
     C, k = cfg["data"]["classes"], cfg["model"]["latent_dim"]
     t, m = cfg["train"], cfg["model"]
     B, J = t["batch_size"], t["samples_per_anchor"]
-    nb = tr.group_batch_sizes(B, Ns)
+    nb = tr.make_sampler(cfg, Ns).per_batch  # train.group_batch and batch_share included
     fwd = 0.0      # GEMM-like forward FLOPs
     act = 0.0      # forward activation elements
     inputs = 0.0   # input bytes

@@ -129,14 +129,14 @@ def test_class_moments_many_keys_path_agrees():
     torch.testing.assert_close(tr._scatter(onehot, z), torch.einsum("bK,bi,bj->Kij", onehot, z, z))
 
 
-def test_group_batch_sizes_largest_remainder():
-    assert tr.group_batch_sizes(100, [42000, 15000, 3000]) == [70, 25, 5]
-    assert tr.group_batch_sizes(10, [1, 1, 1]) == [4, 3, 3]
-    assert sum(tr.group_batch_sizes(97, [123, 4567, 89])) == 97
+def test_batch_counts_proportional_largest_remainder():
+    assert tr.batch_counts(100, [42000, 15000, 3000]) == [70, 25, 5]
+    assert tr.batch_counts(10, [1, 1, 1]) == [4, 3, 3]
+    assert sum(tr.batch_counts(97, [123, 4567, 89])) == 97
     # As hetdro's tests/test_sampler.cpp CountsAreRoundedSharesSummingToTheBatch: a tiny group
     # still gets one sample per batch, taken from the largest count.
-    assert tr.group_batch_sizes(100, [10, 10, 10]) == [34, 33, 33]
-    assert tr.group_batch_sizes(10, [100000, 10]) == [9, 1]
+    assert tr.batch_counts(100, [10, 10, 10]) == [34, 33, 33]
+    assert tr.batch_counts(10, [100000, 10]) == [9, 1]
 
 
 def test_batch_counts_follow_group_batch_and_batch_share():

@@ -552,11 +552,6 @@ def batch_counts(B, Ns, mode="proportional", shares=None):
     return counts
 
 
-def group_batch_sizes(B, Ns):
-    """The proportional counts, round(B·N_g/N) by largest remainder (batch_counts' default)."""
-    return batch_counts(B, Ns)
-
-
 class StratifiedSampler:
     """host/data.cpp StratifiedSampler: every batch holds per_batch[g] samples of group g, and
     order(epoch) gives each group's order for that epoch (step s takes per_batch[g] entries from
