@@ -475,13 +475,13 @@ void check_batch_shares(const Config& c, const Sources& f) {
   if (keys.empty()) return;
   if (free > 0 && fixed >= 1)
     input_error(
-        "{}: the keys {} add up to {}, which leaves nothing of a batch for the {} group(s) "
+        "{}: the keys {} add up to {:.6g}, which leaves nothing of a batch for the {} group(s) "
         "without a batch_share: expected a sum below 1",
         f.of("data.groups"), keys, fixed, free);
   if (free == 0 && std::abs(fixed - 1) > 1e-6)
     input_error(
-        "{}: every group has a batch_share, and they add up to {}: expected them to add up to 1 "
-        "({})",
+        "{}: every group has a batch_share, and they add up to {:.6g}: expected them to add "
+        "up to 1 ({})",
         f.of("data.groups"), fixed, keys);
 }
 
