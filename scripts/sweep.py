@@ -18,6 +18,17 @@ key of --config (data paths resolved against its folder) and every --set, --grid
 is compared with the run's config.toml, and a difference is an error (exit 2) naming the run
 and the key, so a table never reports runs under settings they were not trained with.
 
+--tables-only runs nothing: it writes table.md, table.csv, runs.csv and worst_group.png from the
+runs complete so far (e.g. between the sessions of a long sweep, or to table the same runs again
+with --use selected). Every check above and below still happens (the options, the run folders'
+settings, the output paths); a run that is not complete is "not run" in the tables (a run whose
+.lock a hetdro holds, seen in /proc/locks without taking the lock, is noted "running"); no run is
+started, resumed or restarted, no log is written and no run folder is made or changed. The
+reproduce command in table.md is the sweep's command without --tables-only, and its header says
+"--tables-only: K of N runs complete". It exits 0 however many runs are missing (2 for bad
+input, as always; an --out folder that does not exist is one). --tables-only with --dry-run is
+an error.
+
 A run that fails (non-zero exit) is reported with its exit code and the last lines of its
 output, recorded as failed, and the sweep goes on; the sweep exits 1 at the end then. Ctrl-C
 (SIGINT) or SIGTERM stops the sweep: each running hetdro gets one SIGINT (SIGTERM), finishes
@@ -27,8 +38,10 @@ DIR/logs/<variant>/seed<s>.log, appended to as hetdro prints (after what an earl
 logged; the logs are the one output written in place, so `tail -f` follows them); with
 --jobs 1 it is also echoed, indented (not with --quiet).
 
-Writes to DIR (table.md, table.csv, runs.csv again after every run; the picture at the end):
-  table.md         header (config, grid, seeds, --set, --use, the command that reproduces it),
+Writes to DIR (table.md, table.csv, runs.csv again after every run; the picture at the end;
+with --tables-only the four once, from the runs complete so far, and nothing else):
+  table.md         header (config, grid, seeds, --set, --use, the command that reproduces it;
+                   with --tables-only the line "--tables-only: K of N runs complete"),
                    then one row per variant: each group's test accuracy, worst-group and
                    mean-group accuracy as mean ± sd over the complete seeds (sample sd, ddof = 1;
                    one seed: the value and "n=1"), and seeds complete / asked (failed)
@@ -56,8 +69,9 @@ one), with a message on stderr.
 model-selection rule; a report without it is an error naming the run, exit 2).
 With --jobs N > 1 each hetdro gets OMP_NUM_THREADS = max(1, cores // N) unless it is set.
 
-Exit codes: 0 all runs complete; 1 some run failed or was interrupted (the others completed;
-the tables hold them), or a write failed (a full disk), or standard output lost what was printed;
+Exit codes: 0 all runs complete (--tables-only: the tables were written, however many runs are
+complete); 1 some run failed or was interrupted (the others completed; the tables hold them), or
+a write failed (a full disk), or standard output lost what was printed;
 2 bad input (an option, the config, a run folder made with other settings, a malformed
 report.json, an output path the rule refuses): the message names the file or option and what
 was expected, and no run is started; 130/143 the sweep was stopped by SIGINT/SIGTERM.
@@ -69,6 +83,9 @@ Example:
   # -> sweeps/fit-x-objective/{table.md,table.csv,worst_group.png,runs.csv}; the same command
   #    again skips the complete runs and continues interrupted ones.
   /usr/bin/python3 scripts/sweep.py ... --dry-run     # list the runs and what each would do
+  /usr/bin/python3 scripts/sweep.py ... --tables-only # tables of the runs complete so far; runs nothing
+  /usr/bin/python3 scripts/sweep.py ... --tables-only --use selected   # the same runs, each run's
+                                                      #    selected model (report.json "selected")
 """
 
 import argparse
@@ -360,6 +377,41 @@ def folder_state(run):
     if os.path.isdir(run.dir) and any(n != ".lock" for n in os.listdir(run.dir)):
         return "restart", why or ("no config.toml" if has_ckpt else "no checkpoint yet")
     return "start", ""
+
+
+def held_locks():
+    """{(st_dev major, minor, inode)} of the files some process holds a lock on, from /proc/locks
+    (only looked at: taking a run's lock, even for a moment, could make a hetdro starting then
+    refuse its folder); None when it cannot be read (not Linux)."""
+    try:
+        with open("/proc/locks", encoding="ascii", errors="replace") as f:
+            text = f.read()
+    except OSError:
+        return None
+    held = set()
+    for line in text.splitlines():
+        for field in line.split():
+            parts = field.split(":")
+            if len(parts) == 3:
+                try:
+                    held.add((int(parts[0], 16), int(parts[1], 16), int(parts[2])))
+                except ValueError:
+                    pass
+    return held
+
+
+def lock_held(run_dir, locks):
+    """True when a process holds run_dir/.lock (a hetdro training it), False when none does or
+    there is no .lock, None when that cannot be told."""
+    try:
+        st = os.stat(os.path.join(run_dir, ".lock"))
+    except FileNotFoundError:
+        return False
+    except OSError:
+        return None
+    if locks is None:
+        return None
+    return (os.major(st.st_dev), os.minor(st.st_dev), st.st_ino) in locks
 
 
 def _leaves(node, prefix=()):
@@ -838,6 +890,9 @@ def table_md(groups, rows, info):
     lines.append("- cells: mean ± sample sd (ddof = 1) over the complete seeds; \"n=1\": one seed only")
     lines.append("- runs: %d of %d complete, %d failed or interrupted, %d not run; %s"
                  % (info["n_complete"], info["n_runs"], info["n_failed"], info["n_not_run"], info["when"]))
+    if info.get("tables_only"):
+        lines.append("- written by --tables-only: %d of %d runs complete; nothing was run (the command "
+                     "below runs the rest)" % (info["n_complete"], info["n_runs"]))
     lines.append("- reproduce: `%s`" % info["command"])
     lines.append("")
     keys = [k for k, _ in grid]
@@ -971,6 +1026,10 @@ def build_parser():
                    help="last: the final model's accuracies (default); selected: report.json's "
                         "\"selected\" (a model-selection rule's choice)")
     p.add_argument("--dry-run", action="store_true", help="list the runs and what each would do; run nothing")
+    p.add_argument("--tables-only", action="store_true",
+                   help="write table.md, table.csv, runs.csv and worst_group.png from the runs complete "
+                        "so far, and run nothing (no run started or resumed, no log written); exit 0 "
+                        "however many are missing")
     p.add_argument("--quiet", action="store_true", help="do not echo hetdro's output (it still goes to DIR/logs)")
     return p
 
@@ -979,6 +1038,9 @@ def main(argv=None):
     script = sys.argv[0] if argv is None else os.path.relpath(os.path.abspath(__file__))
     argv = sys.argv[1:] if argv is None else list(argv)
     args = build_parser().parse_args(argv)
+    if args.tables_only and args.dry_run:
+        raise UserError("--tables-only and --dry-run: give one of them (--dry-run lists the runs and writes "
+                        "nothing; --tables-only writes the tables of the runs complete so far)")
 
     seeds = parse_seeds(args.seeds)
     grid = parse_grid(args.grid)
@@ -1000,6 +1062,9 @@ def main(argv=None):
         raise UserError("--out is empty, expected the sweep's folder")
     out_dir = os.path.abspath(args.out)
     outputs.check_folder(out_dir, "--out")
+    if args.tables_only and not os.path.isdir(out_dir):
+        raise UserError("--out %s: no such folder; --tables-only tables the runs of a sweep begun there "
+                        "(run without --tables-only to start it)" % args.out)
 
     variants = make_variants(grid)
     runs = []
@@ -1042,8 +1107,11 @@ def main(argv=None):
         os.makedirs(out_dir, exist_ok=True)
     except OSError as e:
         raise UserError("--out %s: cannot create the folder: %s" % (args.out, e))
+    # The command that makes the sweep: without --tables-only (or an abbreviation of it; no
+    # option's value can be one, argparse takes them for the option).
+    sweep_argv = [a for a in argv if not (a.startswith("--t") and "--tables-only".startswith(a))]
     command = "cd %s && %s" % (shlex.quote(os.getcwd()),
-                               shlex.join([sys.executable or "/usr/bin/python3", script] + argv))
+                               shlex.join([sys.executable or "/usr/bin/python3", script] + sweep_argv))
 
     def write_outputs(final):
         groups, rows = aggregate(runs, variants)
@@ -1053,13 +1121,14 @@ def main(argv=None):
                 "n_runs": len(runs), "n_complete": sum(r.status == "complete" for r in runs),
                 "n_failed": sum(r.status in ("failed", "interrupted") for r in runs),
                 "n_not_run": sum(r.status == "not run" for r in runs),
-                "when": datetime.datetime.now().isoformat(timespec="seconds")}
+                "when": datetime.datetime.now().isoformat(timespec="seconds"), "tables_only": args.tables_only}
         tables["table.md"].write(table_md(groups, rows, info).encode("utf-8"))
         tables["table.csv"].write(table_csv(groups, rows, grid).encode("utf-8"))
         tables["runs.csv"].write(runs_csv(runs, groups, grid, args.use).encode("utf-8"))
         if final:
-            title = "worst-group accuracy over seeds %s (--use %s)\n%s" % (
-                args.seeds, args.use, config_path)
+            title = "worst-group accuracy over seeds %s (--use %s%s)\n%s" % (
+                args.seeds, args.use, "; --tables-only: %d of %d runs complete" % (
+                    info["n_complete"], info["n_runs"]) if args.tables_only else "", config_path)
             fig = worst_group_figure(rows, title)
             png = io.BytesIO()
             try:
@@ -1068,10 +1137,17 @@ def main(argv=None):
                 plt.close(fig)
             tables["worst_group.png"].write(png.getvalue())
 
-    sweep = Sweep(args, runs, sets, config_path, hetdro, write_outputs, logs)
-    stopped_by = sweep.run_all()
-    if sweep.fatal is not None:
-        raise sweep.fatal
+    if args.tables_only:
+        locks = held_locks()
+        for r in runs:
+            if r.status != "complete" and lock_held(r.dir, locks):
+                r.note = "running (a hetdro holds its .lock)"
+        stopped_by = None
+    else:
+        sweep = Sweep(args, runs, sets, config_path, hetdro, write_outputs, logs)
+        stopped_by = sweep.run_all()
+        if sweep.fatal is not None:
+            raise sweep.fatal
 
     write_outputs(final=True)
     done = [r for r in runs if r.status == "complete"]
@@ -1082,6 +1158,14 @@ def main(argv=None):
         print(os.path.join(out_dir, name))
     for r in bad:
         print("%s: %s %s (%s); log: %s" % (r.status, r.label, r.dir, r.note, r.log))
+    if args.tables_only:
+        missing = len(runs) - len(done)
+        if missing:
+            print("\n--tables-only: nothing was run. To run the %d missing run%s (the complete ones are "
+                  "skipped), run the sweep's command:\n  %s" % (missing, "s" * (missing != 1), command))
+        else:
+            print("\n--tables-only: nothing was run; every run is complete.")
+        return 0
     if stopped_by is not None:
         print("\nsweep stopped by %s. To continue it (complete runs are skipped, interrupted ones "
               "resumed from their checkpoint), run the same command again:\n  %s"

@@ -4,7 +4,9 @@ folder and passed with --hetdro), so no trainer is needed: the run list of a 2x2
 the tables' mean ± sd (worked by hand), skipping complete runs on a re-run (the fake logs every
 call), --resume of an interrupted run, --overwrite of a run folder without a checkpoint, a failing
 run (exit 1, the others complete), --use selected, Ctrl-C (one SIGINT to the running trainer,
-exit 130, then resumed), --jobs and OMP_NUM_THREADS, a run folder made with other settings,
+exit 130, then resumed), --tables-only (the tables of the complete runs, nothing run and the run
+folders and logs untouched, a locked run noted "running", --use selected on the same runs),
+--jobs and OMP_NUM_THREADS, a run folder made with other settings,
 seed parsing and the option errors (exit 2), and worst_group.png; the output rule
 (scripts/outputs.py): a FIFO, a foreign file or the --config at an output path refused before any
 run, a link followed and its target replaced, and output lost on standard output (/dev/full)
@@ -20,8 +22,10 @@ Run: python3 -m pytest scripts/test_sweep.py   or   python3 scripts/test_sweep.p
 """
 
 import csv
+import fcntl
 import json
 import os
+import shlex
 import signal
 import stat
 import struct
@@ -633,6 +637,111 @@ def test_ctrl_c_interrupts_once_and_resumes():
         assert r.returncode == 0, (r.stdout, r.stderr)
         new = [c for c in env.calls()[len(calls):]]
         assert len(new) == 12 and new[0]["mode"] == "resume" and new[0]["dir"] == env.run_dir("none", "erm", 0), new
+
+
+def _tree(folder):
+    """{relative path: (kind, bytes, mtime_ns)} of everything under folder, to see it untouched."""
+    out = {}
+    for root, dirs, files in os.walk(folder):
+        for name in dirs + files:
+            path = os.path.join(root, name)
+            st = os.lstat(path)
+            data = open(path, "rb").read() if name in files else None
+            out[os.path.relpath(path, folder)] = (stat.S_IFMT(st.st_mode), data, st.st_mtime_ns)
+    return out
+
+
+def test_tables_only_tables_the_complete_runs_and_runs_nothing():
+    grid = ["--grid", "train.fit=none,pooled"]
+    with tempfile.TemporaryDirectory() as d:
+        env = Env(d)
+        args = env.args(seeds="0-1", grid=grid)
+        # 2 variants x 2 seeds; pooled seed 1 interrupted (a checkpoint, no report): 3 of 4 complete.
+        r = env.run(args, FAKE_SELECTED=1, FAKE_INTERRUPT="pooled/erm/1")
+        assert r.returncode == 1, (r.stdout, r.stderr)
+        calls = len(env.calls())
+        assert calls == 4, env.calls()
+        unfinished = os.path.join(env.out, "runs", "fit=pooled", "seed1")
+        assert not os.path.exists(os.path.join(unfinished, "report.json"))
+        # A hetdro training it holds its .lock (flock): it is just not complete.
+        lock_fd = os.open(os.path.join(unfinished, ".lock"), os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(lock_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            before = {"runs": _tree(os.path.join(env.out, "runs")), "logs": _tree(os.path.join(env.out, "logs"))}
+            r = env.run(["--tables-only"] + args)
+            assert r.returncode == 0, (r.stdout, r.stderr)
+            assert len(env.calls()) == calls, "--tables-only starts nothing"
+            after = {"runs": _tree(os.path.join(env.out, "runs")), "logs": _tree(os.path.join(env.out, "logs"))}
+            assert after == before, "the run folders and the logs are left as they were"
+            assert "3 of 4 runs complete (3 reused), 0 failed or interrupted, 1 not run" in r.stdout, r.stdout
+            for name in ("table.md", "table.csv", "worst_group.png", "runs.csv"):
+                assert os.path.join(env.out, name) in r.stdout, r.stdout
+            assert "--tables-only: nothing was run" in r.stdout and "started" not in r.stdout, r.stdout
+
+            rows = {x["train.fit"]: x for x in env.csv("table.csv")}
+            _check_variant_row(rows["none"], "none", "erm", 0.015, 0.0212132, 2)   # seeds 0, 1: SEED 0, 0.03
+            _check_variant_row(rows["pooled"], "pooled", "erm", 0.0, None, 1)      # seed 0 only
+            assert rows["pooled"]["n_seeds"] == "2" and rows["pooled"]["n_failed"] == "0", rows["pooled"]
+            runs = {(x["variant"], x["seed"]): x for x in env.csv("runs.csv")}
+            missing = runs[("fit=pooled", "1")]
+            assert missing["status"] == "not run" and missing["worst_group_acc"] == "", missing
+            assert missing["action"] == "resume" and missing["exit_code"] == "", missing
+            if sweep.held_locks() is not None:
+                assert "running" in missing["note"], missing
+            assert all(x["status"] == "complete" and x["action"] == "reused"
+                       for k, x in runs.items() if k != ("fit=pooled", "1")), runs
+            md = env.md()
+            assert "--tables-only: 3 of 4 runs complete" in md, md
+            assert "runs: 3 of 4 complete, 0 failed or interrupted, 1 not run" in md, md
+            repro = [line for line in md.splitlines() if line.startswith("- reproduce: ")]
+            assert len(repro) == 1 and "--tables-only" not in repro[0], md
+            assert repro[0].endswith(" " + shlex.join(args) + "`"), "the sweep's command: " + repro[0]
+            assert "| pooled | 0.7000 (n=1) | 0.6000 (n=1) |" in md and "| 1/2 |" in md, md
+            assert "| none | 0.6150 ± 0.0212 |" in md and "| 2/2 |" in md, md
+            _png_size(os.path.join(env.out, "worst_group.png"))
+            assert not [n for n in os.listdir(env.out) if ".tmp" in n], os.listdir(env.out)
+
+            # The same runs again with --use selected (an abbreviation of --tables-only, too).
+            r = env.run(args + ["--use", "selected", "--tables"])
+            assert r.returncode == 0, (r.stdout, r.stderr)
+            assert len(env.calls()) == calls
+            assert {"runs": _tree(os.path.join(env.out, "runs")),
+                    "logs": _tree(os.path.join(env.out, "logs"))} == before
+            rows = {x["train.fit"]: x for x in env.csv("table.csv")}   # the selected model: 0.01 below
+            _check_variant_row(rows["none"], "none", "erm", 0.015 - 0.01, 0.0212132, 2)
+            _check_variant_row(rows["pooled"], "pooled", "erm", -0.01, None, 1)
+            runs = env.csv("runs.csv")
+            assert [x["selected_epoch"] for x in runs] == ["3", "3", "3", ""], runs
+            md = env.md()
+            assert "`--use selected`" in md and "rule: worst_group" in md, md
+            assert "--tables-only: 3 of 4 runs complete" in md, md
+            repro = [line for line in md.splitlines() if line.startswith("- reproduce: ")][0]
+            assert repro.endswith(" " + shlex.join(args + ["--use", "selected"]) + "`"), repro
+
+            # Still checked: run folders made with other settings (exit 2, nothing written).
+            md_before = open(os.path.join(env.out, "table.md"), "rb").read()
+            r = env.run(env.args(seeds="0-1", grid=grid, extra=["--set", "train.epochs=3", "--tables-only"]))
+            assert r.returncode == 2 and "train.epochs = 2, this sweep asks for 3" in r.stderr, r.stderr
+            assert open(os.path.join(env.out, "table.md"), "rb").read() == md_before
+        finally:
+            os.close(lock_fd)
+
+        # With --dry-run: an error naming both; nothing written.
+        r = env.run(args + ["--tables-only", "--dry-run"])
+        assert r.returncode == 2 and "--tables-only" in r.stderr and "--dry-run" in r.stderr, r.stderr
+        assert "Traceback" not in r.stderr and open(os.path.join(env.out, "table.md"), "rb").read() == md_before
+        # A sweep folder that does not exist: bad input, and nothing is made.
+        nowhere = os.path.join(d, "nowhere")
+        r = env.run(["--config", env.config, "--seeds", "0", "--out", nowhere, "--hetdro", env.hetdro,
+                     "--tables-only"])
+        assert r.returncode == 2 and nowhere in r.stderr and not os.path.exists(nowhere), r.stderr
+
+        # The folders were left as a sweep can go on from: the next one resumes the missing run.
+        r = env.run(args)
+        assert r.returncode == 0, (r.stdout, r.stderr)
+        new = env.calls()[calls:]
+        assert len(new) == 1 and new[0]["mode"] == "resume" and new[0]["dir"] == unfinished, new
+        assert "--tables-only" not in env.md(), env.md()
 
 
 # ----------------------------------------------------------------------------- the output rule
