@@ -63,19 +63,28 @@ StratifiedSampler make_sampler(const Config& config, const std::vector<GroupData
           "train.batch_size = {} takes from it; lower train.batch_size",
           config.path, groups[g].name, groups[g].train.size(), sampler.per_batch()[g],
           config.train.batch_size);
-  if (sampler.steps_per_epoch() == 0) {  // resampling: the largest group cannot fill its share
-    const size_t L = std::max_element(groups.begin(), groups.end(),
-                                      [](const GroupData& a, const GroupData& b) {
-                                        return a.train.size() < b.train.size();
-                                      }) -
-                     groups.begin();
+  const size_t L = std::max_element(groups.begin(), groups.end(),
+                                    [](const GroupData& a, const GroupData& b) {
+                                      return a.train.size() < b.train.size();
+                                    }) -
+                   groups.begin();     // the largest group, whose pass is a resampled epoch
+  if (sampler.steps_per_epoch() == 0)  // resampling: the largest group cannot fill its share
     input_error(
         "{}: group '{}', the largest, has {} training samples, fewer than the {} that every "
         "batch of train.batch_size = {} takes from it, so an epoch (one pass over the largest "
         "group) would have no step; lower train.batch_size or its share of a batch",
         config.path, groups[L].name, groups[L].train.size(), sampler.per_batch()[L],
         config.train.batch_size);
-  }
+  // Under resampling an epoch's order holds steps · B indices, more than the data when the
+  // largest group's share is tiny: bounded before anything is allocated.
+  const int64_t indices = sampler.steps_per_epoch() * config.train.batch_size;
+  if (sampler.resamples() && indices > (int64_t(1) << 28))
+    input_error(
+        "{}: an epoch of {} steps (one pass over the largest group, '{}', {} of it per batch) "
+        "of train.batch_size = {} needs an order of {} sample indices ({:.1f} GiB); raise that "
+        "group's share of a batch or lower train.batch_size",
+        config.path, sampler.steps_per_epoch(), groups[L].name, sampler.per_batch()[L],
+        config.train.batch_size, indices, double(indices) * 8 / (1 << 30));
   return sampler;
 }
 

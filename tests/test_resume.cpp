@@ -179,6 +179,17 @@ TEST_F(Resume, AShareTheLargestGroupCannotFillIsRefused) {
             std::string::npos)
       << r.output;
   EXPECT_FALSE(fs::exists(out("run")));
+  // A share so small that one pass over img8 (900 steps of 1 sample) holds 900 batches of 10^6:
+  // 9·10^8 indices, refused before they are allocated.
+  const auto big = run_cli("train --config " + config() + " --out " + out("big") +
+                           " --set train.batch_size=1000000 --set data.groups.0.batch_share=1e-6");
+  EXPECT_EQ(big.code, 2) << big.output;
+  EXPECT_NE(big.output.find("an epoch of 900 steps (one pass over the largest group, 'img8', 1 of "
+                            "it per batch) of train.batch_size = 1000000 needs an order of "
+                            "900000000 sample indices (6.7 GiB)"),
+            std::string::npos)
+      << big.output;
+  EXPECT_FALSE(fs::exists(out("big")));
 }
 
 // A run killed with SIGKILL at a random moment resumes from its last checkpoint and ends with
