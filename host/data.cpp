@@ -180,6 +180,7 @@ std::vector<int> batch_counts(const std::vector<int64_t>& sizes, int batch_size,
   if (batch_size < G)
     input_error("batch size {} is smaller than the number of groups ({})", batch_size, G);
   HETDRO_ASSERT(shares.empty() || int(shares.size()) == G);
+  HETDRO_ASSERT(std::all_of(sizes.begin(), sizes.end(), [](int64_t n) { return n > 0; }));
   auto fixed_share = [&](int g) { return shares.empty() ? 0.0 : shares[g]; };
   auto weight = [&](int g) {
     switch (mode) {
@@ -219,6 +220,10 @@ std::vector<int> batch_counts(const std::vector<int64_t>& sizes, int batch_size,
       ++counts[g];
       --*std::max_element(counts.begin(), counts.end());
     }
+  // Shares the config check refuses (fixed ones that fill the batch beside free groups) would
+  // break this.
+  HETDRO_ASSERT(std::all_of(counts.begin(), counts.end(), [](int c) { return c > 0; }) &&
+                std::accumulate(counts.begin(), counts.end(), 0) == batch_size);
   return counts;
 }
 

@@ -230,14 +230,20 @@ void Trainer::load(const std::string& checkpoint_path, bool to_resume) {
     if (!loaded.groups.empty() && loaded.groups != names)
       refuse("the group order", fmt::format("{}", fmt::join(loaded.groups, ", ")),
              fmt::format("{}", fmt::join(names, ", ")));
-    if (!loaded.sampler.empty() && loaded.sampler != sampler_.describe())
-      refuse("the batch shares (train.group_batch, data.groups[].batch_share)",
-             excerpt(loaded.sampler), sampler_.describe());
     const std::vector<int64_t> sizes = train_sizes(groups_);
     if (!loaded.train_sizes.empty() && loaded.train_sizes != sizes)
       refuse("the training-set sizes (data, data.val_fraction, data.val_seed)",
              fmt::format("{}", fmt::join(loaded.train_sizes, ", ")),
              fmt::format("{}", fmt::join(sizes, ", ")));
+    // After the sizes, on which proportional counts depend. A checkpoint from before the sampler
+    // was stored can only have used proportional shares.
+    const std::string then = !loaded.sampler.empty() ? loaded.sampler
+                             : loaded.has_seed && sampler_.resamples()
+                                 ? "proportional (a checkpoint from before train.group_batch)"
+                                 : "";
+    if (!then.empty() && then != sampler_.describe())
+      refuse("the batch shares (train.group_batch, data.groups[].batch_share)", excerpt(then),
+             sampler_.describe());
     if (loaded.step_in_epoch >= sampler_.steps_per_epoch() ||
         loaded.epoch_sums.size() != size_t(loss_.stats_size()))
       input_error(

@@ -319,6 +319,20 @@ def test_same_batch_counts_and_val_default_as_hetdro_binary():
             assert cfg["data"]["val_fraction"] == (0.1 if i == 2 else 0.0)
 
 
+def test_make_sampler_bounds_a_resampled_epoch():
+    # host/trainer.cpp's bound: 900 steps of one img8 sample each, in batches of 10^6, would need
+    # 9·10^8 indices; refused before the order is built.
+    cfg = {"train": {"batch_size": 1000000, "seed": 0, "group_batch": "proportional"},
+           "data": {"groups": [{"name": "img8", "batch_share": 1e-6}, {"name": "vec16", "batch_share": 0},
+                               {"name": "vec40", "batch_share": 0}]}}
+    try:
+        tr.make_sampler(cfg, [900, 540, 180])
+    except tr.UserError as e:
+        assert "needs an order of 900000000 sample indices" in str(e), str(e)
+    else:
+        raise AssertionError("a 9e8-index epoch was not refused")
+
+
 def _run(args):
     return subprocess.run([sys.executable, SCRIPT] + args, capture_output=True, text=True, timeout=60)
 

@@ -606,6 +606,12 @@ def make_sampler(cfg, Ns):
         raise UserError("config: the largest group, '%s', has %d training samples, fewer than the %d that every "
                         "batch takes from it: an epoch would have no step; lower train.batch_size"
                         % (groups[L]["name"], Ns[L], s.per_batch[L]))
+    if s.resamples and s.steps * t["batch_size"] > 1 << 28:   # host/trainer.cpp's bound, before allocating
+        L = Ns.index(max(Ns))
+        raise UserError("config: an epoch of %d steps (one pass over the largest group, '%s', %d of it per batch) "
+                        "of train.batch_size = %d needs an order of %d sample indices; raise that group's share "
+                        "of a batch or lower train.batch_size"
+                        % (s.steps, groups[L]["name"], s.per_batch[L], t["batch_size"], s.steps * t["batch_size"]))
     return s
 
 

@@ -168,6 +168,23 @@ TEST_F(Resume, FromAMidEpochCheckpointUnderResampledSharesEqualsAnUnbrokenRun) {
   EXPECT_DOUBLE_EQ(b[1]["loss"].get<double>(), a[1]["loss"].get<double>());
 }
 
+// A mid-epoch checkpoint written before the sampler was stored (no "sampler" in __metadata__)
+// was taken under proportional shares: resuming it under resampled ones is refused.
+TEST_F(Resume, AnOldMidEpochCheckpointRefusesResampledShares) {
+  train("run", "--set train.epochs=2 --max-steps 40");
+  const std::string path = out("run") + "/checkpoint.safetensors";
+  SafetensorsFile file = read_safetensors(path);
+  ASSERT_EQ(file.metadata.erase("sampler"), 1u);
+  write_safetensors(path, file.tensors, file.metadata);
+  const auto r = run_cli("train --resume " + out("run") + " --set train.group_batch=sqrt");
+  EXPECT_EQ(r.code, 2) << r.output;
+  EXPECT_NE(r.output.find("\"proportional (a checkpoint from before train.group_batch)\", but "
+                          "the config now has 27, 21, 12 per batch, drawn again"),
+            std::string::npos)
+      << r.output;
+  resume("run", "");  // under the shares it was taken with, it continues
+}
+
 // Under resampling an epoch is one pass over the largest group: a share of a batch larger than
 // that group is refused before training, naming the group.
 TEST_F(Resume, AShareTheLargestGroupCannotFillIsRefused) {

@@ -8,6 +8,7 @@
 
 #include "hetdro/check.h"
 #include "hetdro/data.h"
+#include "hetdro/rng.h"  // splitmix64
 
 namespace hetdro {
 namespace {
@@ -95,11 +96,15 @@ TEST(Sampler, ProportionalSharesNeverRepeatAndKeepTodaysEpoch) {
   EXPECT_FALSE(a.resamples());
   EXPECT_FALSE(b.resamples());
   EXPECT_EQ(a.describe(), "14, 5, 1 per batch");
+  EXPECT_EQ(a.steps_per_epoch(), 50);  // min(700/14, 250/5, 53/1)
   a.start_epoch(3);
   b.start_epoch(3);
   for (int g = 0; g < 3; ++g) {
     EXPECT_EQ(a.order(g), b.order(g));
     EXPECT_EQ(a.order_size(g), sizes[g]);
+    // The order before train.group_batch existed: one shuffle per (seed, epoch, group).
+    EXPECT_EQ(a.order(g),
+              seeded_permutation(sizes[g], splitmix64(7 ^ splitmix64(3 * 1000003 + uint64_t(g)))));
   }
 }
 

@@ -51,7 +51,7 @@ Split split_validation(Split& train, double fraction, uint64_t seed, int classes
 //    min_g floor(N_g / n_g) steps.
 //  - Other shares (resampling): an epoch is one pass over the largest group, floor(N_L / n_L)
 //    steps. A group that runs out is drawn again from a fresh shuffle, so each pass over it holds
-//    every sample once; a batch that spans two passes may hold a sample twice.
+//    every sample once; a batch that spans passes may hold a sample more than once.
 class StratifiedSampler {
  public:
   StratifiedSampler(const std::vector<int64_t>& group_sizes, int batch_size, uint64_t seed,
