@@ -327,3 +327,40 @@ def run(main, interrupted="interrupted"):
                   file=sys.stderr)
             code = code or 1
     return code
+
+
+# --- run folders in use (sweep.py, plot_sweep_curves.py) ---------------------------------
+
+def held_locks():
+    """{(st_dev major, minor, inode)} of the files some process holds a lock on, from /proc/locks
+    (only looked at: taking a run's lock, even for a moment, could make a hetdro starting then
+    refuse its folder); None when it cannot be read (not Linux)."""
+    try:
+        with open("/proc/locks", encoding="ascii", errors="replace") as f:
+            text = f.read()
+    except OSError:
+        return None
+    held = set()
+    for line in text.splitlines():
+        for field in line.split():
+            parts = field.split(":")
+            if len(parts) == 3:
+                try:
+                    held.add((int(parts[0], 16), int(parts[1], 16), int(parts[2])))
+                except ValueError:
+                    pass
+    return held
+
+
+def lock_held(run_dir, locks):
+    """True when a process holds run_dir/.lock (a hetdro training it), False when none does or
+    there is no .lock, None when that cannot be told. Only looks (/proc/locks), never takes it."""
+    try:
+        st = os.stat(os.path.join(run_dir, ".lock"))
+    except FileNotFoundError:
+        return False
+    except OSError:
+        return None
+    if locks is None:
+        return None
+    return (os.major(st.st_dev), os.minor(st.st_dev), st.st_ino) in locks

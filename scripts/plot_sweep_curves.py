@@ -164,41 +164,6 @@ def load_report(path):
     return rep
 
 
-def _proc_locks():
-    """{(st_dev major, minor, inode)} of the files someone holds a lock on, from /proc/locks;
-    None when it cannot be read (not Linux)."""
-    try:
-        with open("/proc/locks", encoding="ascii", errors="replace") as f:
-            text = f.read()
-    except OSError:
-        return None
-    held = set()
-    for line in text.splitlines():
-        for field in line.split():
-            parts = field.split(":")
-            if len(parts) == 3:
-                try:
-                    held.add((int(parts[0], 16), int(parts[1], 16), int(parts[2])))
-                except ValueError:
-                    pass
-    return held
-
-
-def lock_held(run_dir, locks):
-    """True when a process holds run_dir/.lock (a hetdro run writing it), False when none does,
-    None when that cannot be told. Only looks (/proc/locks): taking the lock, even for a moment,
-    could make a hetdro that starts then refuse the folder."""
-    try:
-        st = os.stat(os.path.join(run_dir, ".lock"))
-    except FileNotFoundError:
-        return False   # hetdro makes .lock before it writes anything
-    except OSError:
-        return None
-    if locks is None:
-        return None
-    return (os.major(st.st_dev), os.minor(st.st_dev), st.st_ino) in locks
-
-
 def run_state(report, held):
     if report is not None and (report.get("status") == "complete"
                                or ("status" not in report and "test_acc" in report)):
@@ -262,7 +227,7 @@ def load_runs(sweep_dir, seed):
     """[(variant, run)] for the variants with an epoch for `seed`, run = {"dir", "metrics",
     "report", "state"}; prints a note for each variant skipped. UserError when none is left."""
     variants = sweep_variants(sweep_dir)
-    locks = _proc_locks()
+    locks = outputs.held_locks()
     out = []
     for v in variants:
         rdir = os.path.join(sweep_dir, "runs", v, "seed%d" % seed)
@@ -278,7 +243,7 @@ def load_runs(sweep_dir, seed):
             print("note: %s: %s has no epoch yet, skipped" % (v, mpath))
             continue
         report = load_report(os.path.join(rdir, "report.json"))
-        state = run_state(report, lock_held(rdir, locks))
+        state = run_state(report, outputs.lock_held(rdir, locks))
         out.append((v, {"dir": rdir, "metrics": metrics, "report": report, "state": state}))
     if not out:
         present = seeds_present(sweep_dir, variants)

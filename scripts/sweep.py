@@ -379,41 +379,6 @@ def folder_state(run):
     return "start", ""
 
 
-def held_locks():
-    """{(st_dev major, minor, inode)} of the files some process holds a lock on, from /proc/locks
-    (only looked at: taking a run's lock, even for a moment, could make a hetdro starting then
-    refuse its folder); None when it cannot be read (not Linux)."""
-    try:
-        with open("/proc/locks", encoding="ascii", errors="replace") as f:
-            text = f.read()
-    except OSError:
-        return None
-    held = set()
-    for line in text.splitlines():
-        for field in line.split():
-            parts = field.split(":")
-            if len(parts) == 3:
-                try:
-                    held.add((int(parts[0], 16), int(parts[1], 16), int(parts[2])))
-                except ValueError:
-                    pass
-    return held
-
-
-def lock_held(run_dir, locks):
-    """True when a process holds run_dir/.lock (a hetdro training it), False when none does or
-    there is no .lock, None when that cannot be told."""
-    try:
-        st = os.stat(os.path.join(run_dir, ".lock"))
-    except FileNotFoundError:
-        return False
-    except OSError:
-        return None
-    if locks is None:
-        return None
-    return (os.major(st.st_dev), os.minor(st.st_dev), st.st_ino) in locks
-
-
 def _leaves(node, prefix=()):
     if isinstance(node, dict):
         for k, v in node.items():
@@ -1138,9 +1103,9 @@ def main(argv=None):
             tables["worst_group.png"].write(png.getvalue())
 
     if args.tables_only:
-        locks = held_locks()
+        locks = outputs.held_locks()
         for r in runs:
-            if r.status != "complete" and lock_held(r.dir, locks):
+            if r.status != "complete" and outputs.lock_held(r.dir, locks):
                 r.note = "running (a hetdro holds its .lock)"
         stopped_by = None
     else:

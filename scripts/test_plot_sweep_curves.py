@@ -133,7 +133,7 @@ def test_figure_contents(tmp_path):
 
 def test_running_while_the_lock_is_held(tmp_path):
     sweep = make_sweep(tmp_path)
-    if psc._proc_locks() is None:
+    if psc.outputs.held_locks() is None:
         return   # not Linux: every unfinished run reads "(running)"
     with open(os.path.join(sweep, "runs", B, "seed0", ".lock"), "r+") as f:
         fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)   # as hetdro holds it while it runs

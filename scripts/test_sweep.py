@@ -686,7 +686,7 @@ def test_tables_only_tables_the_complete_runs_and_runs_nothing():
             missing = runs[("fit=pooled", "1")]
             assert missing["status"] == "not run" and missing["worst_group_acc"] == "", missing
             assert missing["action"] == "resume" and missing["exit_code"] == "", missing
-            if sweep.held_locks() is not None:
+            if sweep.outputs.held_locks() is not None:
                 assert "running" in missing["note"], missing
             assert all(x["status"] == "complete" and x["action"] == "reused"
                        for k, x in runs.items() if k != ("fit=pooled", "1")), runs

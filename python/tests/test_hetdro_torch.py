@@ -8,8 +8,8 @@ Grouped by op: w2_gaussian (gradcheck, hand-worked values, scripts/torch_referen
 backward, identical Gaussians), class_moments, the degenerate ReLU batches of docs/DESIGN.md §2
 ("Why not autograd through eigh"), argument errors, eigh, the modules, CUDA.
 
-Tolerances follow tests/testing.h and ../shared/STYLE.md: a comparison between different code
-(another eigensolver, another summation order, float32 against float64) takes its bar from an
+Tolerances follow tests/testing.h and docs/DESIGN.md §6 (Tolerances): a comparison between
+different code (another eigensolver, another summation order, float32 against float64) takes its bar from an
 error model written beside it, never from one machine's measurement. Notation: u is the unit
 roundoff of the dtype computed in (2^-24, 2^-53), γ_n = n·u/(1 − n·u) bounds a sum of n terms in
 any order relative to the sum of their magnitudes (Higham, Lemma 3.1), k the matrix size. A
