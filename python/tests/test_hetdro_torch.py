@@ -9,9 +9,9 @@ backward, identical Gaussians), class_moments, the degenerate ReLU batches of do
 ("Why not autograd through eigh"), argument errors, eigh, the modules, CUDA.
 
 Tolerances follow tests/testing.h and docs/DESIGN.md §6 (Tolerances): a comparison between
-different code (another eigensolver, another summation order, float32 against float64) takes its bar from an
-error model written beside it, never from one machine's measurement. Notation: u is the unit
-roundoff of the dtype computed in (2^-24, 2^-53), γ_n = n·u/(1 − n·u) bounds a sum of n terms in
+different code (another eigensolver, another summation order, float32 against float64) takes
+its bar from an error model written beside it, never from one machine's measurement.
+Notation: u is the unit roundoff of the dtype computed in (2^-24, 2^-53), γ_n = n·u/(1 − n·u) bounds a sum of n terms in
 any order relative to the sum of their magnitudes (Higham, Lemma 3.1), k the matrix size. A
 symmetric eigensolver (Eigen's, LAPACK's, cuSOLVER's, Jacobi) is backward stable: it returns the
 exact decomposition of A + E with ‖E‖_F ≤ p(k)·u·‖A‖_F, and we take p(k) = k² (Householder
