@@ -44,7 +44,11 @@ with --tables-only the four once, from the runs complete so far, and nothing els
                    with --tables-only the line "--tables-only: K of N runs complete"),
                    then one row per variant: each group's test accuracy, worst-group and
                    mean-group accuracy as mean ± sd over the complete seeds (sample sd, ddof = 1;
-                   one seed: the value and "n=1"), and seeds complete / asked (failed)
+                   one seed: the value and "n=1"), and seeds complete / asked (failed); then
+                   (with a --grid) each knob's effect on the worst group, seed by seed: for each
+                   value after a key's first, the differences between a run and its twin with
+                   the key at its first value (same seed, same other values), as mean, sd, min,
+                   max and up / down, beside the worst group's sd across seeds for scale
   table.csv        the same numbers, one row per variant: variant, the grid keys,
                    acc_<group>_mean, acc_<group>_sd, ..., worst_group_mean, worst_group_sd,
                    mean_group_mean, mean_group_sd, n_complete, n_seeds, n_failed
@@ -799,6 +803,69 @@ def aggregate(runs, variants):
     return groups, rows
 
 
+def knob_effects(runs, grid):
+    """Each grid key's effect on the worst group, seed by seed: for every value after the key's
+    first, the differences worst_group_acc(run) - worst_group_acc(twin), the twin being the run
+    with the same seed and the same other grid values but the key at its first value; only pairs
+    whose two runs are complete. One dict per (key, value): key, base, value, diffs [in run
+    order], and stats(diffs) as (mean, sd, n)."""
+    done = {(tuple(r.variant.values), r.seed): r.results["worst_group_acc"]
+            for r in runs if r.status == "complete" and r.results}
+    effects = []
+    for pos, (key, values) in enumerate(grid):
+        for value in values[1:]:
+            diffs = []
+            for r in runs:
+                if r.variant.values[pos] != (key, value):
+                    continue
+                twin = list(r.variant.values)
+                twin[pos] = (key, values[0])
+                a, b = done.get((tuple(r.variant.values), r.seed)), done.get((tuple(twin), r.seed))
+                if a is not None and b is not None:
+                    diffs.append(a - b)
+            effects.append({"key": key, "base": values[0], "value": value, "diffs": diffs,
+                            "stats": stats(diffs)})
+    return effects
+
+
+def seed_spread(rows):
+    """The worst group's seed-to-seed sd within a variant, pooled over the variants with two or
+    more complete seeds: sqrt(sum (n_v - 1) s_v^2 / sum (n_v - 1)); (sd, variants), sd None when
+    no variant has two seeds."""
+    num = den = 0.0
+    used = 0
+    for row in rows:
+        _, sd, n = row["worst"]
+        if n >= 2:
+            num += (n - 1) * sd * sd
+            den += n - 1
+            used += 1
+    return (math.sqrt(num / den) if den else None), used
+
+
+def effects_md(effects, rows):
+    """table.md's second section: knob_effects as a table, with the seed spread for scale."""
+    spread, used = seed_spread(rows)
+    lines = ["", "## Each knob's effect on the worst group, seed by seed", "",
+             "Δ: a run's worst-group accuracy minus that of its twin, the run with the same seed and "
+             "the same other grid values but this knob at its first value (pairs of complete runs "
+             "only); mean, sample sd (ddof = 1), smallest and largest Δ over the pairs, and how many "
+             "pairs went up / down. For scale, the worst group's sd across seeds within a variant, "
+             "pooled over the %d variants with two or more complete seeds: %s."
+             % (used, "—" if spread is None else "%.4f" % spread), ""]
+    lines.append("| knob | change | pairs | mean Δ | sd Δ | min Δ | max Δ | up / down |")
+    lines.append("|---|---|---:|---:|---:|---:|---:|---:|")
+    for e in effects:
+        mean, sd, n = e["stats"]
+        d = e["diffs"]
+        lines.append("| %s | %s | %d | %s | %s | %s | %s | %s |" % (
+            _md(e["key"]), _md("%s → %s" % (e["base"], e["value"])), n,
+            "—" if n == 0 else "%+.4f" % mean, "—" if sd is None else "%.4f" % sd,
+            "—" if n == 0 else "%+.4f" % min(d), "—" if n == 0 else "%+.4f" % max(d),
+            "%d / %d" % (sum(x > 0 for x in d), sum(x < 0 for x in d))))
+    return "\n".join(lines) + "\n"
+
+
 def cell(st):
     mean, sd, n = st
     if n == 0:
@@ -1087,7 +1154,10 @@ def main(argv=None):
                 "n_failed": sum(r.status in ("failed", "interrupted") for r in runs),
                 "n_not_run": sum(r.status == "not run" for r in runs),
                 "when": datetime.datetime.now().isoformat(timespec="seconds"), "tables_only": args.tables_only}
-        tables["table.md"].write(table_md(groups, rows, info).encode("utf-8"))
+        md = table_md(groups, rows, info)
+        if grid:
+            md += effects_md(knob_effects(runs, grid), rows)
+        tables["table.md"].write(md.encode("utf-8"))
         tables["table.csv"].write(table_csv(groups, rows, grid).encode("utf-8"))
         tables["runs.csv"].write(runs_csv(runs, groups, grid, args.use).encode("utf-8"))
         if final:

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Checks of scripts/sweep.py against a fake hetdro (a small Python script written into a temp
 folder and passed with --hetdro), so no trainer is needed: the run list of a 2x2 grid x 3 seeds,
-the tables' mean ± sd (worked by hand), skipping complete runs on a re-run (the fake logs every
+the tables' mean ± sd and each knob's paired effect on the worst group (worked by hand), skipping complete runs on a re-run (the fake logs every
 call), --resume of an interrupted run, --overwrite of a run folder without a checkpoint, a failing
 run (exit 1, the others complete), --use selected, Ctrl-C (one SIGINT to the running trainer,
 exit 130, then resumed), --tables-only (the tables of the complete runs, nothing run and the run
@@ -454,6 +454,11 @@ def test_sweep_tables_and_rerun_skips():
         assert ("| pooled | groupdro | 0.7333 ± 0.0153 | 0.6333 ± 0.0153 | 0.6333 ± 0.0153 | "
                 "0.6833 ± 0.0153 | 3/3 |") in md, md
         assert "| none | erm | 0.6133 ± 0.0153 | 0.5133 ± 0.0153 |" in md, md
+        # Each knob's effect: FIT and OBJ add constants, so every pair differs by the same amount.
+        assert "## Each knob's effect on the worst group, seed by seed" in md, md
+        assert "pooled over the 4 variants with two or more complete seeds: 0.0153." in md, md
+        assert "| train.fit | none → pooled | 6 | +0.1000 | 0.0000 | +0.1000 | +0.1000 | 6 / 0 |" in md, md
+        assert "| train.objective | erm → groupdro | 6 | +0.0200 | 0.0000 | +0.0200 | +0.0200 | 6 / 0 |" in md, md
 
         runs = env.csv("runs.csv")
         assert len(runs) == 12 and all(x["status"] == "complete" and x["action"] == "start" for x in runs), runs
@@ -488,6 +493,52 @@ def test_sweep_tables_and_rerun_skips():
         r = env.run(env.args())
         assert r.returncode == 2 and "train.lambda_sep = (not there), this sweep asks for 0.5 (--config)" in r.stderr, r.stderr
         assert len(env.calls()) == 12
+
+
+def test_knob_effects_pair_runs_by_seed():
+    """knob_effects on made-up results, worked by hand: a 3-value knob (each later value against
+    the first), a run not complete leaves its pairs out, and the seed spread pools the variants."""
+    grid = [("train.fit", ["none", "pooled", "per_group"]), ("train.objective", ["erm", "groupdro"])]
+    variants = sweep.make_variants(grid)
+    worst = {  # (fit, objective): worst-group accuracy for seeds 0, 1 (None: not complete)
+        ("none", "erm"): [0.70, 0.72], ("pooled", "erm"): [0.75, 0.73], ("per_group", "erm"): [0.71, None],
+        ("none", "groupdro"): [0.69, 0.74], ("pooled", "groupdro"): [0.70, 0.76],
+        ("per_group", "groupdro"): [0.68, 0.70]}
+    runs = []
+    for seed in (0, 1):
+        for v in variants:
+            r = sweep.Run(len(runs), v, seed, "/nonexistent")
+            acc = worst[tuple(val for _, val in v.values)][seed]
+            if acc is not None:
+                r.status, r.results = "complete", {"worst_group_acc": acc, "mean_group_acc": acc,
+                                                   "test_acc": {"a": acc}}
+            runs.append(r)
+    eff = {(e["key"], e["value"]): e for e in sweep.knob_effects(runs, grid)}
+    assert sorted(eff) == [("train.fit", "per_group"), ("train.fit", "pooled"), ("train.objective", "groupdro")]
+    # none -> pooled: erm +0.05, +0.01; groupdro +0.01, +0.02 (in run order: seed 0 first).
+    e = eff[("train.fit", "pooled")]
+    assert [round(x, 10) for x in e["diffs"]] == [0.05, 0.01, 0.01, 0.02], e
+    # mean 0.0225; deviations 0.0275, -0.0125, -0.0125, -0.0025; squares 7.5625e-4 + 1.5625e-4
+    # + 1.5625e-4 + 6.25e-6 = 1.075e-3; / 3 = 3.5833e-4; sd 0.0189297.
+    _close(e["stats"][0], 0.0225)
+    _close(e["stats"][1], 0.0189297)
+    assert e["stats"][2] == 4
+    # none -> per_group: erm seed 0 +0.01 (seed 1 not complete: no pair), groupdro -0.01, -0.04.
+    e = eff[("train.fit", "per_group")]
+    assert [round(x, 10) for x in e["diffs"]] == [0.01, -0.01, -0.04], e
+    # erm -> groupdro: none -0.01, +0.02; pooled -0.05, +0.03; per_group (erm seed 1 missing) -0.03.
+    e = eff[("train.objective", "groupdro")]
+    assert [round(x, 10) for x in e["diffs"]] == [-0.01, -0.05, -0.03, 0.02, 0.03], e
+    # Seed spread: five variants with two seeds, each (n - 1) s^2 = (a - b)^2 / 2:
+    # (0.02^2 + 0.02^2 + 0.05^2 + 0.06^2 + 0.02^2) / 2 = 0.0073 / 2 = 0.00365, over the five
+    # degrees of freedom 0.00073: sd 0.0270185.
+    _, rows = sweep.aggregate(runs, variants)
+    spread, used = sweep.seed_spread(rows)
+    assert used == 5
+    _close(spread, 0.0270185)
+    md = sweep.effects_md(sweep.knob_effects(runs, grid), rows)
+    assert "| train.fit | none → per_group | 3 | -0.0133 | 0.0252 | -0.0400 | +0.0100 | 1 / 2 |" in md, md
+    assert "pooled over the 5 variants with two or more complete seeds: 0.0270." in md, md
 
 
 def test_interrupted_run_resumes_and_empty_checkpoint_restarts():
