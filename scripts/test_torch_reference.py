@@ -278,6 +278,12 @@ def test_same_init_and_split_as_hetdro_binary():
             assert np.array_equal(got, t.numpy()), name
         sizes = {m.group(1): int(m.group(2)) for m in re.finditer(r"group (\w+)\s+encoder \w+\s+train\s+(\d+)", r.stdout)}
         assert sizes == {g["name"]: len(g["ytr"]) for g in groups}, (sizes, r.stdout)
+        # The run's config.toml spells out every key hetdro read (docs/DESIGN.md §4): the
+        # reference reads them all, and the same values.
+        full = tr.load_config(os.path.join(run, "config.toml"))
+        assert full["train"]["deterministic"] is True and full["model"]["latent_dim"] == 12, full
+        assert full["data"]["val_fraction"] == 0.15 and full["train"]["seed"] == 5, full
+        assert tr.load_config(os.path.join(run, "config.toml"), ["train.deterministic=false"])["train"]["deterministic"] is False
 
 
 def test_same_batch_counts_and_val_default_as_hetdro_binary():
@@ -450,6 +456,8 @@ def test_config_errors_exit_2():
         r = _run(["--config", os.path.join(d, "missing.toml")])
         assert r.returncode == 2 and "not found" in r.stderr, r.stderr
         cfg = _write_tiny_data(d)
+        r = _run(["--config", cfg, "--set", 'train.deterministic="yes"'])
+        assert r.returncode == 2 and "deterministic = 'yes' has the wrong type (expected bool)" in r.stderr, r.stderr
         os.remove(os.path.join(d, "vec_test_y.npy"))
         r = _run(["--config", cfg])
         assert r.returncode == 2 and "vec_test_y.npy" in r.stderr, r.stderr

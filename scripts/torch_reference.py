@@ -191,7 +191,7 @@ _MODEL_KEYS = {"latent_dim": 64, "classifier": "linear", "classifier_hidden": 12
 _TRAIN_KEYS = {"epochs": 10, "batch_size": 100, "lr": 1e-3, "lambda_fit": 1e-3, "lambda_sep": 1e-3,
                "samples_per_anchor": 16, "eps": 1e-5, "fit": "pooled", "objective": "erm",
                "group_batch": "proportional", "groupdro_eta": 0.01, "weight_decay": 0.0, "seed": 0,
-               "device": "auto", "eval_batch": 1000, "checkpoint_every": 0, "select": "last", "groupdro": {}}
+               "device": "auto", "deterministic": True, "eval_batch": 1000, "checkpoint_every": 0, "select": "last", "groupdro": {}}
 _GROUPDRO_KEYS = {"update": "exp", "objective": "weighted", "tau": 1.0, "gamma": 0.1, "adjustment": 0.0}
 _CHOICES = {("model", "classifier"): ("linear", "mlp2"),
             ("model", "latent_activation"): ("none", "relu"),
@@ -1064,6 +1064,12 @@ def main(argv=None):
         raise UserError("--compile needs torch.compile (PyTorch >= 2.0); this is torch %s" % torch.__version__)
     device = pick_device(cfg, args.device)
     t, C = cfg["train"], cfg["data"]["classes"]
+    if device.type == "cuda":
+        # train.deterministic as in hetdro (docs/DESIGN.md §6 Determinism): cuDNN kept to its
+        # deterministic algorithms, chosen without timing them. The rest of this step has no
+        # scatter atomics (one-hot matmuls, below). On the CPU every op here is deterministic.
+        torch.backends.cudnn.deterministic = t["deterministic"]
+        torch.backends.cudnn.benchmark = False
     gd = t["groupdro"]
 
     groups = load_data(cfg)
