@@ -1025,7 +1025,7 @@ def worst_group_figure(rows, title):
     right.set_yticklabels(["no complete run" if r["worst"][2] == 0 else
                            ("%.4f (n=1)" % r["worst"][0] if r["worst"][2] == 1 else
                             "%.4f ± %.4f (n=%d)" % r["worst"]) for r in rows], fontsize=9)
-    ax.set_xlabel("worst-group test accuracy (point: mean over seeds, bar: ±1 sample sd, grey: each seed; "
+    ax.set_xlabel("worst-group test accuracy\n(point: mean over seeds, bar: ±1 sample sd, grey: each seed; "
                   "green: best mean)")
     ax.grid(True, axis="x", alpha=0.3)
     ax.set_title(title, fontsize=10)
