@@ -34,6 +34,9 @@ C, k = data["classes"], model.get("latent_dim", 64)
 B, eps = train.get("batch_size", 100), train.get("eps", 1e-5)
 assert (train.get("objective", "erm"), model.get("classifier", "linear"), model.get("latent_activation", "none")) \
     == ("erm", "linear", "none"), "this example does ERM with a linear classifier and no latent activation"
+assert train.get("group_batch", "proportional") == "proportional" and not any(
+    g.get("batch_share") for g in data["groups"]), \
+    "this example draws batches in proportion to group size: use train.group_batch = \"proportional\" and no batch_share (hetdro itself does the others)"
 torch.manual_seed(int(sys.argv[2]) if len(sys.argv) > 2 else train.get("seed", 0))
 
 
