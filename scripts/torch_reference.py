@@ -1065,9 +1065,10 @@ def main(argv=None):
     device = pick_device(cfg, args.device)
     t, C = cfg["train"], cfg["data"]["classes"]
     if device.type == "cuda":
-        # train.deterministic as in hetdro (docs/DESIGN.md §6 Determinism): cuDNN kept to its
-        # deterministic algorithms, chosen without timing them. The rest of this step has no
-        # scatter atomics (one-hot matmuls, below). On the CPU every op here is deterministic.
+        # train.deterministic (docs/DESIGN.md §3, Determinism) governs cuDNN here: its
+        # deterministic algorithms when true; chosen by heuristics, never by timing, either way.
+        # Unlike hetdro, nothing else follows it: index_add and the backward of indexing may
+        # still use float atomics on CUDA, as in any plain PyTorch script.
         torch.backends.cudnn.deterministic = t["deterministic"]
         torch.backends.cudnn.benchmark = False
     gd = t["groupdro"]
